@@ -1,0 +1,98 @@
+#! /bin/sh
+##
+## build.sh --
+##   Set-up, tests, demo and builds for xcluster-cni.
+##
+## Commands;
+##
+
+prg=$(basename $0)
+dir=$(cd "$(dirname "$0")" && pwd)
+tmp=/tmp/${prg}_$$
+
+# The one place the Deno version is pinned.
+DENO_VERSION=2.9.6
+DEBIAN_PACKAGES="iproute2 containernetworking-plugins iputils-ping openssl"
+
+die() {
+	echo "ERROR: $*" >&2
+	rm -rf $tmp
+	exit 1
+}
+help() {
+	grep '^##' $0 | cut -c3-
+	rm -rf $tmp
+	exit 0
+}
+test -n "$1" || help
+echo "$1" | grep -qi "^help\|-h" && help
+
+##   env
+##     Print environment.
+cmd_env() {
+	echo "DENO_VERSION=$DENO_VERSION"
+	echo "DEBIAN_PACKAGES=\"$DEBIAN_PACKAGES\""
+}
+
+##   setup
+##     Install what is missing on a Debian machine (as root): Deno from npm and
+##     the Debian packages the tests and the demo use.
+cmd_setup() {
+	if ! deno --version 2>/dev/null | grep -q "^deno $DENO_VERSION "; then
+		command -v npm > /dev/null || die "npm is needed to install Deno"
+		npm install -g --no-fund --no-audit "deno@$DENO_VERSION" > /dev/null 2>&1 ||
+			die "npm install -g deno@$DENO_VERSION failed"
+		deno --version | grep -q "^deno $DENO_VERSION " || die "deno $DENO_VERSION not on PATH"
+	fi
+	local missing=""
+	for p in $DEBIAN_PACKAGES; do
+		dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+	done
+	if test -n "$missing"; then
+		test "$(id -u)" = "0" || die "not root; install:$missing"
+		apt-get update -qq > /dev/null 2>&1
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing > /dev/null 2>&1 ||
+			die "apt-get install$missing failed"
+	fi
+	cd $dir && deno install --quiet > /dev/null 2>&1 || deno cache main.ts > /dev/null
+}
+
+##   test [--junit FILE] [deno test args...]
+##     Setup, then the whole test suite (as root: kernel and CNI tests need it).
+cmd_test() {
+	cmd_setup
+	cd $dir
+	local junit=""
+	if test "$1" = "--junit"; then
+		junit="--junit-path=$2"
+		shift 2
+	fi
+	deno test -A --parallel $junit "$@" tests/
+}
+
+##   check
+##     Format, lint and type checks.
+cmd_check() {
+	cd $dir
+	deno fmt --check && deno lint && deno task check
+}
+
+##   demo [--check] [--nodes N]
+##     Setup, then a whole cluster on this machine in network namespaces (root).
+cmd_demo() {
+	cmd_setup
+	cd $dir
+	exec deno run -A main.ts demo "$@"
+}
+
+# Get the command
+cmd=$1
+shift
+grep -q "^cmd_$cmd()" $0 || die "Invalid command [$cmd]"
+
+trap "die Interrupted" INT TERM
+mkdir -p $tmp
+cmd_$cmd "$@"
+status=$?
+rm -rf $tmp
+exit $status

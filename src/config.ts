@@ -1,0 +1,342 @@
+/**
+ * The daemon's configuration: environment variables, parsed and documented in one place.
+ *
+ * Names and meanings are those of Nordix xcluster-cni where it has them. Every variable is
+ * listed once in {@link ENV}; docs/configuration.md and the manifests are checked against it.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { type Level, parseLevel } from "./log.ts";
+import { type Cidr, formatCidr, parseCidr, splitList } from "./net/ip.ts";
+
+/** Route protocol used when PROTOCOL is unset. */
+export const DEFAULT_PROTOCOL = 202;
+/** The host's CNI plugin folder, as mounted into the pod. */
+export const DEFAULT_CNI_BIN_DIR = "/opt/cni/bin";
+/** The host's CNI config folder, as mounted into the pod. */
+export const DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d";
+/** Where the image keeps the standard plugins that the installer copies. */
+export const DEFAULT_PLUGINS_DIR = "/opt/xcluster-cni/cni";
+/** Where the daemon writes node state files for the kube-node IPAM. */
+export const DEFAULT_STATE_DIR = "/run/xcluster-cni";
+/** Base of the default HTTP port: the port is this plus PROTOCOL, so instances differ. */
+export const HTTP_PORT_BASE = 19000;
+
+/** Protocols the kernel and boot scripts own; an instance must never take them. */
+const RESERVED_PROTOCOLS = new Map([[0, "unspec"], [2, "kernel"], [3, "boot"], [4, "static"]]);
+
+/** Everything the daemon reads from its environment. */
+export interface DaemonConfig {
+  /** Own node name; empty: find it by /etc/machine-id. */
+  nodeName: string;
+  /** Node annotation with this network's CIDRs; empty: spec.podCIDRs. */
+  cidrAnnotation: string;
+  /** Node annotation with this network's node addresses; empty: InternalIP. */
+  addressAnnotation: string;
+  protocol: number;
+  logLevel: Level;
+  /** Log file; empty: stderr. */
+  logFile: string;
+  resyncSeconds: number;
+  cniBinDir: string;
+  cniConfDir: string;
+  pluginsDir: string;
+  installK8sNet: boolean;
+  stateDir: string;
+  httpAddress: string;
+  /** When non-empty, only CIDRs inside these are routed. */
+  allowedCidrs: Cidr[];
+  /** Shortest prefix accepted for a node CIDR when ALLOWED_CIDRS is unset. */
+  minPrefixV4: number;
+  minPrefixV6: number;
+  /** Post Kubernetes Events on Nodes whose CIDRs are refused. */
+  nodeEvents: boolean;
+}
+
+/** One documented environment variable. */
+export interface EnvVar {
+  name: string;
+  /** Default as written in a manifest ("" when empty). */
+  default: string;
+  description: string;
+}
+
+type Parser<T> = (value: string, env: Env) => T;
+type Env = Record<string, string | undefined>;
+
+/** Thrown for a bad value; the message is the one line the daemon prints before exit 2. */
+export class ConfigError extends Error {
+  constructor(readonly variable: string, readonly value: string, reason: string) {
+    super(`${variable}=${JSON.stringify(value)}: ${reason}`);
+    this.name = "ConfigError";
+  }
+}
+
+const bool: Parser<boolean> = (v) => {
+  const t = v.trim().toLowerCase();
+  if (["yes", "true", "1", "on"].includes(t)) return true;
+  if (["no", "false", "0", "off"].includes(t)) return false;
+  throw new Error("expected yes/no or true/false");
+};
+
+const int = (min: number, max: number): Parser<number> => (v) => {
+  const n = z.coerce.number().int().min(min).max(max).safeParse(v.trim());
+  if (!n.success || v.trim() === "") throw new Error(`expected an integer ${min}-${max}`);
+  return n.data;
+};
+
+const str: Parser<string> = (v) => v.trim();
+
+const annotation: Parser<string> = (v) => {
+  const t = v.trim();
+  // Kubernetes annotation keys: optional DNS prefix "/" name of at most 63 characters.
+  if (
+    t !== "" &&
+    !/^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(t)
+  ) {
+    throw new Error("not a valid annotation key");
+  }
+  return t;
+};
+
+/** Parses a duration: seconds as a number, or with a unit (`90s`, `5m`, `1h`). */
+const duration: Parser<number> = (v) => {
+  const m = /^([0-9]+)(s|m|h)?$/.exec(v.trim());
+  if (!m) throw new Error("expected a duration such as 60, 60s, 5m");
+  const n = Number(m[1]) * ({ s: 1, m: 60, h: 3600 }[m[2] ?? "s"] ?? 1);
+  if (n < 1 || n > 86400) throw new Error("expected between 1s and 24h");
+  return n;
+};
+
+/** Reads the protocol name table (`number name` lines) as iproute2 does. */
+export function parseRtProtos(text: string): Map<string, number> {
+  const names = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    const m = /^\s*(0x[0-9a-fA-F]+|[0-9]+)\s+([A-Za-z0-9_.-]+)/.exec(line);
+    if (m) names.set(m[2], Number(m[1]));
+  }
+  return names;
+}
+
+const RT_PROTOS_FILES = ["/etc/iproute2/rt_protos", "/usr/share/iproute2/rt_protos"];
+
+function readRtProtos(): Map<string, number> {
+  const all = new Map<string, number>();
+  for (const file of RT_PROTOS_FILES) {
+    try {
+      for (const [k, v] of parseRtProtos(Deno.readTextFileSync(file))) all.set(k, v);
+    } catch { /* absent file: numbers still work */ }
+  }
+  return all;
+}
+
+/** Parses PROTOCOL: 1-255 or a name from rt_protos; refuses the kernel's own. */
+export function parseProtocol(text: string, names: Map<string, number> = readRtProtos()): number {
+  const t = text.trim();
+  let n: number | undefined;
+  if (/^[0-9]+$/.test(t)) n = Number(t);
+  else if (names.has(t)) n = names.get(t);
+  else throw new Error("expected a number 1-255 or a name from rt_protos");
+  if (n === undefined || n < 0 || n > 255) throw new Error("expected a number 1-255");
+  const reserved = RESERVED_PROTOCOLS.get(n);
+  if (reserved) throw new Error(`protocol ${n} (${reserved}) belongs to the kernel`);
+  return n;
+}
+
+const cidrList: Parser<Cidr[]> = (v) =>
+  splitList(v).map((item) => {
+    const r = parseCidr(item);
+    if (!r.ok) throw new Error(`${JSON.stringify(item)}: ${r.reason}`);
+    return r.cidr;
+  });
+
+interface Spec<K extends keyof DaemonConfig> extends EnvVar {
+  key: K;
+  parse: Parser<DaemonConfig[K]>;
+}
+type AnySpec = { [K in keyof DaemonConfig]: Spec<K> }[keyof DaemonConfig];
+
+const SPECS: AnySpec[] = [
+  {
+    key: "nodeName",
+    name: "NODE_NAME",
+    default: "",
+    parse: str,
+    description: "Own node name (downward API). Empty: the node whose " +
+      "status.nodeInfo.machineID equals /etc/machine-id.",
+  },
+  {
+    key: "cidrAnnotation",
+    name: "CIDR_ANNOTATION",
+    default: "",
+    parse: annotation,
+    description: "Node annotation holding this network's CIDRs, comma separated. " +
+      "Empty: spec.podCIDRs.",
+  },
+  {
+    key: "addressAnnotation",
+    name: "ADDRESS_ANNOTATION",
+    default: "",
+    parse: annotation,
+    description: "Node annotation holding the node's addresses on this network (next hops), " +
+      "comma separated. Empty: the node's InternalIP addresses.",
+  },
+  {
+    key: "protocol",
+    name: "PROTOCOL",
+    default: String(DEFAULT_PROTOCOL),
+    parse: (v) => parseProtocol(v),
+    description: "Route protocol marking this instance's routes: 1-255 or a name from " +
+      "rt_protos, unique per instance on a node; 0 and 2-4 (kernel, boot, static) refused.",
+  },
+  {
+    key: "logLevel",
+    name: "LOG_LEVEL",
+    default: "info",
+    parse: (v) => {
+      const l = parseLevel(v);
+      if (!l) throw new Error("expected error, warn, info, debug, trace or a number");
+      return l;
+    },
+    description:
+      "error, warn, info, debug, trace, or a verbosity number (0 info, 1 debug, 2 trace).",
+  },
+  {
+    key: "logFile",
+    name: "LOG_FILE",
+    default: "",
+    parse: str,
+    description: "File to append log lines to. Empty: stderr.",
+  },
+  {
+    key: "resyncSeconds",
+    name: "RESYNC_INTERVAL",
+    default: "60s",
+    parse: duration,
+    description: "Period of the full reconcile that backs up the watches (60, 60s, 5m, 1h).",
+  },
+  {
+    key: "cniBinDir",
+    name: "CNI_BIN_DIR",
+    default: DEFAULT_CNI_BIN_DIR,
+    parse: str,
+    description: "Host CNI plugin folder (as mounted) that the installer copies into.",
+  },
+  {
+    key: "cniConfDir",
+    name: "CNI_CONF_DIR",
+    default: DEFAULT_CNI_CONF_DIR,
+    parse: str,
+    description: "Host CNI config folder (as mounted) for the main network's conflist.",
+  },
+  {
+    key: "pluginsDir",
+    name: "PLUGINS_DIR",
+    default: DEFAULT_PLUGINS_DIR,
+    parse: str,
+    description: "Folder of standard CNI plugins carried in the image, copied to CNI_BIN_DIR.",
+  },
+  {
+    key: "installK8sNet",
+    name: "INSTALL_K8S_NET",
+    default: "yes",
+    parse: bool,
+    description: "Write the main network's CNI conflist (bridge + kube-node). " +
+      "Set no/false for secondary networks.",
+  },
+  {
+    key: "stateDir",
+    name: "STATE_DIR",
+    default: DEFAULT_STATE_DIR,
+    parse: str,
+    description: "Folder of the node state files read by the kube-node IPAM.",
+  },
+  {
+    key: "httpAddress",
+    name: "HTTP_ADDRESS",
+    default: `0.0.0.0:${HTTP_PORT_BASE}+PROTOCOL`,
+    parse: str,
+    description: `host:port of /healthz, /readyz and /metrics; empty port default is ` +
+      `${HTTP_PORT_BASE} + PROTOCOL so instances on a node never collide. "off" disables.`,
+  },
+  {
+    key: "allowedCidrs",
+    name: "ALLOWED_CIDRS",
+    default: "",
+    parse: cidrList,
+    description: "Comma separated CIDRs (IPv4 and IPv6): a node CIDR is routed only inside " +
+      "one of them. Empty: any CIDR that passes the built-in safety checks.",
+  },
+  {
+    key: "minPrefixV4",
+    name: "MIN_PREFIX_V4",
+    default: "8",
+    parse: int(1, 32),
+    description: "Shortest IPv4 node CIDR prefix accepted when ALLOWED_CIDRS is empty.",
+  },
+  {
+    key: "minPrefixV6",
+    name: "MIN_PREFIX_V6",
+    default: "32",
+    parse: int(1, 128),
+    description: "Shortest IPv6 node CIDR prefix accepted when ALLOWED_CIDRS is empty.",
+  },
+  {
+    key: "nodeEvents",
+    name: "NODE_EVENTS",
+    default: "no",
+    parse: bool,
+    description: "Post a Kubernetes Event on a Node whose CIDRs are refused " +
+      "(needs RBAC events create).",
+  },
+];
+
+/** Every environment variable the daemon reads, with default and meaning. */
+export const ENV: readonly EnvVar[] = SPECS.map(({ name, default: d, description }) => ({
+  name,
+  default: d,
+  description,
+}));
+
+/**
+ * Parses the daemon's environment. Throws {@link ConfigError} naming the first bad variable.
+ *
+ * @example
+ * ```ts
+ * const cfg = parseDaemonConfig({ PROTOCOL: "200" });
+ * cfg.protocol; // 200
+ * ```
+ */
+export function parseDaemonConfig(env: Env): DaemonConfig {
+  const out: Partial<Record<keyof DaemonConfig, unknown>> = {};
+  for (const spec of SPECS) {
+    const raw = env[spec.name];
+    if (spec.key === "httpAddress") continue;
+    const value = raw ?? spec.default;
+    try {
+      out[spec.key] = spec.parse(value, env);
+    } catch (e) {
+      throw new ConfigError(spec.name, value, (e as Error).message);
+    }
+  }
+  const cfg = out as DaemonConfig;
+  cfg.httpAddress = parseHttpAddress(env.HTTP_ADDRESS, cfg.protocol);
+  return cfg;
+}
+
+function parseHttpAddress(raw: string | undefined, protocol: number): string {
+  const value = raw?.trim() ?? "";
+  if (value === "off") return "off";
+  if (value === "") return `0.0.0.0:${HTTP_PORT_BASE + protocol}`;
+  const m = /^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]*):([0-9]{1,5})$/.exec(value);
+  if (!m || Number(m[2]) > 65535) {
+    throw new ConfigError("HTTP_ADDRESS", value, "expected host:port, :port or off");
+  }
+  return m[1] === "" ? `0.0.0.0:${m[2]}` : value;
+}
+
+/** Text of the allowed CIDRs, for logs and `nodes`. */
+export function describeAllowed(cfg: DaemonConfig): string {
+  return cfg.allowedCidrs.map(formatCidr).join(",");
+}

@@ -1,0 +1,73 @@
+/**
+ * The part of a Kubernetes Node that the router and the IPAM read, parsed at the border.
+ *
+ * A real Node object is 10-20 KB (images, conditions, managed fields); a cluster has up to
+ * 5,000 of them. Only the projection below is kept in memory.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+/** The fields of a Node object that are read; everything else is dropped by parsing. */
+export const NodeObjectSchema = z.object({
+  metadata: z.object({
+    name: z.string().min(1),
+    uid: z.string().optional(),
+    resourceVersion: z.string().optional(),
+    creationTimestamp: z.string().optional(),
+    annotations: z.record(z.string(), z.string()).nullish(),
+  }),
+  spec: z.object({
+    podCIDR: z.string().optional(),
+    podCIDRs: z.array(z.string()).nullish(),
+  }).partial().nullish(),
+  status: z.object({
+    addresses: z.array(z.object({ type: z.string(), address: z.string() })).nullish(),
+    nodeInfo: z.object({ machineID: z.string().optional() }).partial().nullish(),
+  }).partial().nullish(),
+});
+
+/** A parsed Node object, still carrying all annotations. */
+export type NodeObject = z.infer<typeof NodeObjectSchema>;
+
+/** What is kept of a Node: enough to plan routes, find our own node, and order claims. */
+export interface NodeInfo {
+  readonly name: string;
+  readonly uid: string;
+  readonly resourceVersion: string;
+  /** RFC 3339; the older node keeps a contested CIDR. */
+  readonly creationTimestamp: string;
+  readonly podCIDRs: readonly string[];
+  /** `InternalIP` addresses, in the order the node lists them. */
+  readonly internalIPs: readonly string[];
+  readonly machineID: string;
+  /** Only the annotations asked for (the instance's CIDR and address annotations). */
+  readonly annotations: Readonly<Record<string, string>>;
+}
+
+/**
+ * Projects a raw Node object to a {@link NodeInfo}, keeping only the named annotations.
+ * Throws a ZodError naming the field when the object is not a Node.
+ */
+export function toNodeInfo(raw: unknown, keepAnnotations: readonly string[]): NodeInfo {
+  const node = NodeObjectSchema.parse(raw);
+  const annotations: Record<string, string> = {};
+  const all = node.metadata.annotations ?? {};
+  for (const key of keepAnnotations) {
+    if (key !== "" && Object.hasOwn(all, key)) annotations[key] = all[key];
+  }
+  const podCIDRs = node.spec?.podCIDRs ??
+    (node.spec?.podCIDR ? [node.spec.podCIDR] : []);
+  return {
+    name: node.metadata.name,
+    uid: node.metadata.uid ?? "",
+    resourceVersion: node.metadata.resourceVersion ?? "",
+    creationTimestamp: node.metadata.creationTimestamp ?? "",
+    podCIDRs,
+    internalIPs: (node.status?.addresses ?? [])
+      .filter((a) => a.type === "InternalIP")
+      .map((a) => a.address),
+    machineID: node.status?.nodeInfo?.machineID ?? "",
+    annotations,
+  };
+}
