@@ -1,0 +1,74 @@
+/**
+ * The diff: from desired routes and the kernel's table to the operations that make them
+ * agree. Pure. Only routes carrying our protocol are ever changed; a route of another owner
+ * to a destination we want is a conflict to report, never something to overwrite (a
+ * `route replace` would take it over).
+ *
+ * @module
+ */
+import type { KernelRoute, Route, RouteOp } from "./types.ts";
+
+/** A desired route that another owner's route blocks. */
+export interface ForeignConflict {
+  readonly route: Route;
+  readonly foreign: KernelRoute;
+}
+
+/** Operations to apply and the conflicts that stopped some routes. */
+export interface Diff {
+  readonly ops: RouteOp[];
+  readonly conflicts: ForeignConflict[];
+}
+
+function key(family: number, dst: string): string {
+  return `${family} ${dst}`;
+}
+
+/**
+ * Compares desired routes with the kernel's main table.
+ *
+ * @example
+ * ```ts
+ * diff([{ family: 4, dst: "10.0.1.0/24", via: "192.168.1.2", node: "b" }], [], 202).ops;
+ * // [{ op: "replace", route: { family: 4, dst: "10.0.1.0/24", via: "192.168.1.2", node: "b" } }]
+ * ```
+ */
+export function diff(
+  desired: readonly Route[],
+  kernel: readonly KernelRoute[],
+  protocol: number,
+): Diff {
+  const ours = new Map<string, KernelRoute[]>();
+  const foreign = new Map<string, KernelRoute>();
+  for (const r of kernel) {
+    const k = key(r.family, r.dst);
+    if (r.protocol === protocol) {
+      const list = ours.get(k);
+      if (list) list.push(r);
+      else ours.set(k, [r]);
+    } else if (!foreign.has(k)) {
+      foreign.set(k, r);
+    }
+  }
+  const ops: RouteOp[] = [];
+  const conflicts: ForeignConflict[] = [];
+  const wanted = new Set<string>();
+  for (const route of desired) {
+    const k = key(route.family, route.dst);
+    wanted.add(k);
+    const mine = ours.get(k);
+    const other = foreign.get(k);
+    if (other) conflicts.push({ route, foreign: other });
+    if (mine?.length === 1 && mine[0].via === route.via && mine[0].type === undefined) continue;
+    if (other && !mine) continue;
+    if (mine && mine.length > 1) {
+      // Duplicates of ours (another metric): keep one clean route.
+      for (const extra of mine) ops.push({ op: "delete", route: extra });
+    }
+    ops.push({ op: "replace", route });
+  }
+  for (const [k, list] of ours) {
+    if (!wanted.has(k)) { for (const r of list) ops.push({ op: "delete", route: r }); }
+  }
+  return { ops, conflicts };
+}

@@ -1,0 +1,139 @@
+/**
+ * One node's CIDRs and addresses for one network, read from its Node projection.
+ *
+ * Pure and cheap to memoize: the result depends only on the node and the two annotation
+ * names, so the reconciler caches it per NodeInfo object.
+ *
+ * @module
+ */
+import type { NodeInfo } from "../kube/node.ts";
+import { type Cidr, type Ip, parseCidr, parseIp, splitList } from "../net/ip.ts";
+import type { Problem } from "./problem.ts";
+
+/** At most this many CIDRs and addresses are read from one node; the rest are reported. */
+export const MAX_ITEMS_PER_NODE = 64;
+/** Values longer than this are not parsed at all: no pod network needs them. */
+export const MAX_VALUE_LENGTH = 8192;
+
+/** Which node fields carry this network's CIDRs and addresses. */
+export interface NetworkSource {
+  /** Annotation with the CIDRs; "" for spec.podCIDRs. */
+  cidrAnnotation: string;
+  /** Annotation with the addresses; "" for InternalIP. */
+  addressAnnotation: string;
+}
+
+/** A node's parsed claims, before any safety or conflict check. */
+export interface ParsedNode {
+  readonly name: string;
+  readonly creationTimestamp: string;
+  readonly cidrs: readonly Cidr[];
+  readonly addresses: readonly Ip[];
+  /** Name of the field the CIDRs came from, for reports. */
+  readonly cidrField: string;
+  readonly addressField: string;
+  readonly problems: readonly Problem[];
+}
+
+function fieldName(annotation: string, fallback: string): string {
+  return annotation === "" ? fallback : `metadata.annotations[${annotation}]`;
+}
+
+function readList(
+  node: NodeInfo,
+  annotation: string,
+  fallback: readonly string[],
+  field: string,
+  problems: Problem[],
+): string[] {
+  if (annotation === "") return fallback.flatMap(splitList);
+  const value = node.annotations[annotation];
+  if (value === undefined) return [];
+  if (value.length > MAX_VALUE_LENGTH) {
+    problems.push({
+      node: node.name,
+      kind: "malformed",
+      field,
+      value: `${value.slice(0, 40)}... (${value.length} characters)`,
+      reason: `longer than ${MAX_VALUE_LENGTH} characters`,
+    });
+    return [];
+  }
+  return splitList(value);
+}
+
+function capped(items: string[], node: string, field: string, problems: Problem[]): string[] {
+  if (items.length <= MAX_ITEMS_PER_NODE) return items;
+  problems.push({
+    node,
+    kind: "malformed",
+    field,
+    value: `${items.length} items`,
+    reason: `only the first ${MAX_ITEMS_PER_NODE} are used`,
+  });
+  return items.slice(0, MAX_ITEMS_PER_NODE);
+}
+
+/**
+ * Reads a node's CIDRs and addresses for the network. Malformed entries are reported and
+ * dropped; the valid ones are kept in the node's order, duplicates removed.
+ */
+export function parseNode(node: NodeInfo, source: NetworkSource): ParsedNode {
+  const problems: Problem[] = [];
+  const cidrField = fieldName(source.cidrAnnotation, "spec.podCIDRs");
+  const addressField = fieldName(source.addressAnnotation, "status.addresses[InternalIP]");
+
+  const cidrs: Cidr[] = [];
+  const cidrTexts = readList(node, source.cidrAnnotation, node.podCIDRs, cidrField, problems);
+  for (const text of capped(cidrTexts, node.name, cidrField, problems)) {
+    const r = parseCidr(text);
+    if (!r.ok) {
+      problems.push({
+        node: node.name,
+        kind: "malformed",
+        field: cidrField,
+        value: text,
+        reason: r.reason,
+      });
+    } else if (
+      !cidrs.some((c) =>
+        c.family === r.cidr.family && c.value === r.cidr.value && c.prefix === r.cidr.prefix
+      )
+    ) {
+      cidrs.push(r.cidr);
+    }
+  }
+
+  const addresses: Ip[] = [];
+  const addrTexts = readList(
+    node,
+    source.addressAnnotation,
+    node.internalIPs,
+    addressField,
+    problems,
+  );
+  for (const text of capped(addrTexts, node.name, addressField, problems)) {
+    const ip = text.includes("/") || text.includes("%") ? undefined : parseIp(text);
+    if (!ip) {
+      problems.push({
+        node: node.name,
+        kind: "malformed",
+        field: addressField,
+        value: text,
+        reason: "not an IP address",
+      });
+    } else if (!addresses.some((a) => a.family === ip.family && a.value === ip.value)) {
+      addresses.push(ip);
+    }
+  }
+
+  return {
+    name: node.name,
+    creationTimestamp: node.creationTimestamp,
+    cidrs,
+    addresses,
+    cidrField,
+    addressField,
+    problems,
+  };
+}

@@ -1,0 +1,296 @@
+/**
+ * The plan: from every node's claims to the routes this node must have. Pure.
+ *
+ * Rules, in order: a CIDR must pass the safety checks (inside ALLOWED_CIDRS when set, else
+ * a minimum prefix; never a special range; never over this host's own addresses or
+ * connected networks); among nodes claiming overlapping CIDRs the first claimant (oldest
+ * creationTimestamp, then name) keeps it; the next hop is the node's first usable address of
+ * the CIDR's family.
+ *
+ * @module
+ */
+import {
+  type Cidr,
+  cidrContains,
+  cidrContainsIp,
+  cidrsOverlap,
+  familyBits,
+  formatCidr,
+  formatIp,
+  type Ip,
+  makeCidr,
+  parseCidr,
+} from "../net/ip.ts";
+import type { ParsedNode } from "./node_parse.ts";
+import type { Problem } from "./problem.ts";
+import type { LocalAddress, Route } from "./types.ts";
+
+/** The safety rules of one instance. */
+export interface PlanRules {
+  /** Our own node: its CIDRs are ours, never routed. */
+  selfName: string;
+  /** When non-empty, a CIDR is routed only inside one of these. */
+  allowedCidrs: readonly Cidr[];
+  minPrefixV4: number;
+  minPrefixV6: number;
+}
+
+/** What the plan says about one node. */
+export interface NodePlan {
+  readonly name: string;
+  readonly self: boolean;
+  /** CIDRs that passed every check (canonical text). */
+  readonly cidrs: readonly string[];
+  readonly addresses: readonly string[];
+  readonly routes: readonly Route[];
+  readonly problems: readonly Problem[];
+}
+
+/** The whole plan. */
+export interface Plan {
+  readonly routes: readonly Route[];
+  readonly nodes: readonly NodePlan[];
+  readonly problems: readonly Problem[];
+  /** Our own node's accepted CIDRs (for the node state file); undefined if not seen. */
+  readonly selfCidrs: readonly string[] | undefined;
+}
+
+const SPECIAL: readonly [string, string][] = [
+  ["0.0.0.0/8", "this-network range"],
+  ["127.0.0.0/8", "loopback"],
+  ["169.254.0.0/16", "link-local"],
+  ["224.0.0.0/4", "multicast"],
+  ["240.0.0.0/4", "reserved range"],
+  ["::/128", "unspecified address"],
+  ["::1/128", "loopback"],
+  ["fe80::/10", "link-local"],
+  ["ff00::/8", "multicast"],
+];
+const SPECIAL_CIDRS = SPECIAL.map(([text, what]) => {
+  const r = parseCidr(text);
+  if (!r.ok) throw new Error(`bad built-in range ${text}`);
+  return { cidr: r.cidr, what };
+});
+
+/** Why a CIDR of another node may not be routed here, or undefined when it may. */
+export function refuseCidr(
+  cidr: Cidr,
+  rules: PlanRules,
+  local: readonly LocalAddress[],
+): string | undefined {
+  if (cidr.prefix === 0) return "a default route is never a pod network";
+  if (rules.allowedCidrs.length > 0) {
+    if (!rules.allowedCidrs.some((a) => cidrContains(a, cidr))) return "outside ALLOWED_CIDRS";
+  } else {
+    const min = cidr.family === 4 ? rules.minPrefixV4 : rules.minPrefixV6;
+    if (cidr.prefix < min) return `prefix /${cidr.prefix} is shorter than the minimum /${min}`;
+  }
+  for (const s of SPECIAL_CIDRS) {
+    if (cidrsOverlap(s.cidr, cidr)) return `overlaps the ${s.what} ${formatCidr(s.cidr)}`;
+  }
+  for (const a of local) {
+    const net = localNetwork(a);
+    if (net && cidrsOverlap(net, cidr)) {
+      return `overlaps this host's network ${formatCidr(net)} (${a.dev})`;
+    }
+  }
+  return undefined;
+}
+
+function localNetwork(a: LocalAddress): Cidr | undefined {
+  const r = parseCidr(a.address);
+  if (!r.ok) return undefined;
+  return makeCidr(r.cidr.family, r.cidr.value, Math.min(a.prefix, familyBits(r.cidr.family)));
+}
+
+/** Why an address may not be a next hop here, or undefined when it may. */
+export function refuseNextHop(ip: Ip, local: readonly LocalAddress[]): string | undefined {
+  for (const s of SPECIAL_CIDRS) {
+    if (cidrContainsIp(s.cidr, ip)) return `${s.what} address`;
+  }
+  const text = formatIp(ip);
+  if (local.some((a) => a.family === ip.family && a.address === text)) {
+    return "an address of this host";
+  }
+  return undefined;
+}
+
+interface Claim {
+  node: ParsedNode;
+  cidr: Cidr;
+  start: bigint;
+  end: bigint;
+}
+
+function claimOrder(a: Claim, b: Claim): number {
+  // The node that claimed first keeps the range; a missing timestamp counts as newest.
+  const ta = a.node.creationTimestamp || "\uffff", tb = b.node.creationTimestamp || "\uffff";
+  if (ta !== tb) return ta < tb ? -1 : 1;
+  return a.node.name < b.node.name ? -1 : a.node.name > b.node.name ? 1 : 0;
+}
+
+/**
+ * Resolves overlapping claims between nodes: returns the losing claims, each with the
+ * winner. Claims of one node may overlap each other freely.
+ */
+function resolveConflicts(claims: Claim[]): Map<Claim, Claim> {
+  const losers = new Map<Claim, Claim>();
+  for (const family of [4, 6]) {
+    const sorted = claims.filter((c) => c.cidr.family === family)
+      .sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+    // Sweep into groups of transitively overlapping ranges; most groups hold one claim.
+    let group: Claim[] = [];
+    let groupEnd = -1n;
+    const settle = () => {
+      if (group.length > 1 && new Set(group.map((c) => c.node.name)).size > 1) {
+        const kept: Claim[] = [];
+        for (const c of group.sort(claimOrder)) {
+          const winner = kept.find((k) => k.node !== c.node && cidrsOverlap(k.cidr, c.cidr));
+          if (winner) losers.set(c, winner);
+          else kept.push(c);
+        }
+      }
+      group = [];
+    };
+    for (const c of sorted) {
+      if (c.start > groupEnd) {
+        settle();
+        groupEnd = c.end;
+      } else if (c.end > groupEnd) {
+        groupEnd = c.end;
+      }
+      group.push(c);
+    }
+    settle();
+  }
+  return losers;
+}
+
+/**
+ * Plans the routes to every other node.
+ *
+ * @param nodes every node's parsed claims (see parseNode)
+ * @param rules the instance's safety rules
+ * @param local this host's addresses, for the overlap and next-hop checks
+ */
+export function plan(
+  nodes: readonly ParsedNode[],
+  rules: PlanRules,
+  local: readonly LocalAddress[],
+): Plan {
+  const problems = new Map<ParsedNode, Problem[]>();
+  const claims: Claim[] = [];
+  for (const node of nodes) {
+    const list: Problem[] = [...node.problems];
+    problems.set(node, list);
+    const self = node.name === rules.selfName;
+    if (node.cidrs.length === 0) {
+      list.push({
+        node: node.name,
+        kind: "no-cidrs",
+        field: node.cidrField,
+        value: "",
+        reason: "no CIDRs for this network",
+      });
+    }
+    for (const cidr of node.cidrs) {
+      // Our own CIDRs sit on our own bridge: the local-network check does not apply.
+      const why = self ? undefined : refuseCidr(cidr, rules, local);
+      if (why) {
+        list.push({
+          node: node.name,
+          kind: "refused",
+          field: node.cidrField,
+          value: formatCidr(cidr),
+          reason: why,
+        });
+        continue;
+      }
+      const size = 1n << BigInt(familyBits(cidr.family) - cidr.prefix);
+      claims.push({ node, cidr, start: cidr.value, end: cidr.value + size - 1n });
+    }
+  }
+
+  const losers = resolveConflicts(claims);
+  for (const [loser, winner] of losers) {
+    const value = formatCidr(loser.cidr);
+    problems.get(loser.node)!.push({
+      node: loser.node.name,
+      kind: "conflict",
+      field: loser.node.cidrField,
+      value,
+      reason: `overlaps ${
+        formatCidr(winner.cidr)
+      } of node ${winner.node.name}, which claimed it first`,
+    });
+    problems.get(winner.node)!.push({
+      node: winner.node.name,
+      kind: "conflict",
+      field: winner.node.cidrField,
+      value: formatCidr(winner.cidr),
+      reason: `also claimed by node ${loser.node.name} (${value}); kept here`,
+    });
+  }
+
+  const accepted = new Map<ParsedNode, Cidr[]>();
+  for (const c of claims) {
+    if (losers.has(c)) continue;
+    const list = accepted.get(c.node);
+    if (list) list.push(c.cidr);
+    else accepted.set(c.node, [c.cidr]);
+  }
+
+  const routes: Route[] = [];
+  const nodePlans: NodePlan[] = [];
+  let selfCidrs: string[] | undefined;
+  for (const node of nodes) {
+    const list = problems.get(node)!;
+    const self = node.name === rules.selfName;
+    const cidrs = accepted.get(node) ?? [];
+    const nodeRoutes: Route[] = [];
+    if (self) {
+      selfCidrs = cidrs.map(formatCidr);
+    } else {
+      const hops = new Map<number, string>();
+      for (const ip of node.addresses) {
+        if (hops.has(ip.family)) continue;
+        const why = refuseNextHop(ip, local);
+        if (why) {
+          list.push({
+            node: node.name,
+            kind: "refused",
+            field: node.addressField,
+            value: formatIp(ip),
+            reason: `not a usable next hop: ${why}`,
+          });
+        } else {
+          hops.set(ip.family, formatIp(ip));
+        }
+      }
+      for (const cidr of cidrs) {
+        const via = hops.get(cidr.family);
+        if (via === undefined) {
+          list.push({
+            node: node.name,
+            kind: "no-address",
+            field: node.addressField,
+            value: formatCidr(cidr),
+            reason: `no usable IPv${cidr.family} address for this CIDR`,
+          });
+          continue;
+        }
+        nodeRoutes.push({ family: cidr.family, dst: formatCidr(cidr), via, node: node.name });
+      }
+      routes.push(...nodeRoutes);
+    }
+    nodePlans.push({
+      name: node.name,
+      self,
+      cidrs: cidrs.map(formatCidr),
+      addresses: node.addresses.map(formatIp),
+      routes: nodeRoutes,
+      problems: list,
+    });
+  }
+  return { routes, nodes: nodePlans, problems: nodePlans.flatMap((n) => n.problems), selfCidrs };
+}

@@ -1,0 +1,53 @@
+/**
+ * Problems found with nodes: what `nodes` shows, what is logged once per change, and what
+ * the metrics count by kind.
+ *
+ * @module
+ */
+
+/** Why something of a node is not routed. */
+export type ProblemKind =
+  /** The value cannot be parsed. */
+  | "malformed"
+  /** Parsed, but refused by a safety rule (ALLOWED_CIDRS, prefix, special or local range). */
+  | "refused"
+  /** Overlaps a CIDR that an older node claimed first. */
+  | "conflict"
+  /** The node has no CIDRs for this network. */
+  | "no-cidrs"
+  /** The node has no usable address of the CIDR's family. */
+  | "no-address"
+  /** A route of another owner already has the destination. */
+  | "foreign-route"
+  /** The kernel refused the route (e.g. next hop not on-link). */
+  | "kernel";
+
+/** Every problem kind, for metrics that report zero counts too. */
+export const PROBLEM_KINDS: readonly ProblemKind[] = [
+  "malformed",
+  "refused",
+  "conflict",
+  "no-cidrs",
+  "no-address",
+  "foreign-route",
+  "kernel",
+];
+
+/** One reported problem: node, field, value and reason. */
+export interface Problem {
+  readonly node: string;
+  readonly kind: ProblemKind;
+  readonly field: string;
+  readonly value: string;
+  readonly reason: string;
+}
+
+/** Stable identity of a problem, for reporting each one once per change. */
+export function problemKey(p: Problem): string {
+  return `${p.node}\u0000${p.kind}\u0000${p.field}\u0000${p.value}\u0000${p.reason}`;
+}
+
+/** One line of text for a problem. */
+export function describeProblem(p: Problem): string {
+  return `node ${p.node}: ${p.field}=${JSON.stringify(p.value)}: ${p.reason}`;
+}

@@ -1,0 +1,90 @@
+import assert from "node:assert/strict";
+import {
+  cidrContains,
+  cidrsOverlap,
+  formatCidr,
+  formatIp,
+  parseCidr,
+  parseIp,
+  splitList,
+} from "../src/net/ip.ts";
+
+function canon(text: string): string {
+  const r = parseCidr(text);
+  if (!r.ok) throw new Error(`${text}: ${r.reason}`);
+  return formatCidr(r.cidr);
+}
+
+Deno.test("parseCidr clears host bits and keeps the prefix", () => {
+  assert.equal(canon("10.244.1.7/24"), "10.244.1.0/24");
+  assert.equal(canon("fd00:1000::1:5/112"), "fd00:1000::1:0/112");
+  assert.equal(canon("192.168.1.9"), "192.168.1.9/32");
+  assert.equal(canon("fd00::9"), "fd00::9/128");
+  assert.equal(canon("192.168.1.9/32"), "192.168.1.9/32");
+  assert.equal(canon("0.0.0.0/0"), "0.0.0.0/0");
+  assert.equal(canon("::/0"), "::/0");
+  assert.equal(canon("FD00:0:0:0:0:0:0:1/128"), "fd00::1/128");
+});
+
+Deno.test("IPv4-mapped IPv6 counts as IPv4", () => {
+  assert.deepEqual(parseIp("::ffff:10.0.0.1"), { family: 4, value: 0x0a000001n });
+  assert.deepEqual(parseIp("::ffff:a00:1"), { family: 4, value: 0x0a000001n });
+  assert.equal(canon("::ffff:10.1.2.0/120"), "10.1.2.0/24");
+  assert.equal(canon("::ffff:10.1.2.3"), "10.1.2.3/32");
+});
+
+Deno.test("formatIp follows RFC 5952", () => {
+  const f = (t: string) => formatIp(parseIp(t)!);
+  assert.equal(f("2001:db8:0:0:1:0:0:1"), "2001:db8::1:0:0:1");
+  assert.equal(f("2001:0db8:0000:0000:0000:0000:0000:0001"), "2001:db8::1");
+  assert.equal(f("2001:db8:0:1:1:1:1:1"), "2001:db8:0:1:1:1:1:1");
+  assert.equal(f("::"), "::");
+  assert.equal(f("1::"), "1::");
+  assert.equal(f("fd00:5::1:0"), "fd00:5::1:0");
+});
+
+Deno.test("garbage is refused with a reason", () => {
+  for (
+    const bad of [
+      "",
+      "10.0.0",
+      "10.0.0.256",
+      "010.0.0.1",
+      "1.2.3.4/33",
+      "fd00::/129",
+      "fd00::1%eth0/64",
+      "1:2:3:4:5:6:7:8:9",
+      "1::2::3",
+      "10.0.0.0/x",
+      "10.0.0.0/-1",
+      "💥",
+      " 10.0.0.0/24",
+      "10.0.0.0/024",
+    ]
+  ) {
+    const r = parseCidr(bad);
+    assert.equal(r.ok, false, `accepted ${JSON.stringify(bad)}`);
+    if (!r.ok) assert.ok(r.reason.length > 0);
+  }
+  assert.equal(parseIp("1.2.3.4/24"), undefined);
+  assert.equal(parseIp("fe80::1%eth0"), undefined);
+});
+
+Deno.test("containment and overlap", () => {
+  const c = (t: string) => {
+    const r = parseCidr(t);
+    if (!r.ok) throw new Error(t);
+    return r.cidr;
+  };
+  assert.ok(cidrContains(c("10.0.0.0/8"), c("10.1.0.0/16")));
+  assert.ok(!cidrContains(c("10.1.0.0/16"), c("10.0.0.0/8")));
+  assert.ok(cidrsOverlap(c("10.1.0.0/16"), c("10.0.0.0/8")));
+  assert.ok(!cidrsOverlap(c("10.1.0.0/16"), c("10.2.0.0/16")));
+  assert.ok(!cidrsOverlap(c("10.0.0.0/8"), c("::/0")));
+  assert.ok(cidrContains(c("fd00::/64"), c("fd00::1:0/112")));
+});
+
+Deno.test("splitList tolerates spaces and empty items", () => {
+  assert.deepEqual(splitList(" 10.0.0.0/24 , fd00::/64,,"), ["10.0.0.0/24", "fd00::/64"]);
+  assert.deepEqual(splitList(""), []);
+});
