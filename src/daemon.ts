@@ -1,0 +1,222 @@
+/**
+ * `xcluster-cni daemon`: one instance per network. Installs the CNI binaries, watches the
+ * Nodes, keeps the kernel's routes in step and writes the node state file for kube-node.
+ *
+ * @module
+ */
+import { ConfigError, type DaemonConfig, parseDaemonConfig } from "./config.ts";
+import { type NodeInfo, toNodeInfo } from "./kube/node.ts";
+import { createLogger, fileSink, type Logger, stderrSink } from "./log.ts";
+import { Metrics } from "./metrics.ts";
+import { serveHttp } from "./http.ts";
+import { createIprouteTable } from "./routing/iproute.ts";
+import { watchRoutes } from "./routing/monitor.ts";
+import { Reconciler, type ReconcileResult } from "./routing/reconciler.ts";
+import type { RouteTable } from "./routing/types.ts";
+import { writeNodeState } from "./state.ts";
+import { VERSION } from "./version.ts";
+
+/** Reads /etc/machine-id (or the file named), trimmed; "" when absent. */
+export function readMachineId(path = "/etc/machine-id"): string {
+  try {
+    return Deno.readTextFileSync(path).trim();
+  } catch {
+    return "";
+  }
+}
+
+/** Finds our node: by name, else by machine ID. */
+export function findSelf(
+  nodes: Iterable<NodeInfo>,
+  nodeName: string,
+  machineId: string,
+): string | undefined {
+  if (nodeName !== "") return nodeName;
+  if (machineId === "") return undefined;
+  for (const n of nodes) if (n.machineID === machineId) return n.name;
+  return undefined;
+}
+
+/** Extra wiring for tests and the demo: run inside a netns, skip the installer. */
+export interface DaemonOptions {
+  /** Run `ip` in this network namespace instead of the current one. */
+  netns?: string;
+  /** Kubeconfig path; default: autodetect (in-cluster, KUBECONFIG, ~/.kube/config). */
+  kubeconfig?: string;
+  /** Install the CNI binaries and conflist on start (default true). */
+  install?: boolean;
+  log?: Logger;
+  /** Stops the daemon when aborted. */
+  signal?: AbortSignal;
+}
+
+/** A running daemon. */
+export interface Daemon {
+  readonly reconciler: Reconciler;
+  readonly metrics: Metrics;
+  /** Resolves when the first reconcile after the first full list is done. */
+  readonly ready: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts a daemon with a parsed configuration. */
+export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): Promise<Daemon> {
+  const log = opts.log ?? createLogger(
+    cfg.logLevel,
+    cfg.logFile === "" ? stderrSink() : fileSink(cfg.logFile),
+    { protocol: cfg.protocol },
+  );
+  log.info("starting", {
+    version: VERSION,
+    node: cfg.nodeName || "(by machine-id)",
+    cidrAnnotation: cfg.cidrAnnotation || "spec.podCIDRs",
+    addressAnnotation: cfg.addressAnnotation || "InternalIP",
+  });
+
+  if (opts.install ?? true) await installOnHost(cfg, log);
+
+  const metrics = new Metrics(cfg.protocol, VERSION);
+  const { loadKubeAccess } = await import("./kube/kubeconfig.ts");
+  const { KubeClient } = await import("./kube/client.ts");
+  const { NodeInformer } = await import("./kube/informer.ts");
+  const access = await loadKubeAccess({ kubeconfig: opts.kubeconfig });
+  const client = new KubeClient(access, { log });
+  const keep = [cfg.cidrAnnotation, cfg.addressAnnotation];
+  const informer = new NodeInformer<NodeInfo>(client, {
+    project: (raw) => toNodeInfo(raw, keep),
+    log,
+    onProblem: (name, error) => log.warn("node object not understood", { node: name, error }),
+  });
+
+  const table: RouteTable = createIprouteTable({ netns: opts.netns, log });
+  const machineId = cfg.nodeName === "" ? readMachineId() : "";
+  let selfName = cfg.nodeName;
+  let warnedNoSelf = false;
+  let lastState = "";
+
+  const onResult = async (r: ReconcileResult) => {
+    metrics.record(r, informer.stats());
+    if (selfName === "" && !warnedNoSelf) {
+      warnedNoSelf = true;
+      log.error(
+        "own node not found: set NODE_NAME, or make /etc/machine-id match a node's " +
+          "status.nodeInfo.machineID",
+        { machineId },
+      );
+    }
+    if (r.plan.selfCidrs === undefined) return;
+    const text = r.plan.selfCidrs.join(",");
+    if (text === lastState) return;
+    await writeNodeState(cfg.stateDir, {
+      version: 1,
+      node: selfName,
+      annotation: cfg.cidrAnnotation,
+      cidrs: [...r.plan.selfCidrs],
+      updated: new Date().toISOString(),
+    });
+    lastState = text;
+    log.info("node state written", { node: selfName, cidrs: text });
+  };
+
+  const reconciler = new Reconciler({
+    table,
+    nodes: () => informer.store.values(),
+    source: { cidrAnnotation: cfg.cidrAnnotation, addressAnnotation: cfg.addressAnnotation },
+    rules: () => ({
+      selfName: selfName || (selfName = findSelf(informer.store.values(), "", machineId) ?? ""),
+      allowedCidrs: cfg.allowedCidrs,
+      minPrefixV4: cfg.minPrefixV4,
+      minPrefixV6: cfg.minPrefixV6,
+    }),
+    protocol: cfg.protocol,
+    log,
+    onResult,
+  });
+
+  let synced = false;
+  informer.onChange(() => {
+    if (synced) reconciler.trigger("watch");
+  });
+  const monitor = watchRoutes({
+    netns: opts.netns,
+    protocol: cfg.protocol,
+    log,
+    onEvent: (e) => {
+      log.debug("kernel change", { kind: e.kind, detail: e.detail });
+      if (synced) reconciler.trigger("monitor");
+    },
+  });
+  informer.start();
+
+  const ready = informer.synced.then(async () => {
+    synced = true;
+    reconciler.trigger("start");
+    await reconciler.idle();
+    metrics.ready = true;
+    log.info("first sync done", { nodes: informer.store.size });
+  });
+  const resync = setInterval(() => {
+    if (synced) reconciler.trigger("resync");
+  }, cfg.resyncSeconds * 1000);
+
+  const http = cfg.httpAddress === "off" ? undefined : serveHttp(cfg.httpAddress, metrics, () => ({
+    ready: metrics.ready,
+    lastContact: informer.stats().lastContact,
+  }), log);
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    stopping ??= (async () => {
+      clearInterval(resync);
+      await Promise.allSettled([
+        informer.stop(),
+        monitor.close(),
+        reconciler.stop(),
+        http?.close(),
+      ]);
+      client.close();
+      log.info("stopped; routes left in place");
+    })();
+  opts.signal?.addEventListener("abort", () => void stop(), { once: true });
+  return { reconciler, metrics, ready, stop };
+}
+
+async function installOnHost(cfg: DaemonConfig, log: Logger): Promise<void> {
+  const { installBinaries, installConflist } = await import("./install.ts");
+  try {
+    const r = await installBinaries({
+      from: cfg.pluginsDir,
+      to: cfg.cniBinDir,
+      self: Deno.execPath(),
+      log,
+    });
+    log.info("CNI binaries installed", { installed: r.installed, unchanged: r.skipped });
+    if (cfg.installK8sNet) await installConflist({ confDir: cfg.cniConfDir, log });
+  } catch (e) {
+    // Routing still works without the plugins; pods on this node will not start until fixed.
+    log.error("installing the CNI binaries failed", { error: e });
+  }
+}
+
+/** `daemon` subcommand: exit 2 on bad configuration, 0 after SIGTERM/SIGINT. */
+export async function daemonCommand(_args: string[]): Promise<number> {
+  let cfg: DaemonConfig;
+  try {
+    cfg = parseDaemonConfig(Deno.env.toObject());
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`xcluster-cni: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+  const ac = new AbortController();
+  const daemon = await startDaemon(cfg, { signal: ac.signal });
+  const done = Promise.withResolvers<void>();
+  const onSignal = () => done.resolve();
+  Deno.addSignalListener("SIGTERM", onSignal);
+  Deno.addSignalListener("SIGINT", onSignal);
+  await done.promise;
+  await daemon.stop();
+  return 0;
+}

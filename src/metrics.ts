@@ -1,0 +1,116 @@
+/**
+ * The daemon's metrics in Prometheus text format. Plain counters and gauges kept from each
+ * reconcile's result and the informer's counters; no client library.
+ *
+ * @module
+ */
+import { PROBLEM_KINDS, type ProblemKind } from "./routing/problem.ts";
+import { type ReconcileResult, type Trigger, TRIGGERS } from "./routing/reconciler.ts";
+
+/** Counters the informer keeps (see NodeInformer.stats). */
+export interface InformerStats {
+  lists: number;
+  relists: number;
+  watchRestarts: number;
+  apiErrors: Record<string, number>;
+  lastSyncTime?: Date;
+  lastContact?: Date;
+}
+
+const BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+/** Metrics of one daemon instance. */
+export class Metrics {
+  /** Set after the first reconcile following the first full list. */
+  ready = false;
+  #desired = 0;
+  #installed = 0;
+  #failed = 0;
+  #nodes = 0;
+  #problems = new Map<ProblemKind, number>();
+  #reconciles = new Map<Trigger, number>(TRIGGERS.map((t) => [t, 0]));
+  #buckets = BUCKETS.map(() => 0);
+  #durationSum = 0;
+  #durationCount = 0;
+  #informer: InformerStats = { lists: 0, relists: 0, watchRestarts: 0, apiErrors: {} };
+
+  constructor(readonly protocol: number, readonly version: string) {}
+
+  /** Takes in one reconcile's result and the informer's counters. */
+  record(r: ReconcileResult, informer: InformerStats): void {
+    this.#desired = r.plan.routes.length;
+    this.#installed = r.installed;
+    this.#failed = r.failures.length;
+    this.#nodes = r.plan.nodes.length;
+    const kinds = new Map<ProblemKind, Set<string>>();
+    for (const p of r.problems) {
+      const set = kinds.get(p.kind) ?? new Set();
+      set.add(p.node);
+      kinds.set(p.kind, set);
+    }
+    this.#problems = new Map(PROBLEM_KINDS.map((k) => [k, kinds.get(k)?.size ?? 0]));
+    this.#reconciles.set(r.trigger, (this.#reconciles.get(r.trigger) ?? 0) + 1);
+    const s = r.durationMs / 1000;
+    BUCKETS.forEach((b, i) => {
+      if (s <= b) this.#buckets[i]++;
+    });
+    this.#durationSum += s;
+    this.#durationCount++;
+    this.#informer = informer;
+  }
+
+  /** The Prometheus text exposition. */
+  render(): string {
+    const out: string[] = [];
+    const metric = (name: string, type: string, help: string, lines: string[]) => {
+      out.push(`# HELP xcluster_cni_${name} ${help}`, `# TYPE xcluster_cni_${name} ${type}`);
+      for (const l of lines) out.push(`xcluster_cni_${name}${l}`);
+    };
+    const inf = this.#informer;
+    metric("build_info", "gauge", "Version and route protocol of this instance.", [
+      `{version="${this.version}",protocol="${this.protocol}"} 1`,
+    ]);
+    metric("routes_desired", "gauge", "Routes the plan wants.", [` ${this.#desired}`]);
+    metric("routes_installed", "gauge", "Routes of our protocol in the kernel.", [
+      ` ${this.#installed}`,
+    ]);
+    metric("routes_failed", "gauge", "Route operations the kernel refused in the last reconcile.", [
+      ` ${this.#failed}`,
+    ]);
+    metric("nodes", "gauge", "Nodes seen.", [` ${this.#nodes}`]);
+    metric(
+      "nodes_with_problems",
+      "gauge",
+      "Nodes with at least one refused or unusable entry, by reason.",
+      [...this.#problems].map(([k, v]) => `{reason="${k}"} ${v}`),
+    );
+    metric(
+      "reconciles_total",
+      "counter",
+      "Reconciles run, by what triggered them.",
+      [...this.#reconciles].map(([k, v]) => `{trigger="${k}"} ${v}`),
+    );
+    // Each bucket already counts every duration at or below its bound.
+    const hist = BUCKETS.map((b, i) => `_bucket{le="${b}"} ${this.#buckets[i]}`);
+    hist.push(`_bucket{le="+Inf"} ${this.#durationCount}`);
+    hist.push(`_sum ${this.#durationSum}`, `_count ${this.#durationCount}`);
+    metric("reconcile_duration_seconds", "histogram", "Time of one reconcile.", hist);
+    metric("lists_total", "counter", "Full lists of the Nodes (the first and every relist).", [
+      ` ${inf.lists}`,
+    ]);
+    metric("relists_total", "counter", "Relists after a 410 Expired.", [` ${inf.relists}`]);
+    metric("watch_restarts_total", "counter", "Node watches started again.", [
+      ` ${inf.watchRestarts}`,
+    ]);
+    metric(
+      "api_errors_total",
+      "counter",
+      "Failed Kubernetes API requests, by HTTP status (0: no response).",
+      Object.entries(inf.apiErrors).map(([code, n]) => `{code="${code}"} ${n}`),
+    );
+    metric("last_sync_timestamp_seconds", "gauge", "Time of the last complete list.", [
+      ` ${inf.lastSyncTime ? inf.lastSyncTime.getTime() / 1000 : 0}`,
+    ]);
+    return out.join("\n") + "\n";
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * The reconciler: the only writer of routes. Every trigger (watch event, route monitor,
+ * periodic resync) collapses into one pending reconcile; never two run at once.
+ *
+ * Reading the whole kernel table costs more than planning, so a watch-triggered reconcile
+ * diffs against the kernel view kept from the last full read plus the operations applied
+ * since. Anything that can make that view wrong (the route monitor, a failed operation,
+ * the resync) forces a full read.
+ *
+ * @module
+ */
+import type { NodeInfo } from "../kube/node.ts";
+import type { Logger } from "../log.ts";
+import { diff } from "./diff.ts";
+import { type NetworkSource, type ParsedNode, parseNode } from "./node_parse.ts";
+import { type Plan, plan, type PlanRules } from "./plan.ts";
+import { describeProblem, type Problem, problemKey } from "./problem.ts";
+import type { KernelRoute, LocalAddress, OpFailure, RouteTable } from "./types.ts";
+
+/** What asked for a reconcile. */
+export type Trigger = "start" | "watch" | "monitor" | "resync";
+
+/** Every trigger, for metrics. */
+export const TRIGGERS: readonly Trigger[] = ["start", "watch", "monitor", "resync"];
+
+/** The outcome of one reconcile. */
+export interface ReconcileResult {
+  readonly trigger: Trigger;
+  readonly plan: Plan;
+  /** Routes of ours in the kernel after the reconcile. */
+  readonly installed: number;
+  readonly applied: number;
+  readonly failures: readonly OpFailure[];
+  /** Every problem: the plan's, foreign routes in the way, kernel refusals. */
+  readonly problems: readonly Problem[];
+  readonly durationMs: number;
+  /** Whether the kernel table was read in full for this reconcile. */
+  readonly fullRead: boolean;
+}
+
+/** What the reconciler works with. */
+export interface ReconcilerOptions {
+  table: RouteTable;
+  /** Current nodes (the informer's store). */
+  nodes: () => Iterable<NodeInfo>;
+  source: NetworkSource;
+  /** Safety rules; `selfName` may change once our node is found. */
+  rules: () => PlanRules;
+  protocol: number;
+  log: Logger;
+  /** Called after every reconcile (state file, metrics); errors are logged. */
+  onResult?: (result: ReconcileResult) => void | Promise<void>;
+}
+
+function routeKey(r: { family: number; dst: string }): string {
+  return `${r.family} ${r.dst}`;
+}
+
+/** Runs reconciles on demand, one at a time, folding triggers that arrive meanwhile. */
+export class Reconciler {
+  #opts: ReconcilerOptions;
+  #parsed = new WeakMap<NodeInfo, ParsedNode>();
+  #pending: Trigger | undefined;
+  #full = true;
+  #running: Promise<void> | undefined;
+  #kernel: Map<string, KernelRoute> | undefined;
+  #foreign: KernelRoute[] = [];
+  #local: LocalAddress[] = [];
+  #reported = new Map<string, Problem>();
+  #last: ReconcileResult | undefined;
+  #stopped = false;
+
+  constructor(opts: ReconcilerOptions) {
+    this.#opts = opts;
+  }
+
+  /** The last result, if any reconcile finished. */
+  get last(): ReconcileResult | undefined {
+    return this.#last;
+  }
+
+  /**
+   * Asks for a reconcile. Returns at once; the reconcile runs as soon as the current one
+   * (if any) ends. `monitor` and `resync` also force a full read of the kernel table.
+   */
+  trigger(reason: Trigger): void {
+    if (this.#stopped) return;
+    if (reason !== "watch") this.#full = true;
+    // Keep the most telling reason for the folded run.
+    if (this.#pending === undefined || this.#pending === "watch") this.#pending = reason;
+    if (!this.#running) this.#running = this.#loop();
+  }
+
+  /** Resolves when no reconcile is pending or running. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  /** Stops taking triggers; waits for a running reconcile to end. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#pending = undefined;
+    await this.idle();
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (this.#pending !== undefined && !this.#stopped) {
+        const trigger = this.#pending;
+        this.#pending = undefined;
+        try {
+          const result = await this.#reconcile(trigger);
+          this.#last = result;
+          await this.#opts.onResult?.(result);
+        } catch (e) {
+          this.#full = true;
+          this.#opts.log.error("reconcile failed", { trigger, error: e });
+        }
+      }
+    } finally {
+      this.#running = undefined;
+    }
+  }
+
+  async #reconcile(trigger: Trigger): Promise<ReconcileResult> {
+    const t0 = performance.now();
+    const { table, protocol, log } = this.#opts;
+    const fullRead = this.#full || this.#kernel === undefined;
+    if (fullRead) {
+      this.#full = false;
+      const [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
+      this.#kernel = new Map();
+      this.#foreign = [];
+      for (const r of routes) {
+        if (r.protocol === protocol) this.#kernel.set(routeKey(r), r);
+        else this.#foreign.push(r);
+      }
+      this.#local = local;
+    }
+    const kernel = this.#kernel!;
+
+    const parsed: ParsedNode[] = [];
+    for (const node of this.#opts.nodes()) {
+      let p = this.#parsed.get(node);
+      if (!p) {
+        p = parseNode(node, this.#opts.source);
+        this.#parsed.set(node, p);
+      }
+      parsed.push(p);
+    }
+    const thePlan = plan(parsed, this.#opts.rules(), this.#local);
+    const { ops, conflicts } = diff(
+      thePlan.routes,
+      [...kernel.values(), ...this.#foreign],
+      protocol,
+    );
+    const failures = ops.length > 0 ? await table.apply(ops, protocol) : [];
+
+    const failed = new Set(failures.map((f) => f.op));
+    for (const op of ops) {
+      if (failed.has(op)) continue;
+      if (op.op === "delete") kernel.delete(routeKey(op.route));
+      else kernel.set(routeKey(op.route), { ...op.route, protocol });
+    }
+    // A refused batch line changes nothing, so the view stays true; it is retried next time.
+
+    const problems: Problem[] = [...thePlan.problems];
+    for (const c of conflicts) {
+      problems.push({
+        node: c.route.node,
+        kind: "foreign-route",
+        field: "route",
+        value: c.route.dst,
+        reason: `a route of protocol ${c.foreign.protocol}` +
+          `${
+            c.foreign.via ? ` via ${c.foreign.via}` : ""
+          } already has this destination; left alone`,
+      });
+    }
+    for (const f of failures) {
+      const r = f.op.route;
+      problems.push({
+        node: "node" in r ? r.node : "",
+        kind: "kernel",
+        field: "route",
+        value: `${r.dst} via ${r.via ?? "-"}`,
+        reason: `${f.op.op} refused by the kernel: ${f.error}`,
+      });
+    }
+    this.#report(problems);
+
+    const result: ReconcileResult = {
+      trigger,
+      plan: thePlan,
+      installed: kernel.size,
+      applied: ops.length - failures.length,
+      failures,
+      problems,
+      durationMs: performance.now() - t0,
+      fullRead,
+    };
+    if (ops.length > 0 || log.enabled("debug")) {
+      log.info("reconciled", {
+        trigger,
+        nodes: parsed.length,
+        desired: thePlan.routes.length,
+        applied: result.applied,
+        failed: failures.length,
+        ms: Math.round(result.durationMs * 10) / 10,
+      });
+    }
+    return result;
+  }
+
+  /** Logs each problem once when it appears and once when it is gone. */
+  #report(problems: readonly Problem[]): void {
+    const { log } = this.#opts;
+    const now = new Map(problems.map((p) => [problemKey(p), p]));
+    for (const [key, p] of now) {
+      if (!this.#reported.has(key)) {
+        log.warn(describeProblem(p), {
+          node: p.node,
+          kind: p.kind,
+          field: p.field,
+          value: p.value,
+        });
+      }
+    }
+    for (const [key, p] of this.#reported) {
+      if (!now.has(key)) {
+        log.info(`resolved: ${describeProblem(p)}`, { node: p.node, kind: p.kind });
+      }
+    }
+    this.#reported = now;
+  }
+}
