@@ -1,0 +1,242 @@
+/**
+ * The kube-node IPAM plugin: hands each pod addresses from its own node's CIDRs for the
+ * network by delegating to host-local with one range set per CIDR.
+ *
+ * - ADD: CIDRs from the daemon's node state file (else the API, see
+ *   {@link cidrsFromApi}), `ipv4-namespaces` applied, host-local ADD, its result in the
+ *   version asked for.
+ * - DEL: host-local releases by container ID whatever the ranges, so DEL takes the state
+ *   file's ranges when they are usable and a placeholder range otherwise: it succeeds when
+ *   the state file, the node or the annotation is gone, or when the ranges changed since
+ *   ADD. It never calls the API.
+ * - CHECK: delegated the same way (host-local checks that the container holds an address).
+ * - STATUS: fails (code 50) when host-local is missing from CNI_PATH, or when neither a
+ *   state file nor a kubeconfig is there to learn the ranges from.
+ * - GC: delegated to host-local when it implements CNI 1.1.0, else a no-op success.
+ *
+ * @module
+ */
+import { CniCode, CniError } from "./errors.ts";
+import { type CniContext, type CniPlugin, runPlugin } from "./skel.ts";
+import { type CniVersion, convertResult } from "./version.ts";
+import { KUBE_NODE_KEYS, type KubeNodeNetConf, parseKubeNodeConfig } from "./config.ts";
+import { buildRanges, type HostLocalRanges, PLACEHOLDER_RANGES, wantsIpv4 } from "./ranges.ts";
+import { execPlugin, findPlugin } from "./delegate.ts";
+import { cidrsFromApi, cidrsFromState } from "./node_cidrs.ts";
+import { DEFAULT_STATE_DIR } from "../src/config.ts";
+import { createLogger, fileSink, type Logger, parseLevel, silentLogger } from "../src/log.ts";
+
+/** The delegated IPAM plugin. */
+export const HOST_LOCAL = "host-local";
+
+function logger(conf: KubeNodeNetConf, ctx: CniContext): Logger {
+  const level = parseLevel(conf.ipam.loglevel ?? "info") ?? "info";
+  let log = silentLogger;
+  if (conf.ipam.logfile) {
+    try {
+      log = createLogger(level, fileSink(conf.ipam.logfile));
+    } catch {
+      // An unwritable log file must not fail the pod.
+    }
+  }
+  return log.with({
+    cmd: ctx.env.command,
+    container: ctx.env.containerId,
+    ifname: ctx.env.ifname,
+    ns: ctx.env.args.podNamespace,
+    pod: ctx.env.args.podName,
+  });
+}
+
+/**
+ * The config host-local gets: ours as given, with `ipam` made host-local's (our keys
+ * dropped, `type` and `ranges` set; `dataDir`, `routes` and others kept).
+ */
+export function hostLocalConfig(
+  raw: Record<string, unknown>,
+  ranges: HostLocalRanges,
+  cniVersion: string,
+): Record<string, unknown> {
+  const ipam: Record<string, unknown> = { ...(raw.ipam as Record<string, unknown>) };
+  for (const key of KUBE_NODE_KEYS) delete ipam[key];
+  ipam.type = HOST_LOCAL;
+  ipam.ranges = ranges;
+  return { ...raw, cniVersion, ipam };
+}
+
+/**
+ * The version to speak to host-local for ADD/DEL/CHECK: 1.1.0 differs from 1.0.0 only by
+ * the STATUS and GC commands, and host-local releases before 1.5 stop at 1.0.0.
+ */
+function delegateVersion(v: CniVersion): string {
+  return v === "1.1.0" ? "1.0.0" : v;
+}
+
+function stateDir(conf: KubeNodeNetConf): string {
+  return conf.ipam.stateDir ?? DEFAULT_STATE_DIR;
+}
+
+/** Ranges from the state file when usable, else the placeholder (DEL, CHECK, GC). */
+async function rangesForRelease(conf: KubeNodeNetConf, log: Logger): Promise<HostLocalRanges> {
+  try {
+    const found = await cidrsFromState(stateDir(conf), conf.ipam.annotation);
+    if (found) return buildRanges(found.cidrs, { ipv4: true, source: found.source });
+    log.debug("no node state file; placeholder ranges");
+  } catch (e) {
+    log.debug("state ranges unusable; placeholder ranges", { error: e });
+  }
+  return PLACEHOLDER_RANGES;
+}
+
+/** Interprets host-local's answer: its result, nothing, or its error as ours. */
+function delegateAnswer(out: { code: number; stdout: string }): unknown {
+  const text = out.stdout.trim();
+  let json: unknown;
+  if (text !== "") {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+  }
+  if (out.code === 0) {
+    if (text !== "" && json === undefined) {
+      throw new CniError(CniCode.DelegateFailed, `${HOST_LOCAL} printed non-JSON`, text);
+    }
+    return json;
+  }
+  if (typeof json === "object" && json !== null) {
+    const e = json as Record<string, unknown>;
+    if (typeof e.code === "number" && typeof e.msg === "string") {
+      throw new CniError(e.code, e.msg, typeof e.details === "string" ? e.details : "");
+    }
+  }
+  throw new CniError(
+    CniCode.DelegateFailed,
+    `${HOST_LOCAL} failed with exit status ${out.code}`,
+    text,
+  );
+}
+
+async function delegate(
+  ctx: CniContext,
+  ranges: HostLocalRanges,
+  version: string,
+  env: Record<string, string> = {},
+): Promise<unknown> {
+  const file = await findPlugin(HOST_LOCAL, ctx.env.path);
+  const config = hostLocalConfig(ctx.config, ranges, version);
+  return delegateAnswer(await execPlugin(file, JSON.stringify(config), env));
+}
+
+async function add(ctx: CniContext): Promise<unknown> {
+  const conf = parseKubeNodeConfig(ctx.config);
+  const log = logger(conf, ctx);
+  const found = await cidrsFromState(stateDir(conf), conf.ipam.annotation) ??
+    await cidrsFromApi({
+      kubeconfig: conf.ipam.kubeconfig,
+      annotation: conf.ipam.annotation,
+      nodeName: Deno.env.get("NODE_NAME"),
+    });
+  const ipv4 = wantsIpv4(conf.ipam["ipv4-namespaces"], ctx.env.args.podNamespace);
+  const ranges = buildRanges(found.cidrs, { ipv4, source: found.source });
+  log.debug("ADD", { source: found.source, ranges, ipv4 });
+  try {
+    const result = await delegate(ctx, ranges, delegateVersion(ctx.cniVersion));
+    const converted = convertResult(result, ctx.cniVersion);
+    log.info("ADD done", { ips: converted.ips?.map((ip) => ip.address) });
+    return converted;
+  } catch (e) {
+    log.error("ADD failed", { error: e });
+    throw e;
+  }
+}
+
+async function del(ctx: CniContext): Promise<unknown> {
+  const conf = parseKubeNodeConfig(ctx.config);
+  const log = logger(conf, ctx);
+  const ranges = await rangesForRelease(conf, log);
+  await delegate(ctx, ranges, delegateVersion(ctx.cniVersion));
+  log.info("DEL done");
+  return undefined;
+}
+
+async function check(ctx: CniContext): Promise<unknown> {
+  const conf = parseKubeNodeConfig(ctx.config);
+  const ranges = await rangesForRelease(conf, logger(conf, ctx));
+  await delegate(ctx, ranges, delegateVersion(ctx.cniVersion));
+  return undefined;
+}
+
+async function readable(file: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(file)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+async function status(ctx: CniContext): Promise<unknown> {
+  const conf = parseKubeNodeConfig(ctx.config);
+  const unavailable = (msg: string) => new CniError(CniCode.NotAvailable, msg);
+  if (ctx.env.path.length > 0) {
+    try {
+      await findPlugin(HOST_LOCAL, ctx.env.path);
+    } catch (e) {
+      throw unavailable((e as Error).message);
+    }
+  }
+  try {
+    const found = await cidrsFromState(stateDir(conf), conf.ipam.annotation);
+    if (found) {
+      buildRanges(found.cidrs, { ipv4: true, source: found.source });
+      return undefined;
+    }
+  } catch (e) {
+    throw unavailable((e as Error).message);
+  }
+  const kubeconfig = conf.ipam.kubeconfig ?? Deno.env.get("KUBECONFIG");
+  if (kubeconfig !== undefined && await readable(kubeconfig)) return undefined;
+  throw unavailable(
+    `no node state file in ${stateDir(conf)} for annotation ` +
+      `${JSON.stringify(conf.ipam.annotation)} and no readable kubeconfig`,
+  );
+}
+
+async function gc(ctx: CniContext): Promise<unknown> {
+  const conf = parseKubeNodeConfig(ctx.config);
+  const log = logger(conf, ctx);
+  const file = await findPlugin(HOST_LOCAL, ctx.env.path);
+  const probe = await execPlugin(file, JSON.stringify({ cniVersion: ctx.cniVersion }), {
+    CNI_COMMAND: "VERSION",
+  });
+  let supported: unknown;
+  try {
+    supported = (JSON.parse(probe.stdout) as Record<string, unknown>).supportedVersions;
+  } catch {
+    supported = undefined;
+  }
+  if (!Array.isArray(supported) || !supported.includes("1.1.0")) {
+    log.debug("GC: host-local does not implement CNI 1.1.0; nothing to do");
+    return undefined;
+  }
+  const ranges = await rangesForRelease(conf, log);
+  await delegate(ctx, ranges, ctx.cniVersion);
+  return undefined;
+}
+
+/** The kube-node plugin's handlers, for {@link runPlugin}. */
+export const kubeNodePlugin: CniPlugin = { add, del, check, status, gc };
+
+/**
+ * Entry point of the `kube-node` program (argv0 `kube-node`, or `main.ts kube-node`):
+ * one CNI invocation from the environment and stdin. Returns the exit status.
+ *
+ * @example
+ * ```ts
+ * Deno.exit(await kubeNodeCommand(Deno.args));
+ * ```
+ */
+export async function kubeNodeCommand(_args: string[]): Promise<number> {
+  return await runPlugin(kubeNodePlugin);
+}

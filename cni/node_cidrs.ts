@@ -1,0 +1,145 @@
+/**
+ * Where the own node's CIDRs for a network come from: the node state file the daemon
+ * writes (no API call, no credentials), else the Kubernetes API through a kubeconfig, the
+ * node found by NODE_NAME or /etc/machine-id, as Nordix kube-node does.
+ *
+ * The Kubernetes client is imported only on the fallback path, so an ADD served from the
+ * state file loads none of it.
+ *
+ * @module
+ */
+import { CniCode, CniError } from "./errors.ts";
+import { readNodeState, stateFilePath } from "../src/state.ts";
+import { splitList } from "../src/net/ip.ts";
+
+/** A node's CIDRs for one network, and where they were read. */
+export interface NodeCidrs {
+  node: string;
+  cidrs: string[];
+  /** For messages: the state file, or "node X annotation Y". */
+  source: string;
+}
+
+/**
+ * The CIDRs from the node state file for `annotation`; undefined when there is no file.
+ * Throws code 5 when the file is unreadable, malformed or for another annotation.
+ */
+export async function cidrsFromState(
+  stateDir: string,
+  annotation: string,
+): Promise<NodeCidrs | undefined> {
+  const file = stateFilePath(stateDir, annotation);
+  let state;
+  try {
+    state = await readNodeState(stateDir, annotation);
+  } catch (e) {
+    throw new CniError(CniCode.IoFailure, `node state file: ${(e as Error).message}`);
+  }
+  if (state === undefined) return undefined;
+  if (state.annotation !== annotation) {
+    throw new CniError(
+      CniCode.IoFailure,
+      `${file}: written for annotation ${JSON.stringify(state.annotation)}, ` +
+        `not ${JSON.stringify(annotation)}`,
+    );
+  }
+  return { node: state.node, cidrs: state.cidrs, source: file };
+}
+
+/** Options of {@link cidrsFromApi}. */
+export interface ApiLookup {
+  /** kubeconfig path; undefined lets the client autodetect. */
+  kubeconfig?: string;
+  annotation: string;
+  /** Own node name (NODE_NAME); empty: match /etc/machine-id. */
+  nodeName?: string;
+  /** Where the machine ID is; default /etc/machine-id. */
+  machineIdFile?: string;
+  /** Give up after this long; default 10 s. */
+  timeoutMs?: number;
+}
+
+const PAGE = 500;
+
+/**
+ * Reads the own node from the API and returns its CIDRs for the network (the annotation,
+ * or spec.podCIDRs when the annotation name is ""). Throws code 11 (try again later) when
+ * the API, the node or the CIDRs cannot be had now.
+ */
+export async function cidrsFromApi(opts: ApiLookup): Promise<NodeCidrs> {
+  const [{ loadKubeAccess }, { KubeClient, ApiError }, { toNodeInfo }] = await Promise.all([
+    import("../src/kube/kubeconfig.ts"),
+    import("../src/kube/client.ts"),
+    import("../src/kube/node.ts"),
+  ]);
+  const retry = (msg: string) => new CniError(CniCode.TryAgainLater, msg);
+  let access;
+  try {
+    access = await loadKubeAccess({ kubeconfig: opts.kubeconfig });
+  } catch (e) {
+    throw retry(`no node state file and no API access: ${(e as Error).message}`);
+  }
+  const client = new KubeClient(access);
+  const keep = opts.annotation === "" ? [] : [opts.annotation];
+  let timer: number | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(retry(`Kubernetes API did not answer within ${opts.timeoutMs ?? 10000} ms`)),
+      opts.timeoutMs ?? 10000,
+    );
+  });
+  const lookup = async () => {
+    if (opts.nodeName) {
+      try {
+        return toNodeInfo(await client.getNode(opts.nodeName), keep);
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 404) {
+          throw retry(`node ${JSON.stringify(opts.nodeName)} (NODE_NAME) not found in the API`);
+        }
+        throw e;
+      }
+    }
+    const file = opts.machineIdFile ?? "/etc/machine-id";
+    let machineId: string;
+    try {
+      machineId = (await Deno.readTextFile(file)).trim();
+    } catch (e) {
+      throw retry(`NODE_NAME is not set and ${file} is unreadable: ${(e as Error).message}`);
+    }
+    let cont: string | undefined;
+    do {
+      const page = await client.listNodes({ limit: PAGE, continue: cont });
+      for (const raw of page.items) {
+        const node = toNodeInfo(raw, keep);
+        if (node.machineID === machineId) return node;
+      }
+      cont = page.continue || undefined;
+    } while (cont);
+    throw retry(`no node with machineID ${JSON.stringify(machineId)} (from ${file})`);
+  };
+  try {
+    const node = await Promise.race([lookup(), timeout]);
+    if (opts.annotation === "") {
+      return {
+        node: node.name,
+        cidrs: [...node.podCIDRs],
+        source: `node ${node.name} spec.podCIDRs`,
+      };
+    }
+    const value = node.annotations[opts.annotation];
+    if (value === undefined) {
+      throw retry(`node ${node.name} has no annotation ${JSON.stringify(opts.annotation)}`);
+    }
+    return {
+      node: node.name,
+      cidrs: splitList(value),
+      source: `node ${node.name} annotation ${opts.annotation}`,
+    };
+  } catch (e) {
+    if (e instanceof CniError) throw e;
+    throw retry(`Kubernetes API: ${(e as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+    client.close();
+  }
+}
