@@ -81,7 +81,7 @@ export async function cidrsFromApi(opts: ApiLookup): Promise<NodeCidrs> {
   }
   const client = new KubeClient(access);
   const keep = opts.annotation === "" ? [] : [opts.annotation];
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
       () => reject(retry(`Kubernetes API did not answer within ${opts.timeoutMs ?? 10000} ms`)),
@@ -93,7 +93,7 @@ export async function cidrsFromApi(opts: ApiLookup): Promise<NodeCidrs> {
       try {
         return toNodeInfo(await client.getNode(opts.nodeName), keep);
       } catch (e) {
-        if (e instanceof ApiError && e.status === 404) {
+        if (e instanceof ApiError && (e as { status?: number }).status === 404) {
           throw retry(`node ${JSON.stringify(opts.nodeName)} (NODE_NAME) not found in the API`);
         }
         throw e;

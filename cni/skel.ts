@@ -216,10 +216,25 @@ export interface PluginIo {
   stdout?: (text: string) => Promise<void>;
 }
 
-/** Reads all of stdin. */
+/** Reads all of stdin (plain reads: cheaper at start-up than the stream API). */
 export async function readAllStdin(): Promise<Uint8Array> {
   if (Deno.stdin.isTerminal()) return new Uint8Array();
-  return new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  let total = 0;
+  for (;;) {
+    const n = await Deno.stdin.read(buf);
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+    total += n;
+  }
+  const all = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return all;
 }
 
 /** Writes all of `text` to stdout. */
