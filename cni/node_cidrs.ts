@@ -67,12 +67,14 @@ const PAGE = 500;
  * the API, the node or the CIDRs cannot be had now.
  */
 export async function cidrsFromApi(opts: ApiLookup): Promise<NodeCidrs> {
+  const retry = (msg: string) => new CniError(CniCode.TryAgainLater, msg);
   const [{ loadKubeAccess }, { KubeClient, ApiError }, { toNodeInfo }] = await Promise.all([
     import("../src/kube/kubeconfig.ts"),
     import("../src/kube/client.ts"),
     import("../src/kube/node.ts"),
-  ]);
-  const retry = (msg: string) => new CniError(CniCode.TryAgainLater, msg);
+  ]).catch((e) => {
+    throw retry(`no node state file, and the Kubernetes client failed to load: ${e}`);
+  });
   let access;
   try {
     access = await loadKubeAccess({ kubeconfig: opts.kubeconfig });

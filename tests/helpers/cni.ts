@@ -1,0 +1,172 @@
+/**
+ * Shared helpers for CNI tests: a CNI bin folder with the real plugins and kube-node, a
+ * way to call a plugin as a runtime does, and throw-away network namespaces.
+ *
+ * @module
+ */
+import { devWrapper } from "../../src/install.ts";
+
+/** Where Debian's containernetworking-plugins are. */
+export const SYSTEM_CNI = "/usr/lib/cni";
+
+const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
+
+/** Why CNI tests that need root and the real plugins cannot run here, or false. */
+export function cniIgnoreReason(): string | false {
+  if (Deno.uid() !== 0) return "needs root (network namespaces, bridge plugin)";
+  try {
+    Deno.statSync(`${SYSTEM_CNI}/host-local`);
+    Deno.statSync(`${SYSTEM_CNI}/bridge`);
+  } catch {
+    return `needs containernetworking-plugins in ${SYSTEM_CNI}`;
+  }
+  return false;
+}
+
+/** Whether the tests should be ignored (for `Deno.test({ ignore })`). */
+export const IGNORE_CNI = cniIgnoreReason() !== false;
+if (IGNORE_CNI) console.warn(`CNI tests ignored: ${cniIgnoreReason()}`);
+
+/** A unique short name (interface and netns names are limited to 15 characters). */
+export function uniq(prefix: string): string {
+  return `${prefix}${crypto.randomUUID().replaceAll("-", "").slice(0, 15 - prefix.length)}`;
+}
+
+/**
+ * A temp folder with symlinks to bridge, host-local and loopback and `kube-node` as the
+ * development wrapper of main.ts.
+ */
+export async function makeCniBin(dir: string): Promise<string> {
+  const bin = `${dir}/bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  for (const name of ["bridge", "host-local", "loopback"]) {
+    await Deno.symlink(`${SYSTEM_CNI}/${name}`, `${bin}/${name}`);
+  }
+  await Deno.writeTextFile(`${bin}/kube-node`, devWrapper(MAIN_TS), { mode: 0o755 });
+  return bin;
+}
+
+/** One CNI call. */
+export interface CniCall {
+  /** Plugin program (path). */
+  plugin: string;
+  command?: string;
+  containerId?: string;
+  netns?: string;
+  ifname?: string;
+  cniPath?: string;
+  cniArgs?: string;
+  /** Extra or overriding variables; a value of undefined removes the variable. */
+  env?: Record<string, string | undefined>;
+  /** stdin: an object is JSON encoded. */
+  stdin: unknown;
+  /** Run inside this network namespace (`ip netns exec`). */
+  inNetns?: string;
+}
+
+/** What a plugin answered. */
+export interface CniAnswer {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed as JSON, when it is. */
+  json?: Record<string, unknown>;
+}
+
+/** Calls a plugin as a runtime does: clean CNI environment, config on stdin. */
+export async function callPlugin(call: CniCall): Promise<CniAnswer> {
+  const env: Record<string, string | undefined> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+    HOME: Deno.env.get("HOME"),
+    DENO_DIR: Deno.env.get("DENO_DIR"),
+    CNI_COMMAND: call.command ?? "ADD",
+    CNI_CONTAINERID: call.containerId,
+    CNI_NETNS: call.netns,
+    CNI_IFNAME: call.ifname ?? "eth0",
+    CNI_PATH: call.cniPath,
+    CNI_ARGS: call.cniArgs,
+    ...call.env,
+  };
+  const clean: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
+  const [cmd, args] = call.inNetns
+    ? ["ip", ["netns", "exec", call.inNetns, call.plugin]]
+    : [call.plugin, []];
+  const child = new Deno.Command(cmd, {
+    args,
+    env: clean,
+    clearEnv: true,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  const text = typeof call.stdin === "string" ? call.stdin : JSON.stringify(call.stdin);
+  await w.write(new TextEncoder().encode(text));
+  await w.close();
+  const out = await child.output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = JSON.parse(stdout);
+  } catch {
+    json = undefined;
+  }
+  return { code: out.code, stdout, stderr: new TextDecoder().decode(out.stderr), json };
+}
+
+/** Runs a command; throws with its stderr when it fails. Returns stdout. */
+export async function sh(cmd: string, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(
+      `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`,
+    );
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** A network namespace that removes itself. */
+export class TestNetns implements AsyncDisposable {
+  private constructor(readonly name: string) {}
+
+  /** Path for CNI_NETNS. */
+  get path(): string {
+    return `/var/run/netns/${this.name}`;
+  }
+
+  /** Creates a namespace with a unique name. */
+  static async create(prefix = "kn"): Promise<TestNetns> {
+    const ns = new TestNetns(uniq(prefix));
+    await sh("ip", "netns", "add", ns.name);
+    await sh("ip", "-n", ns.name, "link", "set", "lo", "up");
+    return ns;
+  }
+
+  /** Addresses (`addr/prefix`) of `ifname` in the namespace, global scope only. */
+  async addresses(ifname: string): Promise<string[]> {
+    const json = JSON.parse(await sh("ip", "-n", this.name, "-json", "addr", "show", ifname)) as {
+      addr_info: { local: string; prefixlen: number; scope: string }[];
+    }[];
+    return json.flatMap((l) =>
+      l.addr_info.filter((a) => a.scope === "global").map((a) => `${a.local}/${a.prefixlen}`)
+    );
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await sh("ip", "netns", "del", this.name).catch(() => {});
+  }
+}
+
+/** Files in host-local's data folder for network `name` that record an address. */
+export async function allocatedFiles(dataDir: string, name: string): Promise<string[]> {
+  const out: string[] = [];
+  try {
+    for await (const e of Deno.readDir(`${dataDir}/${name}`)) {
+      if (e.name !== "lock" && !e.name.startsWith("last_reserved_ip")) out.push(e.name);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return out.sort();
+}

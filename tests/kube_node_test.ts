@@ -1,0 +1,255 @@
+/**
+ * kube-node IPAM through the real bridge and host-local plugins, pods in network
+ * namespaces; the bridge runs inside a "node" namespace so the host is never touched.
+ */
+import assert from "node:assert/strict";
+import { writeNodeState } from "../src/state.ts";
+import {
+  allocatedFiles,
+  callPlugin,
+  type CniCall,
+  IGNORE_CNI,
+  makeCniBin,
+  TestNetns,
+  uniq,
+} from "./helpers/cni.ts";
+
+const ANNOTATION = "cidr.example.com/net1";
+
+interface Setup {
+  dir: string;
+  bin: string;
+  stateDir: string;
+  dataDir: string;
+  name: string;
+}
+
+async function setup(cidrs: string[] | undefined, annotation = ANNOTATION): Promise<Setup> {
+  const dir = await Deno.makeTempDir({ prefix: "kube-node-test-" });
+  const bin = await makeCniBin(dir);
+  const stateDir = `${dir}/state`;
+  if (cidrs) {
+    await writeNodeState(stateDir, {
+      version: 1,
+      node: "node-1",
+      annotation,
+      cidrs,
+      updated: new Date().toISOString(),
+    });
+  }
+  return { dir, bin, stateDir, dataDir: `${dir}/ipam`, name: uniq("net") };
+}
+
+function bridgeConf(s: Setup, ipam: Record<string, unknown> = {}, version = "1.0.0") {
+  return {
+    cniVersion: version,
+    name: s.name,
+    type: "bridge",
+    bridge: uniq("br"),
+    isGateway: true,
+    isDefaultGateway: true,
+    ipam: {
+      type: "kube-node",
+      annotation: ANNOTATION,
+      stateDir: s.stateDir,
+      dataDir: s.dataDir,
+      ...ipam,
+    },
+  };
+}
+
+function ipamConf(s: Setup, ipam: Record<string, unknown> = {}, version = "1.0.0") {
+  return { cniVersion: version, name: s.name, ipam: bridgeConf(s, ipam).ipam };
+}
+
+function ipamCall(s: Setup, over: Partial<CniCall>): CniCall {
+  return {
+    plugin: `${s.bin}/kube-node`,
+    cniPath: s.bin,
+    netns: "/var/run/netns/none",
+    stdin: ipamConf(s),
+    ...over,
+  };
+}
+
+function ips(answer: { json?: Record<string, unknown> }): string[] {
+  const list = (answer.json?.ips ?? []) as { address: string }[];
+  return list.map((ip) => ip.address);
+}
+
+Deno.test({
+  name: "kube-node: bridge ADD, CHECK, DEL, DEL again; dual-stack from the state file",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const s = await setup(["10.123.1.0/24", "fd00:123::1:0/112"]);
+    await using node = await TestNetns.create("kn-node");
+    await using pod = await TestNetns.create("kn-pod");
+    const conf = bridgeConf(s);
+    const base: CniCall = {
+      plugin: `${s.bin}/bridge`,
+      cniPath: s.bin,
+      containerId: "pod1",
+      netns: pod.path,
+      inNetns: node.name,
+      stdin: conf,
+    };
+    const add = await callPlugin(base);
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.deepEqual(ips(add), ["10.123.1.2/24", "fd00:123::1:2/112"]);
+    assert.deepEqual((await pod.addresses("eth0")).sort(), [
+      "10.123.1.2/24",
+      "fd00:123::1:2/112",
+    ]);
+    assert.equal((await allocatedFiles(s.dataDir, s.name)).length, 2);
+
+    const check = await callPlugin({
+      ...base,
+      command: "CHECK",
+      stdin: { ...conf, prevResult: add.json },
+    });
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+
+    const del = await callPlugin({ ...base, command: "DEL" });
+    assert.equal(del.code, 0, del.stdout + del.stderr);
+    assert.deepEqual(await allocatedFiles(s.dataDir, s.name), []);
+    const again = await callPlugin({ ...base, command: "DEL" });
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    await Deno.remove(s.dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "kube-node: 50 ADDs in parallel get 50 distinct addresses; DELs free them all",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const s = await setup(["10.124.0.0/24", "fd00:124::/112"]);
+    const ids = Array.from({ length: 50 }, (_, i) => `c${i}`);
+    const adds = await Promise.all(ids.map((id) => callPlugin(ipamCall(s, { containerId: id }))));
+    for (const a of adds) assert.equal(a.code, 0, a.stdout + a.stderr);
+    const v4 = adds.map((a) => ips(a)[0]);
+    const v6 = adds.map((a) => ips(a)[1]);
+    assert.equal(new Set(v4).size, 50);
+    assert.equal(new Set(v6).size, 50);
+    assert.ok(v4.every((a) => a.startsWith("10.124.0.")));
+    assert.ok(v6.every((a) => a.startsWith("fd00:124::")));
+    assert.equal((await allocatedFiles(s.dataDir, s.name)).length, 100);
+    const dels = await Promise.all(
+      ids.map((id) => callPlugin(ipamCall(s, { containerId: id, command: "DEL" }))),
+    );
+    for (const d of dels) assert.equal(d.code, 0, d.stdout + d.stderr);
+    assert.deepEqual(await allocatedFiles(s.dataDir, s.name), []);
+    await Deno.remove(s.dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "kube-node: DEL succeeds and releases after the state file is gone or changed",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const s = await setup(["10.125.0.0/24", "fd00:125::/112"]);
+    const a = await callPlugin(ipamCall(s, { containerId: "gone" }));
+    const b = await callPlugin(ipamCall(s, { containerId: "changed" }));
+    assert.equal(a.code, 0, a.stdout + a.stderr);
+    assert.equal(b.code, 0, b.stdout + b.stderr);
+    assert.equal((await allocatedFiles(s.dataDir, s.name)).length, 4);
+
+    // The node's ranges change (even to something host-local refuses): DEL still works.
+    await writeNodeState(s.stateDir, {
+      version: 1,
+      node: "node-1",
+      annotation: ANNOTATION,
+      cidrs: ["10.200.0.0/32"],
+      updated: new Date().toISOString(),
+    });
+    const delChanged = await callPlugin(ipamCall(s, { containerId: "changed", command: "DEL" }));
+    assert.equal(delChanged.code, 0, delChanged.stdout + delChanged.stderr);
+    assert.equal((await allocatedFiles(s.dataDir, s.name)).length, 2);
+
+    // The state file is removed: DEL releases by container ID with a placeholder range.
+    await Deno.remove(s.stateDir, { recursive: true });
+    const delGone = await callPlugin(ipamCall(s, { containerId: "gone", command: "DEL" }));
+    assert.equal(delGone.code, 0, delGone.stdout + delGone.stderr);
+    assert.deepEqual(await allocatedFiles(s.dataDir, s.name), []);
+    // ... and DEL of something never added is fine too.
+    const delNever = await callPlugin(ipamCall(s, { containerId: "never", command: "DEL" }));
+    assert.equal(delNever.code, 0, delNever.stdout + delNever.stderr);
+    await Deno.remove(s.dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "kube-node: ipv4-namespaces gives IPv4 only to pods in the listed namespaces",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const s = await setup(["10.126.0.0/24", "fd00:126::/112", "fd00:127::/112"]);
+    const ipam = { "ipv4-namespaces": ["legacy"] };
+    const legacy = await callPlugin(ipamCall(s, {
+      containerId: "legacy",
+      cniArgs: "IgnoreUnknown=1;K8S_POD_NAMESPACE=legacy;K8S_POD_NAME=a",
+      stdin: ipamConf(s, ipam),
+    }));
+    assert.equal(legacy.code, 0, legacy.stdout + legacy.stderr);
+    assert.deepEqual(ips(legacy), ["10.126.0.2/24", "fd00:126::2/112", "fd00:127::2/112"]);
+    const other = await callPlugin(ipamCall(s, {
+      containerId: "other",
+      cniArgs: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=b",
+      stdin: ipamConf(s, ipam),
+    }));
+    assert.equal(other.code, 0, other.stdout + other.stderr);
+    assert.deepEqual(ips(other), ["fd00:126::3/112", "fd00:127::3/112"]);
+    await Deno.remove(s.dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "kube-node: IPv6 in a pod netns through bridge, IPv6-only node",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const s = await setup(["fd00:128::/120"]);
+    await using node = await TestNetns.create("kn-node");
+    await using pod = await TestNetns.create("kn-pod");
+    const add = await callPlugin({
+      plugin: `${s.bin}/bridge`,
+      cniPath: s.bin,
+      containerId: "v6",
+      netns: pod.path,
+      inNetns: node.name,
+      stdin: bridgeConf(s, {}, "0.4.0"),
+    });
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.equal(add.json?.cniVersion, "0.4.0");
+    assert.deepEqual(await pod.addresses("eth0"), ["fd00:128::2/120"]);
+    await Deno.remove(s.dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "kube-node: unusable or missing ranges give clear errors",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const tiny = await setup(["10.127.0.1/32", "fd00:129::/112"]);
+    const a = await callPlugin(ipamCall(tiny, { containerId: "x" }));
+    assert.equal(a.code, 1);
+    assert.equal(a.json?.code, 100);
+    assert.match(String(a.json?.msg), /10\.127\.0\.1\/32.*too small for host-local/);
+
+    const v4only = await setup(["10.128.0.0/24"]);
+    const b = await callPlugin(ipamCall(v4only, {
+      containerId: "x",
+      cniArgs: "K8S_POD_NAMESPACE=default",
+      stdin: ipamConf(v4only, { "ipv4-namespaces": [] }),
+    }));
+    assert.equal(b.json?.code, 100, b.stdout);
+    assert.match(String(b.json?.msg), /no IPv6 CIDR/);
+
+    const none = await setup(undefined);
+    const c = await callPlugin(ipamCall(none, {
+      containerId: "x",
+      env: { KUBECONFIG: `${none.dir}/absent`, NODE_NAME: "node-1" },
+      stdin: ipamConf(none, { kubeconfig: `${none.dir}/absent` }),
+    }));
+    assert.equal(c.code, 1);
+    assert.equal(c.json?.code, 11, c.stdout);
+    for (const s of [tiny, v4only, none]) await Deno.remove(s.dir, { recursive: true });
+  },
+});
