@@ -1,0 +1,343 @@
+/**
+ * CNI plumbing: env, CNI_ARGS, versions and result shapes, error JSON and codes; pure
+ * parts directly, the protocol through the kube-node program as a runtime calls it.
+ */
+import assert from "node:assert/strict";
+import { CniCode, CniError } from "../cni/errors.ts";
+import { decodeConfig, parseCniArgs, readCniEnv } from "../cni/skel.ts";
+import { compareVersions, convertResult, SUPPORTED_VERSIONS, versionInfo } from "../cni/version.ts";
+import { parseKubeNodeConfig } from "../cni/config.ts";
+import { buildRanges, wantsIpv4 } from "../cni/ranges.ts";
+import { hostLocalConfig } from "../cni/kube_node.ts";
+import { writeNodeState } from "../src/state.ts";
+import { callPlugin, type CniCall, IGNORE_CNI, makeCniBin, uniq } from "./helpers/cni.ts";
+
+function cniError(fn: () => unknown): CniError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof CniError, `expected CniError, got ${e}`);
+    return e;
+  }
+  assert.fail("expected an error");
+}
+
+Deno.test("CNI_ARGS: pairs, K8S names, IgnoreUnknown, bad pairs", () => {
+  const a = parseCniArgs("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=p;FOO=bar");
+  assert.equal(a.podNamespace, "ns1");
+  assert.equal(a.podName, "p");
+  assert.equal(a.ignoreUnknown, true);
+  assert.equal(a.all.FOO, "bar");
+  const unknown = cniError(() => parseCniArgs("K8S_POD_NAME=p;FOO=bar"));
+  assert.equal(unknown.code, CniCode.InvalidEnvironment);
+  assert.match(unknown.message, /CNI_ARGS: unknown key "FOO"/);
+  const bad = cniError(() => parseCniArgs("IgnoreUnknown=true;novalue"));
+  assert.match(bad.message, /CNI_ARGS: invalid pair "novalue"/);
+  assert.equal(parseCniArgs("").podNamespace, undefined);
+});
+
+Deno.test("env: each command's required variables, named when missing", () => {
+  const full = {
+    CNI_COMMAND: "ADD",
+    CNI_CONTAINERID: "abc",
+    CNI_NETNS: "/var/run/netns/x",
+    CNI_IFNAME: "eth0",
+    CNI_PATH: "/a:/b::",
+  };
+  assert.deepEqual(readCniEnv(full).path, ["/a", "/b"]);
+  const noCmd = cniError(() => readCniEnv({ ...full, CNI_COMMAND: undefined }));
+  assert.equal(noCmd.code, 4);
+  assert.match(noCmd.message, /CNI_COMMAND is not set/);
+  const badCmd = cniError(() => readCniEnv({ ...full, CNI_COMMAND: "FOO" }));
+  assert.match(badCmd.message, /CNI_COMMAND="FOO": unknown command/);
+  const noId = cniError(() => readCniEnv({ ...full, CNI_CONTAINERID: "", CNI_IFNAME: "" }));
+  assert.equal(noId.code, 4);
+  assert.match(noId.message, /missing for ADD: CNI_CONTAINERID, CNI_IFNAME/);
+  // DEL does not need CNI_NETNS.
+  assert.equal(readCniEnv({ ...full, CNI_COMMAND: "DEL", CNI_NETNS: undefined }).netns, "");
+  assert.match(
+    cniError(() => readCniEnv({ ...full, CNI_IFNAME: "a/b" })).message,
+    /CNI_IFNAME="a\/b"/,
+  );
+  assert.match(
+    cniError(() => readCniEnv({ ...full, CNI_CONTAINERID: "-x y" })).message,
+    /CNI_CONTAINERID="-x y"/,
+  );
+  assert.equal(readCniEnv({ CNI_COMMAND: "VERSION" }).command, "VERSION");
+});
+
+Deno.test("stdin: not JSON or not an object is a decoding failure (6)", () => {
+  const e = cniError(() => decodeConfig(new TextEncoder().encode("{nope")));
+  assert.equal(e.code, CniCode.DecodingFailure);
+  assert.match(e.message, /not JSON/);
+  assert.equal(cniError(() => decodeConfig(new TextEncoder().encode("[1]"))).code, 6);
+});
+
+Deno.test("config: errors name the field and the value (7)", () => {
+  const ok = parseKubeNodeConfig({ cniVersion: "1.0.0", name: "n", ipam: { type: "kube-node" } });
+  assert.equal(ok.ipam.annotation, "");
+  const type = cniError(() =>
+    parseKubeNodeConfig({ cniVersion: "1.0.0", name: "n", ipam: { type: "host-local" } })
+  );
+  assert.equal(type.code, CniCode.InvalidConfig);
+  assert.match(type.message, /ipam\.type: .*"host-local"/);
+  const ann = cniError(() =>
+    parseKubeNodeConfig({
+      cniVersion: "1.0.0",
+      name: "n",
+      ipam: { type: "kube-node", annotation: 5 },
+    })
+  );
+  assert.match(ann.message, /ipam\.annotation: .*value 5/);
+  const ns = cniError(() =>
+    parseKubeNodeConfig({
+      cniVersion: "1.0.0",
+      name: "n",
+      ipam: { type: "kube-node", "ipv4-namespaces": "default" },
+    })
+  );
+  assert.match(ns.message, /ipam\.ipv4-namespaces: .*"default"/);
+  assert.match(
+    cniError(() => parseKubeNodeConfig({ cniVersion: "1.0.0", name: "n" })).message,
+    /ipam: .*missing/,
+  );
+});
+
+Deno.test("versions: VERSION answer, ordering, result conversion both ways", () => {
+  assert.deepEqual(versionInfo("0.4.0"), {
+    cniVersion: "0.4.0",
+    supportedVersions: [...SUPPORTED_VERSIONS],
+  });
+  assert.equal(versionInfo("9.9.9").cniVersion, "1.1.0");
+  assert.ok(compareVersions("0.3.1", "0.4.0") < 0);
+  assert.ok(compareVersions("1.1.0", "1.0.0") > 0);
+  const v1 = {
+    cniVersion: "1.0.0",
+    ips: [{ address: "10.0.0.2/24", gateway: "10.0.0.1" }, { address: "fd00::2/64" }],
+    dns: {},
+  };
+  const old = convertResult(v1, "0.3.1");
+  assert.deepEqual(old.ips, [
+    { address: "10.0.0.2/24", gateway: "10.0.0.1", version: "4" },
+    { address: "fd00::2/64", version: "6" },
+  ]);
+  assert.equal(old.cniVersion, "0.3.1");
+  const back = convertResult(old, "1.1.0");
+  assert.deepEqual(back, { ...v1, cniVersion: "1.1.0" });
+});
+
+Deno.test("ranges: one set per CIDR, ipv4-namespaces, what host-local refuses", () => {
+  const src = { ipv4: true, source: "test" };
+  assert.deepEqual(buildRanges(["10.0.1.0/24", "fd00::1:0/112", "fd00::2:0/112"], src), [
+    [{ subnet: "10.0.1.0/24" }],
+    [{ subnet: "fd00::1:0/112" }],
+    [{ subnet: "fd00::2:0/112" }],
+  ]);
+  assert.deepEqual(buildRanges(["10.0.1.7/24", "10.0.1.0/24"], src), [[{
+    subnet: "10.0.1.0/24",
+  }]]);
+  assert.deepEqual(buildRanges(["10.0.1.0/24", "fd00::/120"], { ...src, ipv4: false }), [[{
+    subnet: "fd00::/120",
+  }]]);
+  assert.equal(cniError(() => buildRanges([], src)).code, CniCode.TryAgainLater);
+  assert.match(cniError(() => buildRanges(["10.0.0.0/31"], src)).message, /too small/);
+  assert.match(cniError(() => buildRanges(["fd00::/127"], src)).message, /too small/);
+  assert.ok(buildRanges(["10.0.0.0/30", "fd00::/126"], src).length === 2);
+  assert.match(
+    cniError(() => buildRanges(["10.0.0.0/16", "10.0.1.0/24"], src)).message,
+    /overlap/,
+  );
+  assert.match(cniError(() => buildRanges(["nope/24"], src)).message, /"nope\/24"/);
+  assert.equal(wantsIpv4(undefined, undefined), true);
+  assert.equal(wantsIpv4(["a"], "a"), true);
+  assert.equal(wantsIpv4(["a"], "b"), false);
+  assert.equal(wantsIpv4([], undefined), false);
+});
+
+Deno.test("delegation config: our keys dropped, everything else kept", () => {
+  const raw = {
+    cniVersion: "1.0.0",
+    name: "n",
+    isDefaultGateway: true,
+    runtimeConfig: { ips: ["10.0.0.9/24"] },
+    ipam: {
+      type: "kube-node",
+      annotation: "a",
+      kubeconfig: "/k",
+      "ipv4-namespaces": [],
+      stateDir: "/s",
+      logfile: "/l",
+      loglevel: "debug",
+      dataDir: "/d",
+      routes: [{ dst: "0.0.0.0/0" }],
+    },
+  };
+  assert.deepEqual(hostLocalConfig(raw, [[{ subnet: "10.0.0.0/24" }]], "1.0.0"), {
+    cniVersion: "1.0.0",
+    name: "n",
+    isDefaultGateway: true,
+    runtimeConfig: { ips: ["10.0.0.9/24"] },
+    ipam: {
+      type: "host-local",
+      dataDir: "/d",
+      routes: [{ dst: "0.0.0.0/0" }],
+      ranges: [[{ subnet: "10.0.0.0/24" }]],
+    },
+  });
+});
+
+// ---- The protocol, through the kube-node program ----
+
+async function fixture() {
+  const dir = await Deno.makeTempDir({ prefix: "cni-test-" });
+  const bin = await makeCniBin(dir);
+  const stateDir = `${dir}/state`;
+  await writeNodeState(stateDir, {
+    version: 1,
+    node: "n1",
+    annotation: "",
+    cidrs: ["10.130.0.0/24", "fd00:130::/112"],
+    updated: new Date().toISOString(),
+  });
+  const name = uniq("net");
+  const conf = (version: string, ipam: Record<string, unknown> = {}) => ({
+    cniVersion: version,
+    name,
+    ipam: { type: "kube-node", stateDir, dataDir: `${dir}/ipam`, ...ipam },
+  });
+  const call = (over: Partial<CniCall>) =>
+    callPlugin({
+      plugin: `${bin}/kube-node`,
+      cniPath: bin,
+      containerId: "c1",
+      netns: "/var/run/netns/none",
+      stdin: conf("1.0.0"),
+      ...over,
+    });
+  return { dir, bin, stateDir, conf, call };
+}
+
+Deno.test({
+  name: "protocol: VERSION, with and without a config",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const f = await fixture();
+    const v = await f.call({ command: "VERSION", stdin: { cniVersion: "0.4.0" } });
+    assert.equal(v.code, 0);
+    assert.deepEqual(v.json, {
+      cniVersion: "0.4.0",
+      supportedVersions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+    });
+    const bare = await f.call({ command: "VERSION", stdin: "", env: { CNI_PATH: undefined } });
+    assert.equal(bare.code, 0);
+    assert.equal(bare.json?.cniVersion, "1.1.0");
+    await Deno.remove(f.dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "protocol: every CNI version gets its result shape; CHECK and DEL per version",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const f = await fixture();
+    for (const [i, version] of SUPPORTED_VERSIONS.entries()) {
+      const id = `v${i}`;
+      const add = await f.call({ containerId: id, stdin: f.conf(version) });
+      assert.equal(add.code, 0, `${version}: ${add.stdout}`);
+      assert.equal(add.json?.cniVersion, version);
+      const list = add.json?.ips as Record<string, unknown>[];
+      assert.equal(list.length, 2);
+      if (compareVersions(version, "1.0.0") < 0) {
+        assert.deepEqual(list.map((ip) => ip.version), ["4", "6"], version);
+      } else {
+        assert.ok(list.every((ip) => !("version" in ip)), version);
+      }
+      const check = await f.call({
+        containerId: id,
+        command: "CHECK",
+        stdin: { ...f.conf(version), prevResult: add.json },
+      });
+      if (compareVersions(version, "0.4.0") < 0) {
+        assert.equal(check.json?.code, CniCode.IncompatibleVersion, check.stdout);
+        assert.match(String(check.json?.msg), /CHECK is not defined in CNI version/);
+      } else {
+        assert.equal(check.code, 0, `${version}: ${check.stdout}`);
+      }
+      const del = await f.call({ containerId: id, command: "DEL", stdin: f.conf(version) });
+      assert.equal(del.code, 0, `${version}: ${del.stdout}`);
+      assert.equal(del.stdout, "");
+    }
+    // CHECK of a container that has no address is an error (from host-local).
+    const missing = await f.call({ containerId: "nobody", command: "CHECK" });
+    assert.equal(missing.code, 1);
+    assert.match(String(missing.json?.msg), /nobody/);
+    await Deno.remove(f.dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "protocol: bad stdin (6), bad config (7), missing env (4), bad version (1)",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const f = await fixture();
+    const notJson = await f.call({ stdin: "this is not json" });
+    assert.equal(notJson.code, 1);
+    assert.equal(notJson.json?.code, 6);
+    assert.match(String(notJson.json?.msg), /not JSON/);
+
+    const type = await f.call({ stdin: { ...f.conf("1.0.0"), ipam: { type: "host-local" } } });
+    assert.equal(type.code, 1);
+    assert.equal(type.json?.code, 7);
+    assert.equal(type.json?.cniVersion, "1.0.0");
+    assert.match(String(type.json?.msg), /ipam\.type.*"host-local"/);
+
+    const ann = await f.call({ stdin: f.conf("0.3.1", { annotation: 5 }) });
+    assert.equal(ann.json?.code, 7);
+    assert.equal(ann.json?.cniVersion, "0.3.1");
+    assert.match(String(ann.json?.msg), /ipam\.annotation.*5/);
+
+    const noCmd = await f.call({ env: { CNI_COMMAND: undefined } });
+    assert.equal(noCmd.code, 1);
+    assert.equal(noCmd.json?.code, 4);
+    assert.match(String(noCmd.json?.msg), /CNI_COMMAND is not set/);
+
+    const noId = await f.call({ containerId: undefined });
+    assert.equal(noId.json?.code, 4);
+    assert.match(String(noId.json?.msg), /CNI_CONTAINERID/);
+
+    const old = await f.call({ stdin: f.conf("0.2.0") });
+    assert.equal(old.json?.code, 1);
+    assert.match(String(old.json?.msg), /incompatible CNI version "0\.2\.0"/);
+
+    const noHostLocal = await f.call({ cniPath: `${f.dir}/empty` });
+    assert.equal(noHostLocal.json?.code, CniCode.DelegateFailed);
+    assert.match(String(noHostLocal.json?.msg), /host-local.*not found in CNI_PATH/);
+    await Deno.remove(f.dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "protocol: STATUS and GC (1.1.0)",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const f = await fixture();
+    const ok = await f.call({ command: "STATUS", stdin: f.conf("1.1.0") });
+    assert.equal(ok.code, 0, ok.stdout);
+    assert.equal(ok.stdout, "");
+    const noState = await f.call({
+      command: "STATUS",
+      stdin: f.conf("1.1.0", { stateDir: `${f.dir}/nowhere` }),
+      env: { KUBECONFIG: undefined },
+    });
+    assert.equal(noState.json?.code, CniCode.NotAvailable, noState.stdout);
+    const old = await f.call({ command: "STATUS", stdin: f.conf("1.0.0") });
+    assert.equal(old.json?.code, 1);
+
+    const gc = await f.call({
+      command: "GC",
+      stdin: { ...f.conf("1.1.0"), "cni.dev/valid-attachments": [] },
+    });
+    assert.equal(gc.code, 0, gc.stdout);
+    await Deno.remove(f.dir, { recursive: true });
+  },
+});
