@@ -342,7 +342,7 @@ export async function interfaceMtu(address: string): Promise<number> {
       if (ip && ip.family === want.family && ip.value === want.value) return link.mtu;
     }
   }
-  throw new Error(`no interface holds address ${address}`);
+  throw new Error(`no interface holds ${address}`);
 }
 
 /** Path of this program's main.ts when running under `deno run`, else undefined. */

@@ -1,0 +1,171 @@
+/**
+ * The installer: atomic copies (also while the installed plugin is being executed),
+ * skipping identical files, the development wrapper, the conflist, the interface MTU.
+ */
+import assert from "node:assert/strict";
+import {
+  CONFLIST_NAME,
+  installBinaries,
+  installConflist,
+  installFile,
+  interfaceMtu,
+} from "../src/install.ts";
+import { IGNORE_CNI, SYSTEM_CNI } from "./helpers/cni.ts";
+
+const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
+
+async function listDir(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) names.push(e.name);
+  return names.sort();
+}
+
+Deno.test({
+  name: "install: copies plugins and self, skips identical files, replaces changed ones",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "install-test-" });
+    const from = `${dir}/from`, to = `${dir}/to`;
+    await Deno.mkdir(from);
+    for (const p of ["bridge", "host-local", "loopback"]) {
+      await Deno.copyFile(`${SYSTEM_CNI}/${p}`, `${from}/${p}`);
+    }
+    await Deno.writeTextFile(`${dir}/self`, "#!/bin/sh\necho self\n");
+    const first = await installBinaries({ from, to, self: `${dir}/self` });
+    assert.deepEqual(first.installed, ["bridge", "host-local", "loopback", "kube-node"]);
+    assert.deepEqual(first.skipped, []);
+    assert.deepEqual(await listDir(to), ["bridge", "host-local", "kube-node", "loopback"]);
+    assert.equal((await Deno.stat(`${to}/bridge`)).mode! & 0o777, 0o755);
+    assert.deepEqual(
+      await Deno.readFile(`${to}/host-local`),
+      await Deno.readFile(`${SYSTEM_CNI}/host-local`),
+    );
+
+    const second = await installBinaries({ from, to, self: `${dir}/self` });
+    assert.deepEqual(second.installed, []);
+    assert.equal(second.skipped.length, 4);
+
+    // Same size, different bytes: replaced.
+    await Deno.writeTextFile(`${dir}/self`, "#!/bin/sh\necho SELF\n");
+    const third = await installBinaries({ from, to, self: `${dir}/self` });
+    assert.deepEqual(third.installed, ["kube-node"]);
+    assert.equal(await Deno.readTextFile(`${to}/kube-node`), "#!/bin/sh\necho SELF\n");
+    assert.deepEqual(await listDir(to), ["bridge", "host-local", "kube-node", "loopback"]);
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "install: the development wrapper runs main.ts as the kube-node plugin",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "install-test-" });
+    await Deno.mkdir(`${dir}/from`);
+    const r = await installBinaries({ from: `${dir}/from`, to: `${dir}/to`, self: MAIN_TS });
+    assert.deepEqual(r.installed, ["kube-node"]);
+    const out = await new Deno.Command(`${dir}/to/kube-node`, {
+      env: { CNI_COMMAND: "VERSION" },
+      clearEnv: true,
+      cwd: "/",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.deepEqual(JSON.parse(text).supportedVersions, [
+      "0.3.0",
+      "0.3.1",
+      "0.4.0",
+      "1.0.0",
+      "1.1.0",
+    ]);
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "install: reinstalling while the plugin runs in a loop: no ETXTBSY, no partial file",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "install-test-" });
+    const to = `${dir}/to`;
+    await Deno.mkdir(to);
+    // Two different real plugins take turns as "plugin"; both answer VERSION.
+    const variants = [`${SYSTEM_CNI}/host-local`, `${SYSTEM_CNI}/loopback`];
+    const target = `${to}/plugin`;
+    assert.equal(await installFile(target, variants[0]), true);
+
+    let installing = true;
+    let runs = 0;
+    const failures: string[] = [];
+    const runner = async () => {
+      while (installing) {
+        try {
+          const out = await new Deno.Command(target, {
+            env: { CNI_COMMAND: "VERSION" },
+            stdin: "null",
+            stdout: "piped",
+            stderr: "piped",
+          }).output();
+          const text = new TextDecoder().decode(out.stdout);
+          if (out.code !== 0 || !JSON.parse(text).supportedVersions) {
+            failures.push(`exit ${out.code}: ${text} ${new TextDecoder().decode(out.stderr)}`);
+          }
+        } catch (e) {
+          failures.push(String(e));
+        }
+        runs++;
+      }
+    };
+    const runners = [runner(), runner(), runner(), runner()];
+    let installs = 0;
+    for (let i = 1; i <= 60; i++) {
+      if (await installFile(target, variants[i % 2])) installs++;
+    }
+    installing = false;
+    await Promise.all(runners);
+
+    assert.equal(installs, 60);
+    assert.ok(runs > 10, `only ${runs} runs overlapped the installs`);
+    assert.deepEqual(failures, []);
+    assert.deepEqual(await listDir(to), ["plugin"], "temp files left behind");
+    assert.deepEqual(await Deno.readFile(target), await Deno.readFile(variants[0]));
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test("install: conflist written once, with the MTU; skipped when ours is there", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "install-test-" });
+  const a = await installConflist({ confDir: `${dir}/a`, mtu: 1450 });
+  assert.equal(a.written, true);
+  assert.equal(a.path, `${dir}/a/${CONFLIST_NAME}`);
+  const conf = JSON.parse(await Deno.readTextFile(a.path));
+  assert.equal(conf.plugins[0].type, "bridge");
+  assert.equal(conf.plugins[0].mtu, 1450);
+  assert.equal(conf.plugins[0].ipam.type, "kube-node");
+  const again = await installConflist({ confDir: `${dir}/a`, mtu: 9000 });
+  assert.equal(again.written, false);
+  assert.equal(JSON.parse(await Deno.readTextFile(a.path)).plugins[0].mtu, 1450);
+
+  // Another file of ours (uses kube-node) under another name: nothing written.
+  await Deno.mkdir(`${dir}/b`);
+  await Deno.writeTextFile(
+    `${dir}/b/05-custom.conflist`,
+    JSON.stringify({ cniVersion: "1.0.0", name: "x", plugins: [{ ipam: { type: "kube-node" } }] }),
+  );
+  const b = await installConflist({ confDir: `${dir}/b`, mtu: 1500 });
+  assert.equal(b.written, false);
+  assert.match(b.reason ?? "", /05-custom\.conflist/);
+  // Someone else's config is not ours: ours is written next to it.
+  await Deno.mkdir(`${dir}/c`);
+  await Deno.writeTextFile(`${dir}/c/20-other.conf`, JSON.stringify({ type: "ptp" }));
+  assert.equal((await installConflist({ confDir: `${dir}/c`, mtu: 1500 })).written, true);
+  await assert.rejects(() => installConflist({ confDir: `${dir}/d`, mtu: 20 }), /MTU 20/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("install: interfaceMtu finds the interface holding an address", async () => {
+  assert.equal(await interfaceMtu("127.0.0.1"), 65536);
+  await assert.rejects(() => interfaceMtu("192.0.2.254"), /no interface holds 192\.0\.2\.254/);
+  await assert.rejects(() => interfaceMtu("nope"), /not an IP address/);
+});
