@@ -253,3 +253,94 @@ Deno.test({
     for (const s of [tiny, v4only, none]) await Deno.remove(s.dir, { recursive: true });
   },
 });
+
+// ---- API fallback: no state file, the node read from the embedded API server ----
+
+const API_MODULE = new URL("../src/devcluster/apiserver/mod.ts", import.meta.url);
+const NODES_MODULE = new URL("../src/devcluster/nodes.ts", import.meta.url);
+
+function apiIgnoreReason(): string | false {
+  for (const m of [API_MODULE, NODES_MODULE, new URL("../src/kube/client.ts", import.meta.url)]) {
+    try {
+      Deno.statSync(m);
+    } catch {
+      return `${m.pathname} is not there (yet)`;
+    }
+  }
+  return false;
+}
+
+Deno.test({
+  name: "kube-node: without a state file, CIDRs come from the API (NODE_NAME, machine-id)",
+  ignore: IGNORE_CNI || apiIgnoreReason() !== false,
+  async fn() {
+    const { startApiServer } = await import("../src/devcluster/apiserver/mod.ts");
+    const { makeNode } = await import("../src/devcluster/nodes.ts");
+    const s = await setup(undefined);
+    const kubeconfig = `${s.dir}/kubeconfig`;
+    const api = await startApiServer({ kubeconfigPath: kubeconfig });
+    let closed = false;
+    try {
+      const machineID = (await Deno.readTextFile("/etc/machine-id")).trim();
+      await api.nodes.create(makeNode({
+        name: "node-a",
+        podCIDRs: ["10.140.0.0/24", "fd00:140::/112"],
+        annotations: { [ANNOTATION]: "10.141.0.0/24,fd00:141::/112" },
+        machineID: "not-this-machine",
+      }));
+      await api.nodes.create(makeNode({
+        name: "node-b",
+        podCIDRs: ["10.142.0.0/24"],
+        annotations: {},
+        machineID,
+      }));
+      // By NODE_NAME, the network's annotation.
+      const byName = await callPlugin(ipamCall(s, {
+        containerId: "by-name",
+        env: { NODE_NAME: "node-a" },
+        stdin: ipamConf(s, { kubeconfig }),
+      }));
+      assert.equal(byName.code, 0, byName.stdout + byName.stderr);
+      assert.deepEqual(ips(byName), ["10.141.0.2/24", "fd00:141::2/112"]);
+      // By /etc/machine-id, spec.podCIDRs (annotation "").
+      const byId = await callPlugin(ipamCall(s, {
+        containerId: "by-id",
+        stdin: ipamConf(s, { kubeconfig, annotation: "" }),
+      }));
+      assert.equal(byId.code, 0, byId.stdout + byId.stderr);
+      assert.deepEqual(ips(byId), ["10.142.0.2/24"]);
+      // An unknown NODE_NAME: try again later.
+      const unknown = await callPlugin(ipamCall(s, {
+        containerId: "unknown",
+        env: { NODE_NAME: "node-x" },
+        stdin: ipamConf(s, { kubeconfig }),
+      }));
+      assert.equal(unknown.json?.code, 11, unknown.stdout);
+      assert.match(String(unknown.json?.msg), /node-x/);
+      // A node without the annotation: try again later, naming it.
+      const noAnn = await callPlugin(ipamCall(s, {
+        containerId: "no-ann",
+        env: { NODE_NAME: "node-b" },
+        stdin: ipamConf(s, { kubeconfig }),
+      }));
+      assert.equal(noAnn.json?.code, 11, noAnn.stdout);
+      assert.match(String(noAnn.json?.msg), /node-b has no annotation/);
+
+      // DEL never needs the API: it works with the server gone.
+      await api.close();
+      closed = true;
+      for (const id of ["by-name", "by-id"]) {
+        const del = await callPlugin(ipamCall(s, {
+          containerId: id,
+          command: "DEL",
+          stdin: ipamConf(s, { kubeconfig }),
+        }));
+        assert.equal(del.code, 0, del.stdout + del.stderr);
+      }
+      assert.deepEqual(await allocatedFiles(s.dataDir, s.name), []);
+    } finally {
+      if (!closed) await api.close();
+      await Deno.remove(s.dir, { recursive: true });
+    }
+  },
+});
