@@ -73,7 +73,9 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     addressAnnotation: cfg.addressAnnotation || "InternalIP",
   });
 
-  if (opts.install ?? true) await installOnHost(cfg, log);
+  const install = opts.install ?? true;
+  if (install) await installBinaries(cfg, log);
+  let conflistPending = install && cfg.installK8sNet;
 
   const metrics = new Metrics(cfg.protocol, VERSION);
   const { loadKubeAccess } = await import("./kube/kubeconfig.ts");
@@ -105,6 +107,10 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       );
     }
     if (r.plan.selfCidrs === undefined) return;
+    if (conflistPending) {
+      conflistPending = false;
+      await installMainConflist(cfg, r.plan.nodes.find((n) => n.self)?.addresses[0], log);
+    }
     const text = r.plan.selfCidrs.join(",");
     if (text === lastState) return;
     await writeNodeState(cfg.stateDir, {
@@ -181,20 +187,40 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   return { reconciler, metrics, ready, stop };
 }
 
-async function installOnHost(cfg: DaemonConfig, log: Logger): Promise<void> {
-  const { installBinaries, installConflist } = await import("./install.ts");
+async function installBinaries(cfg: DaemonConfig, log: Logger): Promise<void> {
+  const install = await import("./install.ts");
   try {
-    const r = await installBinaries({
+    const r = await install.installBinaries({
       from: cfg.pluginsDir,
       to: cfg.cniBinDir,
-      self: Deno.execPath(),
+      self: install.selfPath(),
       log,
     });
     log.info("CNI binaries installed", { installed: r.installed, unchanged: r.skipped });
-    if (cfg.installK8sNet) await installConflist({ confDir: cfg.cniConfDir, log });
   } catch (e) {
-    // Routing still works without the plugins; pods on this node will not start until fixed.
+    // Routing still works without the plugins; pods on this node cannot start until fixed.
     log.error("installing the CNI binaries failed", { error: e });
+  }
+}
+
+/** Writes the main network's conflist, with the MTU of the interface holding our address. */
+async function installMainConflist(
+  cfg: DaemonConfig,
+  address: string | undefined,
+  log: Logger,
+): Promise<void> {
+  const install = await import("./install.ts");
+  try {
+    if (address === undefined) throw new Error("own node has no address to find the MTU by");
+    const mtu = await install.interfaceMtu(address);
+    const r = await install.installConflist({ confDir: cfg.cniConfDir, mtu, log });
+    log.info(r.written ? "CNI conflist written" : "CNI conflist left as it is", {
+      path: r.path,
+      mtu,
+      reason: r.reason,
+    });
+  } catch (e) {
+    log.error("writing the CNI conflist failed", { error: e });
   }
 }
 
