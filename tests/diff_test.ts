@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
-import { diff } from "../src/routing/diff.ts";
+import { diff as diffIndexed, indexKernel } from "../src/routing/diff.ts";
 import type { KernelRoute, Route } from "../src/routing/types.ts";
 
+const diff = (want: Route[], kernel: KernelRoute[], protocol: number) =>
+  diffIndexed(want, indexKernel(kernel, protocol));
 const r = (dst: string, via: string, family: 4 | 6 = 4): Route => ({ family, dst, via, node: "n" });
 const k = (
   dst: string,

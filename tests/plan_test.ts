@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import type { NodeInfo } from "../src/kube/node.ts";
 import { parseCidr } from "../src/net/ip.ts";
 import { type NetworkSource, parseNode } from "../src/routing/node_parse.ts";
-import { plan, type PlanRules } from "../src/routing/plan.ts";
+import { checkNode, plan, type PlanRules } from "../src/routing/plan.ts";
 import type { LocalAddress } from "../src/routing/types.ts";
 
 const MAIN: NetworkSource = { cidrAnnotation: "", addressAnnotation: "" };
@@ -32,7 +32,7 @@ function node(name: string, o: Partial<NodeInfo> = {}): NodeInfo {
 }
 
 function run(nodes: NodeInfo[], source = MAIN, rules = RULES, local = LOCAL) {
-  return plan(nodes.map((n) => parseNode(n, source)), rules, local);
+  return plan(nodes.map((n) => checkNode(parseNode(n, source), rules, local)));
 }
 
 Deno.test("dual-stack routes to every other node, never our own", () => {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { diff } from "../routing/diff.ts";
+import { diff, indexKernel } from "../routing/diff.ts";
 import { createIprouteTable } from "../routing/iproute.ts";
 import { configOrExit, listNodes, parseViewFlags, planFor, table } from "./snapshot.ts";
 
@@ -20,7 +20,7 @@ export async function routesCommand(args: string[]): Promise<number> {
     kernelTable.list(),
   ]);
   const p = planFor(cfg, nodes, local);
-  const d = diff(p.routes, kernel, cfg.protocol);
+  const d = diff(p.routes, indexKernel(kernel, cfg.protocol));
   const ours = kernel.filter((r) => r.protocol === cfg.protocol);
   if (flags.json) {
     console.log(

@@ -8,7 +8,7 @@ import { ConfigError, type DaemonConfig, parseDaemonConfig } from "../config.ts"
 import { findSelf, readMachineId } from "../daemon.ts";
 import { type NodeInfo, toNodeInfo } from "../kube/node.ts";
 import { parseNode } from "../routing/node_parse.ts";
-import { type Plan, plan } from "../routing/plan.ts";
+import { checkNode, type Plan, plan } from "../routing/plan.ts";
 import type { LocalAddress } from "../routing/types.ts";
 
 /** Flags common to `nodes` and `routes`. */
@@ -80,12 +80,13 @@ export async function listNodes(cfg: DaemonConfig, kubeconfig?: string): Promise
 export function planFor(cfg: DaemonConfig, nodes: NodeInfo[], local: LocalAddress[]): Plan {
   const source = { cidrAnnotation: cfg.cidrAnnotation, addressAnnotation: cfg.addressAnnotation };
   const selfName = findSelf(nodes, cfg.nodeName, cfg.nodeName ? "" : readMachineId()) ?? "";
-  return plan(nodes.map((n) => parseNode(n, source)), {
+  const rules = {
     selfName,
     allowedCidrs: cfg.allowedCidrs,
     minPrefixV4: cfg.minPrefixV4,
     minPrefixV6: cfg.minPrefixV6,
-  }, local);
+  };
+  return plan(nodes.map((n) => checkNode(parseNode(n, source), rules, local)));
 }
 
 /** Formats rows as an aligned table with a header. */

@@ -20,28 +20,23 @@ export interface Diff {
   readonly conflicts: ForeignConflict[];
 }
 
-function key(family: number, dst: string): string {
-  return `${family} ${dst}`;
+/** Key of a destination in a {@link KernelIndex}. */
+export function routeKey(r: { readonly family: number; readonly dst: string }): string {
+  return `${r.family} ${r.dst}`;
 }
 
-/**
- * Compares desired routes with the kernel's main table.
- *
- * @example
- * ```ts
- * diff([{ family: 4, dst: "10.0.1.0/24", via: "192.168.1.2", node: "b" }], [], 202).ops;
- * // [{ op: "replace", route: { family: 4, dst: "10.0.1.0/24", via: "192.168.1.2", node: "b" } }]
- * ```
- */
-export function diff(
-  desired: readonly Route[],
-  kernel: readonly KernelRoute[],
-  protocol: number,
-): Diff {
+/** The kernel's main table split into our routes and everyone else's, by destination. */
+export interface KernelIndex {
+  readonly ours: Map<string, KernelRoute[]>;
+  readonly foreign: Map<string, KernelRoute>;
+}
+
+/** Indexes a read of the kernel's table for {@link diff}. */
+export function indexKernel(kernel: readonly KernelRoute[], protocol: number): KernelIndex {
   const ours = new Map<string, KernelRoute[]>();
   const foreign = new Map<string, KernelRoute>();
   for (const r of kernel) {
-    const k = key(r.family, r.dst);
+    const k = routeKey(r);
     if (r.protocol === protocol) {
       const list = ours.get(k);
       if (list) list.push(r);
@@ -50,11 +45,25 @@ export function diff(
       foreign.set(k, r);
     }
   }
+  return { ours, foreign };
+}
+
+/**
+ * Compares desired routes with the kernel's main table.
+ *
+ * @example
+ * ```ts
+ * const want = [{ family: 4, dst: "10.0.1.0/24", via: "192.168.1.2", node: "b" }] as const;
+ * diff(want, indexKernel([], 202)).ops; // [{ op: "replace", route: want[0] }]
+ * ```
+ */
+export function diff(desired: readonly Route[], kernel: KernelIndex): Diff {
+  const { ours, foreign } = kernel;
   const ops: RouteOp[] = [];
   const conflicts: ForeignConflict[] = [];
   const wanted = new Set<string>();
   for (const route of desired) {
-    const k = key(route.family, route.dst);
+    const k = routeKey(route);
     wanted.add(k);
     const mine = ours.get(k);
     const other = foreign.get(k);

@@ -115,11 +115,97 @@ export function refuseNextHop(ip: Ip, local: readonly LocalAddress[]): string | 
   return undefined;
 }
 
+/** A CIDR a node claims, with its address range for the overlap sweep. */
 interface Claim {
-  node: ParsedNode;
-  cidr: Cidr;
-  start: bigint;
-  end: bigint;
+  readonly node: CheckedNode;
+  readonly cidr: Cidr;
+  readonly text: string;
+  readonly start: bigint;
+  readonly end: bigint;
+}
+
+/**
+ * One node after the checks that concern it alone (safety rules, next hops). Depends only
+ * on the node, the rules and this host's addresses, so callers may memoize it.
+ */
+export interface CheckedNode {
+  readonly name: string;
+  readonly creationTimestamp: string;
+  readonly self: boolean;
+  readonly cidrField: string;
+  readonly claims: readonly Claim[];
+  readonly addresses: readonly string[];
+  /** Next hop per family (4, 6). */
+  readonly hops: ReadonlyMap<number, string>;
+  readonly addressField: string;
+  readonly problems: readonly Problem[];
+}
+
+/** Applies the per-node rules to one parsed node. */
+export function checkNode(
+  node: ParsedNode,
+  rules: PlanRules,
+  local: readonly LocalAddress[],
+): CheckedNode {
+  const problems: Problem[] = [...node.problems];
+  const self = node.name === rules.selfName;
+  const claims: Claim[] = [];
+  const hops = new Map<number, string>();
+  const checked: CheckedNode = {
+    name: node.name,
+    creationTimestamp: node.creationTimestamp,
+    self,
+    cidrField: node.cidrField,
+    claims,
+    addresses: node.addresses.map(formatIp),
+    hops,
+    addressField: node.addressField,
+    problems,
+  };
+  if (node.cidrs.length === 0) {
+    problems.push({
+      node: node.name,
+      kind: "no-cidrs",
+      field: node.cidrField,
+      value: "",
+      reason: "no CIDRs for this network",
+    });
+  }
+  for (const cidr of node.cidrs) {
+    const text = formatCidr(cidr);
+    // Our own CIDRs sit on our own bridge: the local-network check does not apply.
+    const why = self ? undefined : refuseCidr(cidr, rules, local);
+    if (why) {
+      problems.push({
+        node: node.name,
+        kind: "refused",
+        field: node.cidrField,
+        value: text,
+        reason: why,
+      });
+      continue;
+    }
+    const size = 1n << BigInt(familyBits(cidr.family) - cidr.prefix);
+    claims.push({ node: checked, cidr, text, start: cidr.value, end: cidr.value + size - 1n });
+  }
+  if (!self) {
+    for (const ip of node.addresses) {
+      if (hops.has(ip.family)) continue;
+      const why = refuseNextHop(ip, local);
+      if (why) {
+        problems.push({
+          node: node.name,
+          kind: "refused",
+          field: node.addressField,
+          value: formatIp(ip),
+          reason: `not a usable next hop: ${why}`,
+        });
+      } else {
+        hops.set(ip.family, formatIp(ip));
+      }
+    }
+  }
+  return checked;
 }
 
 function claimOrder(a: Claim, b: Claim): number {
@@ -169,127 +255,67 @@ function resolveConflicts(claims: Claim[]): Map<Claim, Claim> {
 /**
  * Plans the routes to every other node.
  *
- * @param nodes every node's parsed claims (see parseNode)
- * @param rules the instance's safety rules
- * @param local this host's addresses, for the overlap and next-hop checks
+ * @param nodes every node after {@link checkNode}
  */
-export function plan(
-  nodes: readonly ParsedNode[],
-  rules: PlanRules,
-  local: readonly LocalAddress[],
-): Plan {
-  const problems = new Map<ParsedNode, Problem[]>();
-  const claims: Claim[] = [];
-  for (const node of nodes) {
-    const list: Problem[] = [...node.problems];
-    problems.set(node, list);
-    const self = node.name === rules.selfName;
-    if (node.cidrs.length === 0) {
-      list.push({
-        node: node.name,
-        kind: "no-cidrs",
-        field: node.cidrField,
-        value: "",
-        reason: "no CIDRs for this network",
-      });
-    }
-    for (const cidr of node.cidrs) {
-      // Our own CIDRs sit on our own bridge: the local-network check does not apply.
-      const why = self ? undefined : refuseCidr(cidr, rules, local);
-      if (why) {
-        list.push({
-          node: node.name,
-          kind: "refused",
-          field: node.cidrField,
-          value: formatCidr(cidr),
-          reason: why,
-        });
-        continue;
-      }
-      const size = 1n << BigInt(familyBits(cidr.family) - cidr.prefix);
-      claims.push({ node, cidr, start: cidr.value, end: cidr.value + size - 1n });
-    }
-  }
-
+export function plan(nodes: readonly CheckedNode[]): Plan {
+  const claims = nodes.flatMap((n) => n.claims);
   const losers = resolveConflicts(claims);
+  const extra = new Map<CheckedNode, Problem[]>();
+  const add = (node: CheckedNode, p: Problem) => {
+    const list = extra.get(node);
+    if (list) list.push(p);
+    else extra.set(node, [p]);
+  };
   for (const [loser, winner] of losers) {
-    const value = formatCidr(loser.cidr);
-    problems.get(loser.node)!.push({
+    add(loser.node, {
       node: loser.node.name,
       kind: "conflict",
       field: loser.node.cidrField,
-      value,
-      reason: `overlaps ${
-        formatCidr(winner.cidr)
-      } of node ${winner.node.name}, which claimed it first`,
+      value: loser.text,
+      reason: `overlaps ${winner.text} of node ${winner.node.name}, which claimed it first`,
     });
-    problems.get(winner.node)!.push({
+    add(winner.node, {
       node: winner.node.name,
       kind: "conflict",
       field: winner.node.cidrField,
-      value: formatCidr(winner.cidr),
-      reason: `also claimed by node ${loser.node.name} (${value}); kept here`,
+      value: winner.text,
+      reason: `also claimed by node ${loser.node.name} (${loser.text}); kept here`,
     });
-  }
-
-  const accepted = new Map<ParsedNode, Cidr[]>();
-  for (const c of claims) {
-    if (losers.has(c)) continue;
-    const list = accepted.get(c.node);
-    if (list) list.push(c.cidr);
-    else accepted.set(c.node, [c.cidr]);
   }
 
   const routes: Route[] = [];
   const nodePlans: NodePlan[] = [];
   let selfCidrs: string[] | undefined;
   for (const node of nodes) {
-    const list = problems.get(node)!;
-    const self = node.name === rules.selfName;
-    const cidrs = accepted.get(node) ?? [];
+    const problems = [...node.problems, ...(extra.get(node) ?? [])];
+    const cidrs = node.claims.filter((c) => !losers.has(c));
     const nodeRoutes: Route[] = [];
-    if (self) {
-      selfCidrs = cidrs.map(formatCidr);
+    if (node.self) {
+      selfCidrs = cidrs.map((c) => c.text);
     } else {
-      const hops = new Map<number, string>();
-      for (const ip of node.addresses) {
-        if (hops.has(ip.family)) continue;
-        const why = refuseNextHop(ip, local);
-        if (why) {
-          list.push({
-            node: node.name,
-            kind: "refused",
-            field: node.addressField,
-            value: formatIp(ip),
-            reason: `not a usable next hop: ${why}`,
-          });
-        } else {
-          hops.set(ip.family, formatIp(ip));
-        }
-      }
-      for (const cidr of cidrs) {
-        const via = hops.get(cidr.family);
+      for (const c of cidrs) {
+        const via = node.hops.get(c.cidr.family);
         if (via === undefined) {
-          list.push({
+          problems.push({
             node: node.name,
             kind: "no-address",
             field: node.addressField,
-            value: formatCidr(cidr),
-            reason: `no usable IPv${cidr.family} address for this CIDR`,
+            value: c.text,
+            reason: `no usable IPv${c.cidr.family} address for this CIDR`,
           });
           continue;
         }
-        nodeRoutes.push({ family: cidr.family, dst: formatCidr(cidr), via, node: node.name });
+        nodeRoutes.push({ family: c.cidr.family, dst: c.text, via, node: node.name });
       }
       routes.push(...nodeRoutes);
     }
     nodePlans.push({
       name: node.name,
-      self,
-      cidrs: cidrs.map(formatCidr),
-      addresses: node.addresses.map(formatIp),
+      self: node.self,
+      cidrs: cidrs.map((c) => c.text),
+      addresses: node.addresses,
       routes: nodeRoutes,
-      problems: list,
+      problems,
     });
   }
   return { routes, nodes: nodePlans, problems: nodePlans.flatMap((n) => n.problems), selfCidrs };

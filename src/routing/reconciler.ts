@@ -11,11 +11,11 @@
  */
 import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
-import { diff } from "./diff.ts";
+import { diff, indexKernel, type KernelIndex, routeKey } from "./diff.ts";
 import { type NetworkSource, type ParsedNode, parseNode } from "./node_parse.ts";
-import { type Plan, plan, type PlanRules } from "./plan.ts";
+import { type CheckedNode, checkNode, type Plan, plan, type PlanRules } from "./plan.ts";
 import { describeProblem, type Problem, problemKey } from "./problem.ts";
-import type { KernelRoute, LocalAddress, OpFailure, RouteTable } from "./types.ts";
+import type { LocalAddress, OpFailure, RouteTable } from "./types.ts";
 
 /** What asked for a reconcile. */
 export type Trigger = "start" | "watch" | "monitor" | "resync";
@@ -52,19 +52,17 @@ export interface ReconcilerOptions {
   onResult?: (result: ReconcileResult) => void | Promise<void>;
 }
 
-function routeKey(r: { family: number; dst: string }): string {
-  return `${r.family} ${r.dst}`;
-}
-
 /** Runs reconciles on demand, one at a time, folding triggers that arrive meanwhile. */
 export class Reconciler {
   #opts: ReconcilerOptions;
   #parsed = new WeakMap<NodeInfo, ParsedNode>();
+  /** Checked nodes, valid while the rules and local addresses stay the same. */
+  #checked = new WeakMap<ParsedNode, CheckedNode>();
+  #checkContext = "";
   #pending: Trigger | undefined;
   #full = true;
   #running: Promise<void> | undefined;
-  #kernel: Map<string, KernelRoute> | undefined;
-  #foreign: KernelRoute[] = [];
+  #kernel: KernelIndex | undefined;
   #local: LocalAddress[] = [];
   #reported = new Map<string, Problem>();
   #last: ReconcileResult | undefined;
@@ -192,7 +190,7 @@ export class Reconciler {
     const result: ReconcileResult = {
       trigger,
       plan: thePlan,
-      installed: kernel.size,
+      installed: kernel.ours.size,
       applied: ops.length - failures.length,
       failures,
       problems,
@@ -202,7 +200,7 @@ export class Reconciler {
     if (ops.length > 0 || log.enabled("debug")) {
       log.info("reconciled", {
         trigger,
-        nodes: parsed.length,
+        nodes: checked.length,
         desired: thePlan.routes.length,
         applied: result.applied,
         failed: failures.length,
