@@ -127,38 +127,50 @@ export class Reconciler {
     if (fullRead) {
       this.#full = false;
       const [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
-      this.#kernel = new Map();
-      this.#foreign = [];
-      for (const r of routes) {
-        if (r.protocol === protocol) this.#kernel.set(routeKey(r), r);
-        else this.#foreign.push(r);
-      }
+      this.#kernel = indexKernel(routes, protocol);
       this.#local = local;
     }
     const kernel = this.#kernel!;
 
-    const parsed: ParsedNode[] = [];
+    const rules = this.#opts.rules();
+    const context = JSON.stringify(
+      [rules, this.#local],
+      (_k, v) => typeof v === "bigint" ? String(v) : v,
+    );
+    if (context !== this.#checkContext) {
+      this.#checkContext = context;
+      this.#checked = new WeakMap();
+    }
+    const checked: CheckedNode[] = [];
     for (const node of this.#opts.nodes()) {
       let p = this.#parsed.get(node);
       if (!p) {
         p = parseNode(node, this.#opts.source);
         this.#parsed.set(node, p);
       }
-      parsed.push(p);
+      let c = this.#checked.get(p);
+      if (!c) {
+        c = checkNode(p, rules, this.#local);
+        this.#checked.set(p, c);
+      }
+      checked.push(c);
     }
-    const thePlan = plan(parsed, this.#opts.rules(), this.#local);
-    const { ops, conflicts } = diff(
-      thePlan.routes,
-      [...kernel.values(), ...this.#foreign],
-      protocol,
-    );
+    const thePlan = plan(checked);
+    const { ops, conflicts } = diff(thePlan.routes, kernel);
     const failures = ops.length > 0 ? await table.apply(ops, protocol) : [];
 
     const failed = new Set(failures.map((f) => f.op));
     for (const op of ops) {
       if (failed.has(op)) continue;
-      if (op.op === "delete") kernel.delete(routeKey(op.route));
-      else kernel.set(routeKey(op.route), { ...op.route, protocol });
+      const key = routeKey(op.route);
+      if (op.op === "delete") {
+        const left = kernel.ours.get(key)?.filter((r) => r !== op.route) ?? [];
+        if (left.length > 0) kernel.ours.set(key, left);
+        else kernel.ours.delete(key);
+      } else {
+        const { family, dst, via } = op.route;
+        kernel.ours.set(key, [{ family, dst, via, protocol }]);
+      }
     }
     // A refused batch line changes nothing, so the view stays true; it is retried next time.
 
