@@ -14,7 +14,12 @@ import { watchRoutes } from "./routing/monitor.ts";
 import { Reconciler, type ReconcileResult } from "./routing/reconciler.ts";
 import type { RouteTable } from "./routing/types.ts";
 import { writeNodeState } from "./state.ts";
+import { EVENT_NAMESPACE, nodeEvent } from "./events.ts";
+import type { Problem } from "./routing/problem.ts";
 import { VERSION } from "./version.ts";
+
+/** At most this many Node Events are posted per reconcile. */
+const MAX_EVENTS_PER_RECONCILE = 20;
 
 /** Reads /etc/machine-id (or the file named), trimmed; "" when absent. */
 export function readMachineId(path = "/etc/machine-id"): string {
@@ -124,6 +129,17 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     log.info("node state written", { node: selfName, cidrs: text });
   };
 
+  const postEvents = (problems: Problem[]) => {
+    // Bounded: a flood of bad nodes must not turn into a flood of API writes.
+    for (const p of problems.slice(0, MAX_EVENTS_PER_RECONCILE)) {
+      const event = nodeEvent(p, { protocol: cfg.protocol, host: selfName });
+      if (!event) continue;
+      client.createEvent(EVENT_NAMESPACE, event).catch((error) =>
+        log.warn("posting a Node Event failed", { node: p.node, error })
+      );
+    }
+  };
+
   const reconciler = new Reconciler({
     table,
     nodes: () => informer.store.values(),
@@ -137,6 +153,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     protocol: cfg.protocol,
     log,
     onResult,
+    onNewProblems: cfg.nodeEvents ? postEvents : undefined,
   });
 
   let synced = false;

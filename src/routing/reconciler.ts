@@ -48,6 +48,8 @@ export interface ReconcilerOptions {
   rules: () => PlanRules;
   protocol: number;
   log: Logger;
+  /** Called with the problems that appeared in a reconcile (for Node Events). */
+  onNewProblems?: (problems: Problem[]) => void;
   /** Called after every reconcile (state file, metrics); errors are logged. */
   onResult?: (result: ReconcileResult) => void | Promise<void>;
 }
@@ -226,8 +228,10 @@ export class Reconciler {
   #report(problems: readonly Problem[]): void {
     const { log } = this.#opts;
     const now = new Map(problems.map((p) => [problemKey(p), p]));
+    const fresh: Problem[] = [];
     for (const [key, p] of now) {
       if (!this.#reported.has(key)) {
+        fresh.push(p);
         log.warn(describeProblem(p), {
           node: p.node,
           kind: p.kind,
@@ -242,5 +246,6 @@ export class Reconciler {
       }
     }
     this.#reported = now;
+    if (fresh.length > 0) this.#opts.onNewProblems?.(fresh);
   }
 }

@@ -1,0 +1,45 @@
+/**
+ * Kubernetes Events on Nodes whose CIDRs or addresses are refused, so that `kubectl
+ * describe node` shows what this instance will not route. Needs only `events: create`.
+ *
+ * @module
+ */
+import type { Problem, ProblemKind } from "./routing/problem.ts";
+import { describeProblem } from "./routing/problem.ts";
+
+/** Event reasons by problem kind; kinds without one post no Event. */
+const REASONS: Partial<Record<ProblemKind, string>> = {
+  malformed: "MalformedNetworkAnnotation",
+  refused: "NetworkCIDRRefused",
+  conflict: "NetworkCIDRConflict",
+  "foreign-route": "ForeignRouteConflict",
+};
+
+/** Node Events are recorded in this namespace, as the kubelet does. */
+export const EVENT_NAMESPACE = "default";
+
+/** Builds the core/v1 Event for a problem, or undefined when the kind posts none. */
+export function nodeEvent(
+  p: Problem,
+  opts: { protocol: number; now?: Date; host?: string },
+): Record<string, unknown> | undefined {
+  const reason = REASONS[p.kind];
+  if (!reason) return undefined;
+  const now = (opts.now ?? new Date()).toISOString();
+  const suffix = `${Date.now().toString(16)}${Math.floor(Math.random() * 0xffff).toString(16)}`;
+  return {
+    apiVersion: "v1",
+    kind: "Event",
+    metadata: { name: `${p.node}.${suffix}`, namespace: EVENT_NAMESPACE },
+    involvedObject: { apiVersion: "v1", kind: "Node", name: p.node },
+    reason,
+    message: `xcluster-cni (protocol ${opts.protocol}): ${describeProblem(p)}`.slice(0, 1024),
+    type: "Warning",
+    source: { component: "xcluster-cni", host: opts.host ?? "" },
+    firstTimestamp: now,
+    lastTimestamp: now,
+    count: 1,
+    reportingComponent: "xcluster-cni",
+    reportingInstance: opts.host ?? "",
+  };
+}
