@@ -1,0 +1,196 @@
+/**
+ * The kernel's routing table through iproute2: `ip -json` to read, one `ip -force -batch -`
+ * to write. The only code that changes routes.
+ *
+ * @module
+ */
+import { z } from "zod";
+import type { Logger } from "../log.ts";
+import { type Family, formatCidr, formatIp, parseCidr, parseIp } from "../net/ip.ts";
+import type { KernelRoute, LocalAddress, OpFailure, RouteOp, RouteTable } from "./types.ts";
+
+/** Where and how `ip` runs. */
+export interface IprouteOptions {
+  /** Run every command in this network namespace (`ip -n NS`). */
+  netns?: string;
+  /** Path of the `ip` program; default "ip" from PATH. */
+  ipPath?: string;
+  log?: Logger;
+}
+
+const RouteJson = z.array(z.object({
+  dst: z.string(),
+  gateway: z.string().optional(),
+  dev: z.string().optional(),
+  protocol: z.union([z.string(), z.number()]).optional(),
+  type: z.string().optional(),
+  metric: z.number().optional(),
+  nexthops: z.array(z.object({ gateway: z.string().optional(), dev: z.string().optional() }))
+    .optional(),
+}));
+
+const AddrJson = z.array(z.object({
+  ifname: z.string(),
+  addr_info: z.array(z.object({
+    family: z.string(),
+    local: z.string(),
+    prefixlen: z.number(),
+  })).optional(),
+}));
+
+/** Runs `ip`; returns stdout, throws with the command and stderr on failure. */
+async function runIp(opts: IprouteOptions, args: string[], stdin?: string): Promise<
+  { code: number; stdout: string; stderr: string }
+> {
+  const full = opts.netns ? ["-n", opts.netns, ...args] : args;
+  const child = new Deno.Command(opts.ipPath ?? "ip", {
+    args: full,
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+async function ipJson(opts: IprouteOptions, args: string[]): Promise<unknown> {
+  const r = await runIp(opts, args);
+  if (r.code !== 0) {
+    throw new Error(`ip ${args.join(" ")}: exit ${r.code}: ${r.stderr.trim()}`);
+  }
+  try {
+    return JSON.parse(r.stdout || "[]");
+  } catch {
+    throw new Error(`ip ${args.join(" ")}: output is not JSON: ${r.stdout.slice(0, 200)}`);
+  }
+}
+
+function canonicalDst(dst: string, family: Family): string | undefined {
+  if (dst === "default") return family === 4 ? "0.0.0.0/0" : "::/0";
+  const r = parseCidr(dst);
+  return r.ok && r.cidr.family === family ? formatCidr(r.cidr) : undefined;
+}
+
+function canonicalIp(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  const ip = parseIp(text);
+  return ip ? formatIp(ip) : undefined;
+}
+
+/** Parses `ip -N -json route show` output of one family. */
+export function parseRoutes(json: unknown, family: Family): KernelRoute[] {
+  const parsed = RouteJson.safeParse(json);
+  if (!parsed.success) throw new Error(`ip route output not understood: ${parsed.error.message}`);
+  const out: KernelRoute[] = [];
+  for (const r of parsed.data) {
+    const dst = canonicalDst(r.dst, family);
+    if (dst === undefined) continue;
+    const via = canonicalIp(r.gateway ?? r.nexthops?.find((h) => h.gateway)?.gateway);
+    out.push({
+      family,
+      dst,
+      via,
+      dev: r.dev ?? r.nexthops?.[0]?.dev,
+      // ip leaves out the protocol when it is boot (3), the default of `ip route add`.
+      protocol: Number(r.protocol ?? 3),
+      type: r.type && r.type !== "unicast" ? r.type : undefined,
+      metric: r.metric,
+    });
+  }
+  return out;
+}
+
+/** One batch line for an operation; every line names our protocol. */
+export function batchLine(op: RouteOp, protocol: number): string {
+  const r = op.route;
+  const via = r.via ? ` via ${r.via}` : "";
+  if (op.op === "replace") return `route replace ${r.dst}${via} proto ${protocol}`;
+  if (op.route.protocol !== protocol) {
+    throw new Error(
+      `refusing to delete ${r.dst}: protocol ${op.route.protocol} is not ours (${protocol})`,
+    );
+  }
+  return `route del ${r.dst}${via} proto ${protocol}`;
+}
+
+/**
+ * Maps `ip -force -batch` stderr to failed line numbers (1-based) with their error text:
+ * ip prints the error, then `Command failed -:N`.
+ */
+export function parseBatchErrors(stderr: string): Map<number, string> {
+  const failed = new Map<number, string>();
+  let pending: string[] = [];
+  for (const line of stderr.split("\n")) {
+    const m = /^Command failed (?:-|.*):(\d+)\s*$/.exec(line.trim());
+    if (m) {
+      failed.set(Number(m[1]), pending.join("; ") || "failed");
+      pending = [];
+    } else if (line.trim() !== "") {
+      pending.push(line.trim().replace(/^(Error: |RTNETLINK answers: )/, ""));
+    }
+  }
+  return failed;
+}
+
+/** A {@link RouteTable} over iproute2. */
+export function createIprouteTable(opts: IprouteOptions = {}): RouteTable {
+  return {
+    async list() {
+      const [v4, v6] = await Promise.all([
+        ipJson(opts, ["-N", "-4", "-json", "route", "show", "table", "main"]),
+        ipJson(opts, ["-N", "-6", "-json", "route", "show", "table", "main"]),
+      ]);
+      return [...parseRoutes(v4, 4), ...parseRoutes(v6, 6)];
+    },
+
+    async apply(ops, protocol) {
+      if (ops.length === 0) return [];
+      const lines = ops.map((op) => batchLine(op, protocol));
+      const r = await runIp(opts, ["-force", "-batch", "-"], lines.join("\n") + "\n");
+      if (r.code === 0) return [];
+      const errors = parseBatchErrors(r.stderr);
+      if (errors.size === 0) {
+        throw new Error(`ip -batch: exit ${r.code}: ${r.stderr.trim().slice(0, 500)}`);
+      }
+      const failures: OpFailure[] = [];
+      for (const [n, error] of errors) {
+        const op = ops[n - 1];
+        if (op) failures.push({ op, error });
+      }
+      opts.log?.debug("ip -batch had failures", { lines: lines.length, failed: failures.length });
+      return failures;
+    },
+
+    async localAddresses() {
+      const json = await ipJson(opts, ["-json", "address", "show"]);
+      const parsed = AddrJson.safeParse(json);
+      if (!parsed.success) {
+        throw new Error(`ip address output not understood: ${parsed.error.message}`);
+      }
+      const out: LocalAddress[] = [];
+      for (const link of parsed.data) {
+        for (const a of link.addr_info ?? []) {
+          if (a.family !== "inet" && a.family !== "inet6") continue;
+          const ip = parseIp(a.local);
+          if (!ip) continue;
+          out.push({
+            family: ip.family,
+            address: formatIp(ip),
+            prefix: a.prefixlen,
+            dev: link.ifname,
+          });
+        }
+      }
+      return out;
+    },
+  };
+}
