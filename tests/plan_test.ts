@@ -21,7 +21,6 @@ function node(name: string, o: Partial<NodeInfo> = {}): NodeInfo {
   return {
     name,
     uid: name,
-    resourceVersion: "1",
     creationTimestamp: "2026-01-01T00:00:00Z",
     podCIDRs: [],
     internalIPs: [],

@@ -30,11 +30,13 @@ export const NodeObjectSchema = z.object({
 /** A parsed Node object, still carrying all annotations. */
 export type NodeObject = z.infer<typeof NodeObjectSchema>;
 
-/** What is kept of a Node: enough to plan routes, find our own node, and order claims. */
+/**
+ * What is kept of a Node: enough to plan routes, find our own node, and order claims. No
+ * resourceVersion, so that an update touching nothing kept compares equal.
+ */
 export interface NodeInfo {
   readonly name: string;
   readonly uid: string;
-  readonly resourceVersion: string;
   /** RFC 3339; the older node keeps a contested CIDR. */
   readonly creationTimestamp: string;
   readonly podCIDRs: readonly string[];
@@ -61,7 +63,6 @@ export function toNodeInfo(raw: unknown, keepAnnotations: readonly string[]): No
   return {
     name: node.metadata.name,
     uid: node.metadata.uid ?? "",
-    resourceVersion: node.metadata.resourceVersion ?? "",
     creationTimestamp: node.metadata.creationTimestamp ?? "",
     podCIDRs,
     internalIPs: (node.status?.addresses ?? [])

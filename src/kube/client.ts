@@ -1,0 +1,301 @@
+/**
+ * A small Kubernetes client over fetch: the Node calls the router needs, Events, and
+ * Status errors turned into {@link ApiError}.
+ *
+ * @module
+ */
+import { z } from "zod";
+import type { Logger } from "../log.ts";
+import type { KubeAccess } from "./kubeconfig.ts";
+
+/** A failed API request: HTTP status (0 when no response), reason and message. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+/** One event of a watch stream. */
+export interface WatchEvent {
+  type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
+  object: unknown;
+}
+
+const StatusSchema = z.object({
+  kind: z.literal("Status"),
+  message: z.string().optional(),
+  reason: z.string().optional(),
+  code: z.number().optional(),
+});
+
+const ListSchema = z.object({
+  items: z.array(z.unknown()).nullish(),
+  metadata: z.object({
+    resourceVersion: z.string().optional(),
+    continue: z.string().optional(),
+  }).optional(),
+});
+
+const WatchEventSchema = z.object({
+  type: z.enum(["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]),
+  object: z.unknown(),
+});
+
+/** Turns a Status object (from a body or an ERROR watch event) into an ApiError. */
+export function statusError(status: unknown, fallbackCode = 0): ApiError {
+  const s = StatusSchema.safeParse(status);
+  if (!s.success) {
+    return new ApiError(fallbackCode, "Unknown", `unexpected response (${fallbackCode})`);
+  }
+  return new ApiError(
+    s.data.code ?? fallbackCode,
+    s.data.reason ?? "Unknown",
+    s.data.message ?? s.data.reason ?? "",
+  );
+}
+
+type Send = (url: string, init: RequestInit) => Promise<Response>;
+
+/** fetch with the cluster's CA and client certificate. */
+function fetchSender(access: KubeAccess): { send: Send; close(): void } {
+  const needsClient = access.caPem || access.clientCertPem;
+  const client = needsClient
+    ? Deno.createHttpClient({
+      caCerts: access.caPem ? [access.caPem] : undefined,
+      cert: access.clientCertPem,
+      key: access.clientKeyPem,
+    })
+    : undefined;
+  return {
+    send: (url, init) => fetch(url, client ? { ...init, client } : init),
+    close: () => client?.close(),
+  };
+}
+
+/** node:https, the only way here to skip certificate verification for one client. */
+async function insecureSender(access: KubeAccess): Promise<{ send: Send; close(): void }> {
+  const https = await import("node:https");
+  const agent = new https.Agent({
+    rejectUnauthorized: false,
+    keepAlive: true,
+    cert: access.clientCertPem,
+    key: access.clientKeyPem,
+  });
+  const send: Send = (url, init) =>
+    new Promise((resolve, reject) => {
+      const req = https.request(url, {
+        method: init.method ?? "GET",
+        headers: init.headers as Record<string, string>,
+        agent,
+        signal: init.signal ?? undefined,
+      }, (res) => {
+        const body = new ReadableStream<Uint8Array>({
+          start(controller) {
+            res.on("data", (c: Uint8Array) => controller.enqueue(new Uint8Array(c)));
+            res.on("end", () => controller.close());
+            res.on("error", (e: Error) => controller.error(e));
+          },
+          cancel() {
+            res.destroy();
+          },
+        });
+        const headers = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) {
+          if (typeof v === "string") headers.set(k, v);
+        }
+        resolve(new Response(body, { status: res.statusCode ?? 0, headers }));
+      });
+      req.on("error", reject);
+      if (typeof init.body === "string") req.write(init.body);
+      req.end();
+    });
+  return { send, close: () => agent.destroy() };
+}
+
+/** Options of the client. */
+export interface ClientOptions {
+  log?: Logger;
+  userAgent?: string;
+}
+
+/** The Node (and Event) calls of the Kubernetes API. */
+export class KubeClient {
+  #access: KubeAccess;
+  #sender: Promise<{ send: Send; close(): void }>;
+  #opts: ClientOptions;
+
+  constructor(access: KubeAccess, opts: ClientOptions = {}) {
+    this.#access = access;
+    this.#opts = opts;
+    this.#sender = access.insecureSkipTLSVerify && access.server.startsWith("https:")
+      ? insecureSender(access)
+      : Promise.resolve(fetchSender(access));
+  }
+
+  /** Sends a request; non-2xx becomes an ApiError with the Status's reason and message. */
+  async request(
+    method: string,
+    path: string,
+    opts: { query?: Record<string, string | undefined>; body?: unknown; signal?: AbortSignal } = {},
+  ): Promise<Response> {
+    const url = new URL(this.#access.server + path);
+    for (const [k, v] of Object.entries(opts.query ?? {})) {
+      if (v !== undefined) url.searchParams.set(k, v);
+    }
+    const headers: Record<string, string> = {
+      accept: "application/json",
+      "user-agent": this.#opts.userAgent ?? "xcluster-cni",
+    };
+    const token = await this.#access.token();
+    if (token) headers.authorization = `Bearer ${token}`;
+    if (opts.body !== undefined) headers["content-type"] = "application/json";
+    const { send } = await this.#sender;
+    let res: Response;
+    try {
+      res = await send(url.toString(), {
+        method,
+        headers,
+        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+        signal: opts.signal,
+      });
+    } catch (e) {
+      if (opts.signal?.aborted) throw e;
+      throw new ApiError(
+        0,
+        "ConnectionFailed",
+        `${method} ${url.pathname}: ${(e as Error).message}`,
+      );
+    }
+    if (res.status >= 200 && res.status < 300) return res;
+    const text = await res.text().catch(() => "");
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+    const err = statusError(body, res.status);
+    const retry = res.headers.get("retry-after");
+    throw new ApiError(
+      res.status,
+      err.reason,
+      `${method} ${url.pathname}: ${res.status} ${err.reason}: ${
+        err.message || text.slice(0, 200)
+      }`,
+      retry && /^[0-9]+$/.test(retry) ? Number(retry) : undefined,
+    );
+  }
+
+  /** GET one Node as raw JSON; ApiError 404 when absent. */
+  async getNode(name: string, signal?: AbortSignal): Promise<unknown> {
+    const res = await this.request("GET", `/api/v1/nodes/${encodeURIComponent(name)}`, { signal });
+    return await res.json();
+  }
+
+  /** One page of Nodes. */
+  async listNodes(opts: {
+    limit?: number;
+    continue?: string;
+    resourceVersion?: string;
+    labelSelector?: string;
+    fieldSelector?: string;
+    signal?: AbortSignal;
+  } = {}): Promise<{ items: unknown[]; resourceVersion: string; continue?: string }> {
+    const res = await this.request("GET", "/api/v1/nodes", {
+      query: {
+        limit: opts.limit?.toString(),
+        continue: opts.continue,
+        resourceVersion: opts.resourceVersion,
+        labelSelector: opts.labelSelector,
+        fieldSelector: opts.fieldSelector,
+      },
+      signal: opts.signal,
+    });
+    const parsed = ListSchema.safeParse(await res.json());
+    if (!parsed.success) {
+      throw new ApiError(
+        res.status,
+        "BadList",
+        `node list not understood: ${parsed.error.message}`,
+      );
+    }
+    return {
+      items: parsed.data.items ?? [],
+      resourceVersion: parsed.data.metadata?.resourceVersion ?? "",
+      continue: parsed.data.metadata?.continue || undefined,
+    };
+  }
+
+  /** Watches Nodes from a resourceVersion; ends when the server ends the stream. */
+  async *watchNodes(opts: {
+    resourceVersion: string;
+    timeoutSeconds?: number;
+    allowWatchBookmarks?: boolean;
+    labelSelector?: string;
+    fieldSelector?: string;
+    signal?: AbortSignal;
+  }): AsyncGenerator<WatchEvent> {
+    const res = await this.request("GET", "/api/v1/nodes", {
+      query: {
+        watch: "true",
+        resourceVersion: opts.resourceVersion,
+        timeoutSeconds: opts.timeoutSeconds?.toString(),
+        allowWatchBookmarks: opts.allowWatchBookmarks ? "true" : undefined,
+        labelSelector: opts.labelSelector,
+        fieldSelector: opts.fieldSelector,
+      },
+      signal: opts.signal,
+    });
+    if (!res.body) return;
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let rest = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        rest += value;
+        let nl: number;
+        while ((nl = rest.indexOf("\n")) >= 0) {
+          const line = rest.slice(0, nl).trim();
+          rest = rest.slice(nl + 1);
+          if (line === "") continue;
+          const ev = WatchEventSchema.safeParse(JSON.parse(line));
+          if (!ev.success) {
+            throw new ApiError(
+              200,
+              "BadWatchEvent",
+              `watch event not understood: ${line.slice(0, 200)}`,
+            );
+          }
+          yield ev.data;
+        }
+      }
+    } finally {
+      await reader.cancel().catch(() => {});
+    }
+  }
+
+  /** Creates a core/v1 Event. */
+  async createEvent(namespace: string, event: unknown, signal?: AbortSignal): Promise<void> {
+    const res = await this.request(
+      "POST",
+      `/api/v1/namespaces/${encodeURIComponent(namespace)}/events`,
+      {
+        body: event,
+        signal,
+      },
+    );
+    await res.body?.cancel();
+  }
+
+  /** Releases connections. */
+  close(): void {
+    this.#sender.then((s) => s.close()).catch(() => {});
+  }
+}

@@ -1,0 +1,277 @@
+/**
+ * A Node informer: paged list, then watch from the list's resourceVersion; re-watch when a
+ * watch ends; relist on 410 Expired and emit only the differences; back off with jitter on
+ * errors. The store survives everything: an outage never empties it.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { type Logger, silentLogger } from "../log.ts";
+import { ApiError, type KubeClient, statusError } from "./client.ts";
+
+/** One change of the store. */
+export interface StoreChange<T> {
+  type: "added" | "updated" | "deleted";
+  name: string;
+  value?: T;
+  old?: T;
+}
+
+/** Counters for metrics. */
+export interface InformerStats {
+  lists: number;
+  relists: number;
+  watchRestarts: number;
+  apiErrors: Record<string, number>;
+  lastSyncTime?: Date;
+  lastContact?: Date;
+}
+
+/** Options of the informer. */
+export interface InformerOptions<T> {
+  /** Keeps what is needed of a raw Node; may throw (the node is then reported and left out). */
+  project: (raw: unknown) => T;
+  /** Page size of lists (default 500). */
+  pageSize?: number;
+  /** Server-side timeout of a watch (default 300 s). */
+  watchTimeoutSeconds?: number;
+  labelSelector?: string;
+  fieldSelector?: string;
+  log?: Logger;
+  /** Backoff after errors: doubles from initialMs up to maxMs, with jitter. */
+  backoff?: { initialMs?: number; maxMs?: number };
+  onProblem?: (name: string, error: Error) => void;
+}
+
+const MetaSchema = z.object({
+  metadata: z.object({ name: z.string().optional(), resourceVersion: z.string().optional() }),
+});
+
+/** Keeps a store of projected Nodes in step with the API. */
+export class NodeInformer<T> {
+  readonly #client: KubeClient;
+  readonly #opts: InformerOptions<T>;
+  readonly #log: Logger;
+  readonly #store = new Map<string, T>();
+  readonly #listeners: ((changes: StoreChange<T>[]) => void)[] = [];
+  readonly #stats: InformerStats = { lists: 0, relists: 0, watchRestarts: 0, apiErrors: {} };
+  readonly #synced = Promise.withResolvers<void>();
+  #abort = new AbortController();
+  #loop: Promise<void> | undefined;
+  #rv = "";
+  #wake: (() => void) | undefined;
+
+  constructor(client: KubeClient, opts: InformerOptions<T>) {
+    this.#client = client;
+    this.#opts = opts;
+    this.#log = opts.log ?? silentLogger;
+  }
+
+  /** The current nodes by name. */
+  get store(): ReadonlyMap<string, T> {
+    return this.#store;
+  }
+
+  /** Resolves after the first complete list. */
+  get synced(): Promise<void> {
+    return this.#synced.promise;
+  }
+
+  /** Calls `cb` with every batch of changes (one per list diff, one per watch event). */
+  onChange(cb: (changes: StoreChange<T>[]) => void): void {
+    this.#listeners.push(cb);
+  }
+
+  /** A copy of the counters. */
+  stats(): InformerStats {
+    return { ...this.#stats, apiErrors: { ...this.#stats.apiErrors } };
+  }
+
+  /** Starts listing and watching. */
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** Stops promptly, aborting requests in flight. The store is kept. */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    this.#wake?.();
+    await this.#loop;
+  }
+
+  #emit(changes: StoreChange<T>[]): void {
+    if (changes.length === 0) return;
+    for (const cb of this.#listeners) {
+      try {
+        cb(changes);
+      } catch (e) {
+        this.#log.error("informer listener failed", { error: e });
+      }
+    }
+  }
+
+  #project(raw: unknown, name: string): T | undefined {
+    try {
+      return this.#opts.project(raw);
+    } catch (e) {
+      this.#opts.onProblem?.(name, e as Error);
+      return undefined;
+    }
+  }
+
+  async #run(): Promise<void> {
+    const initial = this.#opts.backoff?.initialMs ?? 100;
+    const max = this.#opts.backoff?.maxMs ?? 1000;
+    let delay = initial;
+    let needList = true;
+    const signal = this.#abort.signal;
+    while (!signal.aborted) {
+      try {
+        if (needList) {
+          await this.#list(signal);
+          needList = false;
+        }
+        await this.#watch(signal);
+        delay = initial;
+      } catch (e) {
+        if (signal.aborted) break;
+        const err = e instanceof ApiError ? e : new ApiError(0, "Error", (e as Error).message);
+        if (err.status === 410) {
+          // History is gone: a fresh list is the only way to know what changed.
+          this.#log.info("resourceVersion expired; relisting", { resourceVersion: this.#rv });
+          this.#stats.relists++;
+          needList = true;
+          continue;
+        }
+        const code = String(err.status);
+        this.#stats.apiErrors[code] = (this.#stats.apiErrors[code] ?? 0) + 1;
+        const wait = err.retryAfterSeconds !== undefined
+          ? err.retryAfterSeconds * 1000
+          : delay / 2 + Math.random() * delay / 2;
+        this.#log.warn("Kubernetes API request failed; retrying", {
+          status: err.status,
+          error: err.message,
+          inMs: Math.round(wait),
+        });
+        await this.#sleep(wait);
+        delay = Math.min(delay * 2, max);
+      }
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  async #list(signal: AbortSignal): Promise<void> {
+    const fresh = new Map<string, T>();
+    let cont: string | undefined;
+    let rv = "";
+    for (;;) {
+      let page;
+      try {
+        page = await this.#client.listNodes({
+          limit: this.#opts.pageSize ?? 500,
+          continue: cont,
+          labelSelector: this.#opts.labelSelector,
+          fieldSelector: this.#opts.fieldSelector,
+          signal,
+        });
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 410 && cont !== undefined) {
+          // The continue token expired mid-list: start the list again.
+          fresh.clear();
+          cont = undefined;
+          continue;
+        }
+        throw e;
+      }
+      this.#contact();
+      for (const item of page.items) {
+        const meta = MetaSchema.safeParse(item);
+        const name = meta.success ? meta.data.metadata.name ?? "" : "";
+        const value = this.#project(item, name);
+        if (value !== undefined && name !== "") fresh.set(name, value);
+      }
+      rv = page.resourceVersion;
+      cont = page.continue;
+      if (!cont) break;
+    }
+    const changes: StoreChange<T>[] = [];
+    for (const [name, old] of this.#store) {
+      if (!fresh.has(name)) changes.push({ type: "deleted", name, old });
+    }
+    for (const [name, value] of fresh) {
+      const old = this.#store.get(name);
+      if (old === undefined) changes.push({ type: "added", name, value });
+      else if (JSON.stringify(old) !== JSON.stringify(value)) {
+        changes.push({ type: "updated", name, value, old });
+      } else {
+        fresh.set(name, old); // keep the identity: consumers memoize per object
+      }
+    }
+    this.#store.clear();
+    for (const [k, v] of fresh) this.#store.set(k, v);
+    this.#rv = rv;
+    this.#stats.lists++;
+    this.#stats.lastSyncTime = new Date();
+    this.#log.debug("listed nodes", {
+      nodes: fresh.size,
+      resourceVersion: rv,
+      changes: changes.length,
+    });
+    this.#synced.resolve();
+    this.#emit(changes);
+  }
+
+  #contact(): void {
+    this.#stats.lastContact = new Date();
+  }
+
+  async #watch(signal: AbortSignal): Promise<void> {
+    const events = this.#client.watchNodes({
+      resourceVersion: this.#rv,
+      timeoutSeconds: this.#opts.watchTimeoutSeconds ?? 300,
+      allowWatchBookmarks: true,
+      labelSelector: this.#opts.labelSelector,
+      fieldSelector: this.#opts.fieldSelector,
+      signal,
+    });
+    this.#stats.watchRestarts++;
+    for await (const ev of events) {
+      this.#contact();
+      if (ev.type === "ERROR") throw statusError(ev.object, 500);
+      const meta = MetaSchema.safeParse(ev.object);
+      if (!meta.success) continue;
+      const { name, resourceVersion } = meta.data.metadata;
+      if (resourceVersion) this.#rv = resourceVersion;
+      if (ev.type === "BOOKMARK" || !name) continue;
+      const old = this.#store.get(name);
+      if (ev.type === "DELETED") {
+        if (old !== undefined) {
+          this.#store.delete(name);
+          this.#emit([{ type: "deleted", name, old }]);
+        }
+        continue;
+      }
+      const value = this.#project(ev.object, name);
+      if (value === undefined) {
+        if (old !== undefined) {
+          this.#store.delete(name);
+          this.#emit([{ type: "deleted", name, old }]);
+        }
+        continue;
+      }
+      // Kubelets touch their Node every few seconds; most updates change nothing we keep.
+      if (old !== undefined && JSON.stringify(old) === JSON.stringify(value)) continue;
+      this.#store.set(name, value);
+      this.#emit([{ type: old === undefined ? "added" : "updated", name, value, old }]);
+    }
+  }
+}
