@@ -1,0 +1,29 @@
+/**
+ * The kubeconfig the embedded API server writes for kubectl and the daemon.
+ *
+ * @module
+ */
+import { stringify } from "yaml";
+
+/** Writes a standard kubeconfig (atomically) for `server` with a bearer token. */
+export async function writeKubeconfig(
+  path: string,
+  opts: { server: string; token: string; caPem?: string },
+): Promise<void> {
+  const cluster: Record<string, unknown> = { server: opts.server };
+  if (opts.caPem) cluster["certificate-authority-data"] = btoa(opts.caPem);
+  const doc = {
+    apiVersion: "v1",
+    kind: "Config",
+    "current-context": "devcluster",
+    clusters: [{ name: "devcluster", cluster }],
+    users: [{ name: "devcluster-admin", user: { token: opts.token } }],
+    contexts: [{
+      name: "devcluster",
+      context: { cluster: "devcluster", user: "devcluster-admin" },
+    }],
+  };
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(tmp, stringify(doc), { mode: 0o600 });
+  await Deno.rename(tmp, path);
+}

@@ -1,0 +1,279 @@
+/**
+ * HTTP routes of the embedded API server: discovery, probes, Nodes (list, watch, get,
+ * create, update, patch, delete, status), and Events (create, list).
+ *
+ * @module
+ */
+import {
+  parseFieldSelector,
+  parseLabelSelector,
+  type Selector,
+  SelectorError,
+} from "./selectors.ts";
+import { badRequest, status, StatusError } from "./status.ts";
+import type { NodeStore, PatchType, Watcher } from "./store.ts";
+
+/** What the routes need besides the store. */
+export interface RouteContext {
+  store: NodeStore;
+  events: unknown[];
+  maxBodyBytes: number;
+  /** Registers an open watch stream so that shutdown can end it. */
+  trackWatch(close: () => void): () => void;
+}
+
+const JSON_HEADERS = { "content-type": "application/json" };
+const encoder = new TextEncoder();
+
+function json(body: unknown, code = 200, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status: code,
+    headers: { ...JSON_HEADERS, ...headers },
+  });
+}
+
+/** A Status response. */
+export function statusResponse(e: StatusError, headers: Record<string, string> = {}): Response {
+  return json(e.toStatus(), e.code, headers);
+}
+
+const VERSION = {
+  major: "1",
+  minor: "32",
+  gitVersion: "v1.32.0-xcluster-devcluster",
+  gitCommit: "",
+  gitTreeState: "clean",
+  buildDate: "2026-01-01T00:00:00Z",
+  goVersion: "",
+  compiler: "deno",
+  platform: "linux/amd64",
+};
+
+const RESOURCES = {
+  kind: "APIResourceList",
+  apiVersion: "v1",
+  groupVersion: "v1",
+  resources: [
+    {
+      name: "nodes",
+      singularName: "node",
+      namespaced: false,
+      kind: "Node",
+      verbs: ["create", "delete", "get", "list", "patch", "update", "watch"],
+      shortNames: ["no"],
+    },
+    {
+      name: "nodes/status",
+      singularName: "",
+      namespaced: false,
+      kind: "Node",
+      verbs: ["get", "patch", "update"],
+    },
+    {
+      name: "events",
+      singularName: "event",
+      namespaced: true,
+      kind: "Event",
+      verbs: ["create", "list"],
+      shortNames: ["ev"],
+    },
+  ],
+};
+
+async function readBody(req: Request, max: number): Promise<unknown> {
+  const length = Number(req.headers.get("content-length") ?? "0");
+  if (length > max) {
+    throw new StatusError(
+      413,
+      "RequestEntityTooLarge",
+      `the request body is larger than ${max} bytes`,
+    );
+  }
+  const buf = new Uint8Array(await req.arrayBuffer());
+  if (buf.length > max) {
+    throw new StatusError(
+      413,
+      "RequestEntityTooLarge",
+      `the request body is larger than ${max} bytes`,
+    );
+  }
+  try {
+    return JSON.parse(new TextDecoder().decode(buf));
+  } catch (e) {
+    throw badRequest(`the body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function patchType(req: Request): PatchType {
+  const ct = (req.headers.get("content-type") ?? "").split(";")[0].trim();
+  if (ct === "application/merge-patch+json") return "merge";
+  if (ct === "application/strategic-merge-patch+json") return "strategic";
+  if (ct === "application/json-patch+json") return "json";
+  throw new StatusError(
+    415,
+    "UnsupportedMediaType",
+    `the patch content type ${JSON.stringify(ct)} is not supported`,
+  );
+}
+
+function selectors(url: URL): Selector | undefined {
+  const l = url.searchParams.get("labelSelector"), f = url.searchParams.get("fieldSelector");
+  if (!l && !f) return undefined;
+  try {
+    const ls = parseLabelSelector(l), fs = parseFieldSelector(f);
+    return (o) => ls(o) && fs(o);
+  } catch (e) {
+    if (e instanceof SelectorError) throw badRequest(e.message);
+    throw e;
+  }
+}
+
+function encodeContinue(rv: number, last: string): string {
+  return btoa(JSON.stringify({ rv, start: last }));
+}
+
+function decodeContinue(token: string): { rv: number; start: string } {
+  try {
+    const v = JSON.parse(atob(token));
+    if (typeof v.rv === "number" && typeof v.start === "string") return v;
+  } catch { /* fall through */ }
+  throw badRequest("continue key is not valid");
+}
+
+function list(ctx: RouteContext, url: URL): Response {
+  const selector = selectors(url);
+  const limit = Number(url.searchParams.get("limit") ?? "0");
+  if (!Number.isInteger(limit) || limit < 0) throw badRequest("limit must be a positive integer");
+  const cont = url.searchParams.get("continue");
+  let rv = ctx.store.resourceVersion();
+  let after: string | undefined;
+  if (cont) {
+    const c = decodeContinue(cont);
+    ctx.store.checkVersion(c.rv);
+    rv = c.rv;
+    after = c.start;
+  }
+  const page = ctx.store.page(selector, limit, after);
+  const meta: Record<string, string> = { resourceVersion: String(rv) };
+  if (page.last !== undefined) meta.continue = encodeContinue(rv, page.last);
+  const body = `{"kind":"NodeList","apiVersion":"v1","metadata":${JSON.stringify(meta)},"items":[${
+    page.items.join(",")
+  }]}`;
+  return new Response(body, { headers: JSON_HEADERS });
+}
+
+function watch(ctx: RouteContext, url: URL): Response {
+  const selector = selectors(url);
+  const from = url.searchParams.get("resourceVersion") ?? "";
+  const bookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
+  const timeout = Number(url.searchParams.get("timeoutSeconds") ?? "0");
+  let stop = () => {};
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      let closed = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const w: Watcher = {
+        selector,
+        bookmarks,
+        send: (bytes) => {
+          if (!closed) controller.enqueue(bytes);
+        },
+        close: () => {
+          if (closed) return;
+          closed = true;
+          clearTimeout(timer);
+          unregister();
+          untrack();
+          try {
+            controller.close();
+          } catch { /* already cancelled */ }
+        },
+      };
+      let unregister = () => {};
+      const untrack = ctx.trackWatch(() => w.close());
+      try {
+        unregister = ctx.store.watch(from, w);
+      } catch (e) {
+        if (!(e instanceof StatusError)) throw e;
+        // As the real server: a watch that cannot start is an ERROR event, then the end.
+        controller.enqueue(
+          encoder.encode(`{"type":"ERROR","object":${JSON.stringify(e.toStatus())}}\n`),
+        );
+        w.close();
+        return;
+      }
+      if (timeout > 0) timer = setTimeout(() => w.close(), timeout * 1000);
+      stop = () => w.close();
+    },
+    cancel() {
+      stop();
+    },
+  });
+  return new Response(body, { headers: { ...JSON_HEADERS, "transfer-encoding": "chunked" } });
+}
+
+/** Handles one authenticated request. */
+export async function route(ctx: RouteContext, req: Request): Promise<Response> {
+  const url = new URL(req.url);
+  const path = url.pathname.replace(/\/+$/, "") || "/";
+  const m = req.method;
+  if (path === "/version") return json(VERSION);
+  if (path === "/api") {
+    return json({ kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [] });
+  }
+  if (path === "/apis") return json({ kind: "APIGroupList", apiVersion: "v1", groups: [] });
+  if (path === "/api/v1") return json(RESOURCES);
+
+  if (path === "/api/v1/nodes") {
+    if (m === "GET") {
+      const w = url.searchParams.get("watch");
+      return w === "true" || w === "1" ? watch(ctx, url) : list(ctx, url);
+    }
+    if (m === "POST") return json(ctx.store.create(await readBody(req, ctx.maxBodyBytes)), 201);
+    throw new StatusError(405, "MethodNotAllowed", `${m} is not supported on nodes`);
+  }
+  const node = /^\/api\/v1\/nodes\/([^/]+)(\/status)?$/.exec(path);
+  if (node) {
+    const name = decodeURIComponent(node[1]);
+    const part = node[2] ? "status" : "spec";
+    if (m === "GET") {
+      const text = ctx.store.getJson(name);
+      if (text === undefined) {
+        throw new StatusError(404, "NotFound", `nodes "${name}" not found`, {
+          name,
+          kind: "nodes",
+        });
+      }
+      return new Response(text, { headers: JSON_HEADERS });
+    }
+    if (m === "PUT") {
+      return json(ctx.store.update(name, await readBody(req, ctx.maxBodyBytes), part));
+    }
+    if (m === "PATCH") {
+      const type = patchType(req);
+      return json(ctx.store.patch(name, type, await readBody(req, ctx.maxBodyBytes), part));
+    }
+    if (m === "DELETE" && !node[2]) return json(ctx.store.delete(name));
+    throw new StatusError(
+      405,
+      "MethodNotAllowed",
+      `${m} is not supported on nodes/${name}${node[2] ?? ""}`,
+    );
+  }
+  const ev = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(path);
+  if (ev) {
+    if (m === "POST") {
+      const body = await readBody(req, ctx.maxBodyBytes);
+      if (typeof body !== "object" || body === null) {
+        throw badRequest("the body is not a JSON object");
+      }
+      ctx.events.push(body);
+      if (ctx.events.length > 1000) ctx.events.shift();
+      return json(body, 201);
+    }
+    if (m === "GET") {
+      return json({ kind: "EventList", apiVersion: "v1", metadata: {}, items: ctx.events });
+    }
+  }
+  return json(status(404, "NotFound", "the server could not find the requested resource"), 404);
+}

@@ -1,0 +1,290 @@
+/**
+ * The router end to end: the daemon (in process, `ip` inside a network namespace) against
+ * the embedded API server. Needs root (network namespaces).
+ */
+import assert from "node:assert/strict";
+import { parseDaemonConfig } from "../src/config.ts";
+import { type Daemon, startDaemon } from "../src/daemon.ts";
+import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
+import { makeNode } from "../src/devcluster/nodes.ts";
+import { silentLogger } from "../src/log.ts";
+import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
+
+const notRoot = requireRoot();
+const NET3 = { cidr: "cidr.example.com/net3", adr: "adr.example.com/net3" };
+
+/** A host namespace with one LAN interface, an API server with nodes a (self), b and c. */
+async function cluster(): Promise<
+  { ns: Netns; api: ApiServer; dir: string; close(): Promise<void> }
+> {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-daemon-" });
+  const ns = await Netns.create("xd");
+  try {
+    await ns.lan("lan0", ["192.168.50.1/24", "fd00:50::1/64"]);
+    await ns.lan("lan1", ["192.168.60.1/24", "fd00:60::1/64"]);
+  } catch (e) {
+    await ns.delete();
+    throw e;
+  }
+  const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+  for (const [name, i] of [["a", 0], ["b", 1], ["c", 2]] as const) {
+    api.nodes.create(makeNode({
+      name,
+      podCIDRs: [`10.244.${i}.0/24`, `fd00:244:0:${i}::/64`],
+      internalIPs: [`192.168.50.${i + 1}`, `fd00:50::${i + 1}`],
+      annotations: {
+        [NET3.cidr]: `10.55.${i}.0/24,fd00:55::${i}:0/112`,
+        [NET3.adr]: `192.168.60.${i + 1},fd00:60::${i + 1}`,
+      },
+    }));
+  }
+  return {
+    ns,
+    api,
+    dir,
+    async close() {
+      await api.close();
+      await ns.delete();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+async function daemon(
+  c: { ns: Netns; api: ApiServer; dir: string },
+  env: Record<string, string> = {},
+): Promise<Daemon> {
+  const cfg = parseDaemonConfig({
+    NODE_NAME: "a",
+    HTTP_ADDRESS: "off",
+    STATE_DIR: `${c.dir}/state`,
+    RESYNC_INTERVAL: "1h",
+    ...env,
+  });
+  const d = await startDaemon(cfg, {
+    netns: c.ns.name,
+    kubeconfig: c.api.kubeconfigPath,
+    install: false,
+    log: silentLogger,
+  });
+  await d.ready;
+  return d;
+}
+
+/** Routes of a protocol as `dst via gateway`, read with plain `ip`, sorted. */
+async function routes(ns: Netns, proto: number | string): Promise<string[]> {
+  const out: string[] = [];
+  for (const fam of ["-4", "-6"]) {
+    const text = await ns.ip(fam, "route", "show", "proto", String(proto));
+    for (const line of text.split("\n")) {
+      const m = /^(\S+) via (\S+)/.exec(line.trim());
+      if (m) {
+        out.push(
+          `${m[1].includes("/") ? m[1] : m[1] + (fam === "-4" ? "/32" : "/128")} via ${m[2]}`,
+        );
+      }
+    }
+  }
+  return out.sort();
+}
+
+async function expectRoutes(ns: Netns, proto: number | string, want: string[], message: string) {
+  const sorted = [...want].sort();
+  let last: string[] = [];
+  await pollUntil(async () => {
+    last = await routes(ns, proto);
+    return JSON.stringify(last) === JSON.stringify(sorted);
+  }, { timeoutMs: 5000, message: () => `${message}: have ${JSON.stringify(last)}` });
+}
+
+const MAIN_B = ["10.244.1.0/24 via 192.168.50.2", "fd00:244:0:1::/64 via fd00:50::2"];
+const MAIN_C = ["10.244.2.0/24 via 192.168.50.3", "fd00:244:0:2::/64 via fd00:50::3"];
+
+Deno.test({
+  name: "daemon: routes to every other node, dual-stack; follows changes and deletion",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    const d = await daemon(c);
+    try {
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "routes to b and c, none to a");
+      const state = JSON.parse(await Deno.readTextFile(`${c.dir}/state/node-podCIDRs.json`));
+      assert.deepEqual(state.cidrs, ["10.244.0.0/24", "fd00:244::/64"]);
+
+      c.api.nodes.delete("c");
+      await expectRoutes(c.ns, 202, MAIN_B, "c's routes removed with the node");
+
+      c.api.nodes.create(makeNode({
+        name: "d",
+        podCIDRs: ["10.244.3.0/24", "10.244.33.0/24", "fd00:244:0:3::/64"],
+        internalIPs: ["fd00:50::4", "192.168.50.4"],
+      }));
+      const d4 = [
+        "10.244.3.0/24 via 192.168.50.4",
+        "10.244.33.0/24 via 192.168.50.4",
+        "fd00:244:0:3::/64 via fd00:50::4",
+      ];
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...d4], "all three CIDRs of a new node");
+
+      c.api.nodes.patch("b", "merge", {
+        status: {
+          addresses: [{ type: "InternalIP", address: "192.168.50.22" }, {
+            type: "InternalIP",
+            address: "fd00:50::22",
+          }],
+        },
+      });
+      await expectRoutes(c.ns, 202, [
+        "10.244.1.0/24 via 192.168.50.22",
+        "fd00:244:0:1::/64 via fd00:50::22",
+        ...d4,
+      ], "next hop follows a changed address");
+    } finally {
+      await d.stop();
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "daemon: a secondary network on annotations beside the main one; foreign routes untouched",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    await c.ns.ip("route", "add", "10.99.0.0/24", "via", "192.168.50.9", "proto", "static");
+    await c.ns.ip("route", "add", "10.98.0.0/24", "via", "192.168.50.9", "proto", "99");
+    // A foreign route to a destination an instance wants: reported, never taken over.
+    await c.ns.ip("route", "add", "10.55.2.0/24", "via", "192.168.60.9", "proto", "boot");
+    const main = await daemon(c);
+    const net3 = await daemon(c, {
+      PROTOCOL: "200",
+      CIDR_ANNOTATION: NET3.cidr,
+      ADDRESS_ANNOTATION: NET3.adr,
+    });
+    try {
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "main network");
+      await expectRoutes(c.ns, 200, [
+        "10.55.1.0/24 via 192.168.60.2",
+        "fd00:55::1:0/112 via fd00:60::2",
+        "fd00:55::2:0/112 via fd00:60::3",
+      ], "secondary network");
+      const conflict = net3.reconciler.last?.problems.find((p) => p.kind === "foreign-route");
+      assert.equal(conflict?.value, "10.55.2.0/24");
+
+      c.api.nodes.patch("b", "merge", {
+        metadata: { annotations: { [NET3.cidr]: "10.55.11.0/24", [NET3.adr]: "192.168.60.12" } },
+      });
+      await expectRoutes(c.ns, 200, [
+        "10.55.11.0/24 via 192.168.60.12",
+        "fd00:55::2:0/112 via fd00:60::3",
+      ], "annotation change followed");
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "main network unchanged");
+      assert.deepEqual(await routes(c.ns, "static"), ["10.99.0.0/24 via 192.168.50.9"]);
+      assert.deepEqual(await routes(c.ns, 99), ["10.98.0.0/24 via 192.168.50.9"]);
+      assert.deepEqual(await routes(c.ns, "boot"), ["10.55.2.0/24 via 192.168.60.9"]);
+    } finally {
+      await Promise.all([main.stop(), net3.stop()]);
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "daemon: routes come back after ip route del and after a link flap",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    const d = await daemon(c);
+    try {
+      const all = [...MAIN_B, ...MAIN_C];
+      await expectRoutes(c.ns, 202, all, "initial");
+      await c.ns.ip("route", "del", "10.244.1.0/24");
+      await c.ns.ip("-6", "route", "del", "fd00:244:0:2::/64");
+      await expectRoutes(c.ns, 202, all, "deleted routes restored");
+      await c.ns.ip("link", "set", "lan0", "down");
+      await pollUntil(async () => (await routes(c.ns, 202)).length === 0, {
+        timeoutMs: 5000,
+        message: "link down flushes the routes",
+      });
+      await c.ns.ip("link", "set", "lan0", "up");
+      await expectRoutes(c.ns, 202, all, "routes restored after the link came back");
+    } finally {
+      await d.stop();
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "daemon: watch drops and 410 Expired lose nothing",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    const d = await daemon(c);
+    try {
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "initial");
+      c.api.faults.dropWatches();
+      c.api.nodes.delete("c");
+      await expectRoutes(c.ns, 202, MAIN_B, "change during a dropped watch");
+      c.api.faults.compact();
+      c.api.faults.dropWatches();
+      c.api.nodes.create(makeNode({
+        name: "e",
+        podCIDRs: ["10.244.5.0/24"],
+        internalIPs: ["192.168.50.5"],
+      }));
+      await expectRoutes(c.ns, 202, [...MAIN_B, "10.244.5.0/24 via 192.168.50.5"], "after 410");
+    } finally {
+      await d.stop();
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "daemon: a restart adopts the routes without churn; routes of nodes gone meanwhile go",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    let d = await daemon(c);
+    const monitor = new Deno.Command("ip", {
+      args: ["-n", c.ns.name, "monitor", "route"],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    try {
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "initial");
+      await d.stop();
+      // Give the monitor a moment to be listening: an unrelated marker route proves it.
+      await c.ns.ip("route", "add", "10.77.0.0/24", "via", "192.168.50.9", "proto", "99");
+      d = await daemon(c);
+      await d.reconciler.idle();
+      await c.ns.ip("route", "del", "10.77.0.0/24", "proto", "99");
+      await d.stop();
+      c.api.nodes.delete("c");
+      d = await daemon(c);
+      await expectRoutes(c.ns, 202, MAIN_B, "route of the node deleted while down removed");
+      await c.ns.ip("route", "add", "10.78.0.0/24", "via", "192.168.50.9", "proto", "99");
+    } finally {
+      await d.stop();
+    }
+    // Read the monitor up to the second marker.
+    const reader = monitor.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    await pollUntil(async () => {
+      const { value, done } = await reader.read();
+      text += value ?? "";
+      return done || text.includes("10.78.0.0/24");
+    }, { timeoutMs: 5000, message: "monitor output" });
+    monitor.kill();
+    await reader.cancel();
+    await monitor.status;
+    await c.close();
+    const restart = text.slice(text.indexOf("10.77.0.0/24"), text.lastIndexOf("10.77.0.0/24"));
+    assert.ok(restart.length > 0, "markers seen");
+    assert.ok(!/proto (202|0xca)\b/.test(restart), `restart churned routes:\n${restart}`);
+    const after = text.slice(text.lastIndexOf("10.77.0.0/24"));
+    assert.match(after, /Deleted 10\.244\.2\.0\/24/);
+    assert.ok(!/Deleted 10\.244\.1\.0\/24/.test(after), "b's route kept");
+  },
+});
