@@ -80,6 +80,30 @@ const RESOURCES = {
   ],
 };
 
+// Just enough OpenAPI for kubectl to see that the server validates fields itself
+// (fieldValidation), so `kubectl create -f` needs no client-side schema.
+const NODE_GVK = { group: "", version: "v1", kind: "Node" };
+const FIELD_VALIDATION = { name: "fieldValidation", in: "query", schema: { type: "string" } };
+const OPENAPI_INDEX = { paths: { "api/v1": { serverRelativeURL: "/openapi/v3/api/v1?hash=1" } } };
+const OPENAPI_V1 = {
+  openapi: "3.0.0",
+  info: { title: "xcluster-cni devcluster", version: "v1" },
+  paths: Object.fromEntries(
+    [["/api/v1/nodes", ["post"]], ["/api/v1/nodes/{name}", ["put", "patch"]]].map((
+      [path, ops],
+    ) => [
+      path,
+      Object.fromEntries((ops as string[]).map((op) => [op, {
+        parameters: [FIELD_VALIDATION],
+        responses: {},
+        "x-kubernetes-action": op,
+        "x-kubernetes-group-version-kind": NODE_GVK,
+      }])),
+    ]),
+  ),
+  components: { schemas: {} },
+};
+
 async function readBody(req: Request, max: number): Promise<unknown> {
   const length = Number(req.headers.get("content-length") ?? "0");
   if (length > max) {
@@ -223,6 +247,8 @@ export async function route(ctx: RouteContext, req: Request): Promise<Response> 
   }
   if (path === "/apis") return json({ kind: "APIGroupList", apiVersion: "v1", groups: [] });
   if (path === "/api/v1") return json(RESOURCES);
+  if (path === "/openapi/v3") return json(OPENAPI_INDEX);
+  if (path === "/openapi/v3/api/v1") return json(OPENAPI_V1);
 
   if (path === "/api/v1/nodes") {
     if (m === "GET") {

@@ -1,0 +1,110 @@
+/** kubectl drives the embedded API server: the judge of its fidelity. Needs /usr/bin/kubectl. */
+import assert from "node:assert/strict";
+import { startApiServer } from "../src/devcluster/apiserver/mod.ts";
+import { makeNode } from "../src/devcluster/nodes.ts";
+import { pollUntil } from "./helpers/netns.ts";
+
+const KUBECTL = "/usr/bin/kubectl";
+const noKubectl = (() => {
+  try {
+    Deno.statSync(KUBECTL);
+    return false;
+  } catch {
+    return true;
+  }
+})();
+
+Deno.test({
+  name: "kubectl: get, yaml, watch, annotate, label, create, replace conflict, delete",
+  ignore: noKubectl,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "xcluster-kubectl-" });
+    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+    const kubectl = async (...args: string[]) => {
+      const out = await new Deno.Command(KUBECTL, {
+        args: ["--kubeconfig", `${dir}/kubeconfig`, ...args],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      return {
+        code: out.code,
+        out: new TextDecoder().decode(out.stdout),
+        err: new TextDecoder().decode(out.stderr),
+      };
+    };
+    const ok = async (...args: string[]) => {
+      const r = await kubectl(...args);
+      assert.equal(r.code, 0, `kubectl ${args.join(" ")}: ${r.err}`);
+      return r.out;
+    };
+    let watch: Deno.ChildProcess | undefined;
+    try {
+      api.nodes.create(makeNode({ name: "vm-001", podCIDRs: ["10.244.1.0/24"] }));
+      assert.match(await ok("get", "nodes"), /^NAME\s+AGE\s*\nvm-001\s/);
+      assert.match(
+        await ok("get", "node", "vm-001", "-o", "yaml"),
+        /podCIDRs:\n\s*- 10\.244\.1\.0\/24/,
+      );
+
+      watch = new Deno.Command(KUBECTL, {
+        args: ["--kubeconfig", `${dir}/kubeconfig`, "get", "nodes", "-w", "-o", "name"],
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const reader = watch.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let seen = "";
+      const readUntil = async (re: RegExp) => {
+        while (!re.test(seen)) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          seen += value;
+        }
+        assert.match(seen, re);
+      };
+      await readUntil(/node\/vm-001/);
+      await pollUntil(() => api.nodes.watcherCount() > 0, { message: "kubectl watching" });
+
+      await ok("annotate", "node", "vm-001", "cidr.example.com/net3=10.55.1.0/24", "--overwrite");
+      const ann = () => api.nodes.get("vm-001")!.metadata.annotations as Record<string, string>;
+      assert.equal(ann()["cidr.example.com/net3"], "10.55.1.0/24");
+      await ok("annotate", "node", "vm-001", "cidr.example.com/net3-");
+      assert.equal(ann()["cidr.example.com/net3"], undefined);
+      await ok("label", "node", "vm-001", "zone=a");
+      assert.equal(api.nodes.get("vm-001")!.metadata.labels?.zone, "a");
+
+      // The watch saw the changes as lines of their own.
+      await readUntil(/(node\/vm-001\n){4}/);
+      await reader.cancel();
+
+      await Deno.writeTextFile(
+        `${dir}/node.yaml`,
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: vm-002\n",
+      );
+      await ok("create", "-f", `${dir}/node.yaml`);
+      assert.ok(api.nodes.get("vm-002"));
+      const dup = await kubectl("create", "-f", `${dir}/node.yaml`);
+      assert.notEqual(dup.code, 0);
+      assert.match(dup.err, /AlreadyExists|already exists/);
+
+      await Deno.writeTextFile(
+        `${dir}/stale.yaml`,
+        'apiVersion: v1\nkind: Node\nmetadata:\n  name: vm-002\n  resourceVersion: "1"\n',
+      );
+      const stale = await kubectl("replace", "-f", `${dir}/stale.yaml`);
+      assert.notEqual(stale.code, 0);
+      assert.match(stale.err, /Conflict|modified/);
+
+      await ok("delete", "node", "vm-002");
+      assert.equal(api.nodes.get("vm-002"), undefined);
+      const missing = await kubectl("delete", "node", "vm-002");
+      assert.match(missing.err, /NotFound|not found/);
+    } finally {
+      try {
+        watch?.kill();
+      } catch { /* ended when its output was closed */ }
+      await watch?.status;
+      await api.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
