@@ -1,0 +1,173 @@
+/** The Node informer against the embedded API server, through its faults. Needs openssl. */
+import assert from "node:assert/strict";
+import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
+import { makeNode } from "../src/devcluster/nodes.ts";
+import { KubeClient } from "../src/kube/client.ts";
+import { NodeInformer, type StoreChange } from "../src/kube/informer.ts";
+import { loadKubeconfig } from "../src/kube/kubeconfig.ts";
+import { type NodeInfo, toNodeInfo } from "../src/kube/node.ts";
+import { pollUntil } from "./helpers/netns.ts";
+
+interface Rig {
+  api: ApiServer;
+  informer: NodeInformer<NodeInfo>;
+  changes: StoreChange<NodeInfo>[];
+  dir: string;
+}
+
+async function rig(
+  fn: (r: Rig) => Promise<void>,
+  opts: { tokenFile?: boolean; nodes?: number } = {},
+) {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-informer-" });
+  const api = await startApiServer({
+    kubeconfigPath: `${dir}/kubeconfig`,
+    bookmarkIntervalMs: 200,
+  });
+  for (let i = 0; i < (opts.nodes ?? 3); i++) {
+    api.nodes.create(makeNode({ name: `n${i}`, podCIDRs: [`10.${i >> 8}.${i & 255}.0/24`] }));
+  }
+  let kubeconfig = `${dir}/kubeconfig`;
+  if (opts.tokenFile) {
+    await Deno.writeTextFile(`${dir}/token`, api.token);
+    const text = await Deno.readTextFile(kubeconfig);
+    kubeconfig = `${dir}/kubeconfig-tokenfile`;
+    await Deno.writeTextFile(kubeconfig, text.replace(/token: \S+/, `tokenFile: ${dir}/token`));
+  }
+  const client = new KubeClient(await loadKubeconfig(kubeconfig));
+  const informer = new NodeInformer<NodeInfo>(client, {
+    project: (raw) => toNodeInfo(raw, []),
+    pageSize: 500,
+    backoff: { initialMs: 50, maxMs: 400 },
+  });
+  const changes: StoreChange<NodeInfo>[] = [];
+  informer.onChange((c) => changes.push(...c));
+  informer.start();
+  try {
+    await informer.synced;
+    await fn({ api, informer, changes, dir });
+  } finally {
+    await informer.stop();
+    client.close();
+    await api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const cidrs = (r: Rig, name: string) => r.informer.store.get(name)?.podCIDRs.join(",");
+
+Deno.test("informer: a paged list of 1,200 nodes, then watch", () =>
+  rig(async (r) => {
+    assert.equal(r.informer.store.size, 1200);
+    assert.equal(r.changes.length, 1200);
+    assert.ok(r.changes.every((c) => c.type === "added"));
+    const s = r.informer.stats();
+    assert.equal(s.lists, 1);
+    assert.ok(s.lastSyncTime);
+    await pollUntil(() => r.api.nodes.watcherCount() === 1, { message: "watching" });
+    // 3 pages of 500 and one watch.
+    assert.equal(r.api.faults.requestCount(), 4);
+  }, { nodes: 1200 }));
+
+Deno.test("informer: adds, updates and deletes; updates touching nothing kept emit nothing", () =>
+  rig(async (r) => {
+    await pollUntil(() => r.api.nodes.watcherCount() === 1);
+    r.changes.length = 0;
+    r.api.nodes.create(makeNode({ name: "x", podCIDRs: ["10.9.0.0/24"] }));
+    r.api.nodes.patch("n1", "merge", { spec: { podCIDRs: ["10.8.0.0/24"] } });
+    r.api.nodes.patch("n2", "merge", {
+      status: { conditions: [{ type: "Ready", status: "True" }] },
+    });
+    r.api.nodes.delete("n0");
+    await pollUntil(() => !r.informer.store.has("n0"), { message: "delete seen" });
+    assert.deepEqual(r.changes.map((c) => `${c.type} ${c.name}`), [
+      "added x",
+      "updated n1",
+      "deleted n0",
+    ]);
+    assert.equal(cidrs(r, "n1"), "10.8.0.0/24");
+  }));
+
+Deno.test("informer: dropped watches resume from the last version without loss", () =>
+  rig(async (r) => {
+    for (let i = 0; i < 5; i++) {
+      await pollUntil(() => r.api.nodes.watcherCount() === 1, { message: "watching" });
+      r.api.faults.dropWatches();
+      r.api.nodes.patch("n1", "merge", { spec: { podCIDRs: [`10.7.${i}.0/24`] } });
+    }
+    await pollUntil(() => cidrs(r, "n1") === "10.7.4.0/24", { message: "last change seen" });
+    assert.equal(r.informer.stats().lists, 1, "no relist needed");
+    assert.ok(r.informer.stats().watchRestarts >= 5);
+  }));
+
+Deno.test("informer: 410 Expired relists and emits only the differences", () =>
+  rig(async (r) => {
+    await pollUntil(() => r.api.nodes.watcherCount() === 1);
+    r.api.faults.dropWatches();
+    r.api.nodes.delete("n0");
+    r.api.nodes.patch("n1", "merge", { spec: { podCIDRs: ["10.6.0.0/24"] } });
+    r.api.faults.compact();
+    r.changes.length = 0;
+    await pollUntil(() => r.informer.stats().relists >= 1 && !r.informer.store.has("n0"), {
+      message: "relisted",
+    });
+    await pollUntil(() => cidrs(r, "n1") === "10.6.0.0/24");
+    assert.deepEqual(r.changes.map((c) => `${c.type} ${c.name}`).sort(), [
+      "deleted n0",
+      "updated n1",
+    ]);
+  }));
+
+Deno.test("informer: 500s back off and recover; 429 Retry-After is honoured", () =>
+  rig(async (r) => {
+    await pollUntil(() => r.api.nodes.watcherCount() === 1);
+    r.api.faults.failNext(3, 500);
+    r.api.faults.dropWatches();
+    r.api.nodes.create(makeNode({ name: "after500" }));
+    await pollUntil(() => r.informer.store.has("after500"), { message: "recovered" });
+    assert.equal(r.informer.stats().apiErrors["500"], 3);
+
+    await pollUntil(() => r.api.nodes.watcherCount() === 1);
+    r.api.faults.failNext(1, 429, { retryAfterSeconds: 1 });
+    r.api.faults.dropWatches();
+    const before = r.api.faults.requestCount();
+    const t0 = Date.now();
+    await pollUntil(() => r.api.faults.requestCount() > before, { message: "the 429" });
+    await pollUntil(() => r.api.faults.requestCount() > before + 1, {
+      message: "retried",
+      timeoutMs: 3000,
+    });
+    assert.ok(Date.now() - t0 >= 950, `retried after ${Date.now() - t0} ms`);
+  }));
+
+Deno.test("informer: a rotated token is read from the token file after a 401", () =>
+  rig(async (r) => {
+    await pollUntil(() => r.api.nodes.watcherCount() === 1);
+    await r.api.faults.rotateToken();
+    r.api.faults.dropWatches();
+    await pollUntil(() => (r.informer.stats().apiErrors["401"] ?? 0) >= 1, { message: "401 seen" });
+    await Deno.writeTextFile(`${r.dir}/token`, r.api.token);
+    r.api.nodes.create(makeNode({ name: "rotated" }));
+    await pollUntil(() => r.informer.store.has("rotated"), {
+      message: "recovered with the new token",
+    });
+  }, { tokenFile: true }));
+
+Deno.test("informer: an outage keeps the store; requests are bounded by the backoff", () =>
+  rig(async (r) => {
+    await pollUntil(() => r.api.nodes.watcherCount() === 1);
+    await r.api.faults.stopListening();
+    const t0 = Date.now();
+    await pollUntil(() => (r.informer.stats().apiErrors["0"] ?? 0) >= 3, { message: "refused" });
+    await new Promise((res) => setTimeout(res, 1500));
+    assert.equal(r.informer.store.size, 3, "the store survives");
+    const attempts = r.informer.stats().apiErrors["0"];
+    const elapsed = Date.now() - t0;
+    // At most one attempt per half the smallest backoff step.
+    assert.ok(attempts <= elapsed / 25 + 2, `${attempts} attempts in ${elapsed} ms`);
+    r.api.nodes.create(makeNode({ name: "back" }));
+    r.api.faults.startListening();
+    const up = Date.now();
+    await pollUntil(() => r.informer.store.has("back"), { message: "converged after the outage" });
+    assert.ok(Date.now() - up < 1500, `converged ${Date.now() - up} ms after the API came back`);
+  }));
