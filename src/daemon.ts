@@ -166,7 +166,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     log,
     onEvent: (e) => {
       log.debug("kernel change", { kind: e.kind, detail: e.detail });
-      if (synced) reconciler.trigger("monitor");
+      if (synced) reconciler.kernelEvent(e);
     },
   });
   informer.start();

@@ -67,6 +67,8 @@ export class Reconciler {
   #kernel: KernelIndex | undefined;
   #local: LocalAddress[] = [];
   #reported = new Map<string, Problem>();
+  /** Destinations we deleted ourselves, whose "Deleted" the route monitor will echo. */
+  #ownDeletions = new Set<string>();
   #last: ReconcileResult | undefined;
   #stopped = false;
 
@@ -89,6 +91,18 @@ export class Reconciler {
     // Keep the most telling reason for the folded run.
     if (this.#pending === undefined || this.#pending === "watch") this.#pending = reason;
     if (!this.#running) this.#running = this.#loop();
+  }
+
+  /**
+   * Takes a kernel event from the route monitor: a deletion of a route we deleted is our
+   * own echo; anything else triggers a reconcile with a full read.
+   */
+  kernelEvent(e: { kind: string; dst?: string }): void {
+    if (e.kind === "route-deleted" && e.dst !== undefined) {
+      const key = `${e.dst.includes(":") ? 6 : 4} ${e.dst}`;
+      if (this.#ownDeletions.delete(key)) return;
+    }
+    this.trigger("monitor");
   }
 
   /** Resolves when no reconcile is pending or running. */
@@ -128,6 +142,7 @@ export class Reconciler {
     const fullRead = this.#full || this.#kernel === undefined;
     if (fullRead) {
       this.#full = false;
+      this.#ownDeletions.clear();
       const [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
       this.#kernel = indexKernel(routes, protocol);
       this.#local = local;
@@ -166,6 +181,7 @@ export class Reconciler {
       if (failed.has(op)) continue;
       const key = routeKey(op.route);
       if (op.op === "delete") {
+        this.#ownDeletions.add(key);
         const left = kernel.ours.get(key)?.filter((r) => r !== op.route) ?? [];
         if (left.length > 0) kernel.ours.set(key, left);
         else kernel.ours.delete(key);
