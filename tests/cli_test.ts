@@ -1,0 +1,109 @@
+/** `nodes` and `routes`: what an operator sees, against the API server and a netns. Needs root. */
+import assert from "node:assert/strict";
+import { startApiServer } from "../src/devcluster/apiserver/mod.ts";
+import { makeNode } from "../src/devcluster/nodes.ts";
+import { Netns, requireRoot } from "./helpers/netns.ts";
+
+const notRoot = requireRoot();
+
+async function cli(env: Record<string, string>, ...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    out: new TextDecoder().decode(out.stdout),
+    err: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test({
+  name: "cli: nodes and routes show the plan, the kernel and the dry-run diff",
+  ignore: !!notRoot,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "xcluster-cli-" });
+    const ns = await Netns.create("xcli");
+    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+    try {
+      await ns.lan("lan0", ["192.168.50.1/24", "fd00:50::1/64"]);
+      api.nodes.create(
+        makeNode({ name: "a", podCIDRs: ["10.244.0.0/24"], internalIPs: ["192.168.50.1"] }),
+      );
+      api.nodes.create(makeNode({
+        name: "b",
+        podCIDRs: ["10.244.1.0/24", "fd00:244:0:1::/64"],
+        internalIPs: ["192.168.50.2", "fd00:50::2"],
+      }));
+      api.nodes.create(
+        makeNode({
+          name: "c",
+          podCIDRs: ["10.244.2.0/24", "bogus"],
+          internalIPs: ["192.168.50.3"],
+        }),
+      );
+      // A route of ours that no node wants any more, and one that is already right.
+      await ns.ip("route", "add", "10.244.9.0/24", "via", "192.168.50.9", "proto", "202");
+      await ns.ip("route", "add", "10.244.1.0/24", "via", "192.168.50.2", "proto", "202");
+      const env = { NODE_NAME: "a" };
+      const flags = ["--kubeconfig", `${dir}/kubeconfig`, "--netns", ns.name];
+
+      const nodes = await cli(env, "nodes", ...flags);
+      assert.equal(nodes.code, 0, nodes.err);
+      const lines = nodes.out.trim().split("\n");
+      assert.match(lines[0], /^NODE\s+CIDRS\s+NEXT HOPS\s+PROBLEMS$/);
+      assert.match(nodes.out, /^a \(self\)\s+10\.244\.0\.0\/24\s+-\s+-$/m);
+      assert.match(
+        nodes.out,
+        /^b\s+10\.244\.1\.0\/24,fd00:244:0:1::\/64\s+192\.168\.50\.2,fd00:50::2\s+-$/m,
+      );
+      assert.match(
+        nodes.out,
+        /^c\s+10\.244\.2\.0\/24\s+192\.168\.50\.3\s+malformed: bogus: not an IP address$/m,
+      );
+
+      const json = await cli(env, "nodes", "-o", "json", ...flags);
+      const parsed = JSON.parse(json.out) as {
+        nodes: { name: string; problems: { field: string }[] }[];
+      };
+      assert.deepEqual(parsed.nodes.find((n) => n.name === "c")?.problems.map((p) => p.field), [
+        "spec.podCIDRs",
+      ]);
+
+      const routes = await cli(env, "routes", "-o", "json", ...flags);
+      assert.equal(routes.code, 0, routes.err);
+      const r = JSON.parse(routes.out) as { ops: { op: string; route: { dst: string } }[] };
+      assert.deepEqual(r.ops.map((o) => `${o.op} ${o.route.dst}`).sort(), [
+        "delete 10.244.9.0/24",
+        "replace 10.244.2.0/24",
+        "replace fd00:244:0:1::/64",
+      ]);
+      const table = await cli(env, "routes", ...flags);
+      assert.match(table.out, /diff \(3 operations, dry run\)/);
+      // A dry run: the kernel is unchanged.
+      assert.match(await ns.ip("route", "show", "proto", "202"), /10\.244\.9\.0\/24/);
+
+      const bad = await cli({ PROTOCOL: "kernel" }, "nodes", ...flags);
+      assert.equal(bad.code, 2);
+      assert.equal(
+        bad.err.trim(),
+        'xcluster-cni: PROTOCOL="kernel": protocol 2 (kernel) belongs to the kernel',
+      );
+    } finally {
+      await api.close();
+      await ns.delete();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("cli: a bad environment stops the daemon with exit 2 and one line", async () => {
+  const r = await cli({ LOG_LEVEL: "loud" }, "daemon");
+  assert.equal(r.code, 2);
+  assert.equal(
+    r.err.trim(),
+    'xcluster-cni: LOG_LEVEL="loud": expected error, warn, info, debug, trace or a number',
+  );
+});
