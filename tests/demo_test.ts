@@ -1,0 +1,62 @@
+/** `demo --check`: the README's first command, end to end. Needs root and /usr/lib/cni. */
+import assert from "node:assert/strict";
+import { requireRoot } from "./helpers/netns.ts";
+
+const notRoot = requireRoot();
+
+async function leftovers(): Promise<string[]> {
+  const found: string[] = [];
+  const ns = new TextDecoder().decode(
+    (await new Deno.Command("ip", { args: ["netns", "list"], stdout: "piped" }).output()).stdout,
+  );
+  found.push(...ns.split("\n").filter((l) => l.startsWith("xcd-")));
+  for await (const e of Deno.readDir("/tmp")) {
+    if (e.name.startsWith("xcluster-demo-")) found.push(e.name);
+  }
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^[0-9]+$/.test(e.name)) continue;
+    const env = await Deno.readTextFile(`/proc/${e.name}/environ`).catch(() => "");
+    if (env.includes("XCLUSTER_CNI_DEMO=")) found.push(`process ${e.name}`);
+  }
+  return found;
+}
+
+Deno.test({
+  name: "demo --check: pods on every node answer on both networks, IPv4 and IPv6; nothing left",
+  ignore: !!notRoot,
+  async fn() {
+    // A leftover of a killed run must be cleaned up by the next one.
+    await new Deno.Command("ip", { args: ["netns", "add", "xcd-stale"] }).output();
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "main.ts", "demo", "--check", "--nodes", "3"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+    for (const net of ["main network", "secondary network (net3)"]) {
+      for (const fam of ["IPv4", "IPv6"]) {
+        assert.ok(text.includes(`${net}, ${fam}`), `${net} ${fam}`);
+      }
+    }
+    // 6 pods: 30 ordered pairs per matrix, 4 matrices, all answered.
+    assert.equal((text.match(/\bok\b/g) ?? []).length, 120);
+    assert.ok(!text.includes("FAIL"));
+    for (let i = 1; i <= 3; i++) {
+      assert.match(text, new RegExp(`xcd-node${i}  podCIDRs 10\\.244\\.${i}\\.0/24`));
+    }
+    assert.match(text, /10\.244\.2\.0\/24\s+via 192\.168\.50\.2\s+proto 202/);
+    assert.match(text, /fd00:55::3:0\/112\s+via fd00:60::3\s+proto 200/);
+    assert.deepEqual(await leftovers(), []);
+  },
+});
+
+Deno.test("demo: bad arguments are refused with the usage", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", "demo", "--nodes", "1"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 2);
+  assert.match(new TextDecoder().decode(out.stderr), /--nodes must be 2-50/);
+});
