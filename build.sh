@@ -77,6 +77,37 @@ cmd_check() {
 	deno fmt --check && deno lint && deno task check
 }
 
+##   binary
+##     Compile main.ts into dist/xcluster-cni with the version from git describe.
+##     Offline, set DENORT_BIN to a denort binary of the pinned Deno version.
+cmd_binary() {
+	cd $dir
+	local version=$(git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-unknown)
+	cp src/version.json $tmp/version.json
+	echo "{ \"version\": \"$version\" }" > src/version.json
+	mkdir -p dist
+	if ! deno compile -A --quiet --output dist/xcluster-cni main.ts > $tmp/compile.log 2>&1; then
+		cp $tmp/version.json src/version.json
+		cat $tmp/compile.log >&2
+		if test -z "$DENORT_BIN"; then
+			die "deno compile could not get its runtime (denort $DENO_VERSION); offline, set DENORT_BIN=/path/to/denort"
+		fi
+		die "deno compile failed (DENORT_BIN=$DENORT_BIN)"
+	fi
+	cp $tmp/version.json src/version.json
+	echo "dist/xcluster-cni $version"
+}
+
+##   image
+##     Build the container image xcluster-cni:<version> (needs a Docker engine).
+cmd_image() {
+	cd $dir
+	local version=$(git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-unknown)
+	docker info > /dev/null 2>&1 || die "no Docker engine reachable (docker info failed)"
+	docker build --build-arg DENO_VERSION=$DENO_VERSION --build-arg VERSION=$version \
+		-t xcluster-cni:$version . || die "docker build failed"
+}
+
 ##   demo [--check] [--nodes N]
 ##     Setup, then a whole cluster on this machine in network namespaces (root).
 cmd_demo() {

@@ -1,12 +1,13 @@
 /**
- * The program version. `./build.sh binary` stamps it through XCLUSTER_CNI_VERSION at compile
- * time; a development run reports the placeholder.
+ * The program version. `./build.sh binary` (and the image build) stamps src/version.json
+ * from `git describe` before compiling; a development run reports the placeholder.
  *
  * @module
  */
+import stamp from "./version.json" with { type: "json" };
 
 /** Version text, e.g. `v0.1.0-3-gabc1234`. */
-export const VERSION: string = Deno.env.get("XCLUSTER_CNI_VERSION") ?? "v0.0.0-dev";
+export const VERSION: string = stamp.version;
 
 /** `version`: prints the version. */
 export function versionCommand(_args: string[]): Promise<number> {

@@ -1,0 +1,28 @@
+# The xcluster-cni image: the compiled binary, iproute2, and the standard CNI plugins that
+# the installer copies to the host. Build with ./build.sh image.
+ARG DENO_VERSION=2.9.6
+
+FROM denoland/deno:bin-${DENO_VERSION} AS deno
+
+FROM debian:bookworm-slim AS build
+ARG VERSION=v0.0.0-unknown
+COPY --from=deno /deno /usr/local/bin/deno
+WORKDIR /src
+COPY . .
+RUN echo "{ \"version\": \"${VERSION}\" }" > src/version.json \
+ && deno compile -A --output /xcluster-cni main.ts
+
+FROM debian:bookworm-slim AS plugins
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends containernetworking-plugins \
+ && mkdir -p /plugins \
+ && cp /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /plugins/
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iproute2 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=plugins /plugins/ /opt/xcluster-cni/cni/
+COPY --from=build /xcluster-cni /usr/local/bin/xcluster-cni
+ENTRYPOINT ["/usr/local/bin/xcluster-cni"]
+CMD ["daemon"]
