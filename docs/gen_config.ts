@@ -21,7 +21,7 @@ const END = "<!-- env:end -->";
 export function withTable(doc: string): string {
   const a = doc.indexOf(BEGIN), b = doc.indexOf(END);
   if (a < 0 || b < a) throw new Error("docs/configuration.md: env markers not found");
-  return `${doc.slice(0, a + BEGIN.length)}\n${envTable()}\n${doc.slice(b)}`;
+  return `${doc.slice(0, a + BEGIN.length)}\n\n${envTable()}\n\n${doc.slice(b)}`;
 }
 
 if (import.meta.main) {
