@@ -288,3 +288,46 @@ Deno.test({
     assert.ok(!/Deleted 10\.244\.1\.0\/24/.test(after), "b's route kept");
   },
 });
+
+Deno.test({
+  name: "daemon: /readyz after the first sync, /healthz, and /metrics with the routes and problems",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    c.api.nodes.create(
+      makeNode({ name: "bad", podCIDRs: ["0.0.0.0/0"], internalIPs: ["192.168.50.66"] }),
+    );
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const d = await daemon(c, { HTTP_ADDRESS: `127.0.0.1:${port}` });
+    const get = async (path: string) => {
+      const r = await fetch(`http://127.0.0.1:${port}${path}`);
+      return { status: r.status, text: await r.text() };
+    };
+    try {
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "routes");
+      assert.equal((await get("/readyz")).status, 200);
+      assert.equal((await get("/healthz")).status, 200);
+      const m = (await get("/metrics")).text;
+      const value = (name: string) => {
+        const line = m.split("\n").find((l) =>
+          l.startsWith(name + " ") || l.startsWith(name + "{")
+        );
+        assert.ok(line, `${name} in metrics`);
+        return Number(line.split(" ").pop());
+      };
+      assert.equal(value("xcluster_cni_routes_desired"), 4);
+      assert.equal(value("xcluster_cni_routes_installed"), 4);
+      assert.equal(value("xcluster_cni_nodes"), 4);
+      assert.equal(value('xcluster_cni_nodes_with_problems{reason="refused"}'), 1);
+      assert.equal(value('xcluster_cni_reconciles_total{trigger="start"}'), 1);
+      assert.equal(value("xcluster_cni_lists_total"), 1);
+      assert.ok(value("xcluster_cni_last_sync_timestamp_seconds") > 1.7e9);
+      assert.match(m, /^xcluster_cni_build_info\{version="[^"]+",protocol="202"\} 1$/m);
+      assert.match(m, /^xcluster_cni_reconcile_duration_seconds_count [1-9]/m);
+      assert.equal((await get("/nope")).status, 404);
+    } finally {
+      await d.stop();
+      await c.close();
+    }
+  },
+});
