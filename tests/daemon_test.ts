@@ -7,7 +7,7 @@ import { parseDaemonConfig } from "../src/config.ts";
 import { type Daemon, startDaemon } from "../src/daemon.ts";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
-import { silentLogger } from "../src/log.ts";
+import { createLogger, silentLogger } from "../src/log.ts";
 import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
 
 const notRoot = requireRoot();
@@ -325,6 +325,51 @@ Deno.test({
       assert.match(m, /^xcluster_cni_build_info\{version="[^"]+",protocol="202"\} 1$/m);
       assert.match(m, /^xcluster_cni_reconcile_duration_seconds_count [1-9]/m);
       assert.equal((await get("/nope")).status, 404);
+    } finally {
+      await d.stop();
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "daemon: a next hop that is not on-link is reported once, the rest still routed",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    c.api.nodes.create(
+      makeNode({ name: "far", podCIDRs: ["10.244.7.0/24"], internalIPs: ["192.168.99.7"] }),
+    );
+    const lines: string[] = [];
+    const cfg = parseDaemonConfig({
+      NODE_NAME: "a",
+      HTTP_ADDRESS: "off",
+      STATE_DIR: `${c.dir}/state`,
+    });
+    const d = await startDaemon(cfg, {
+      netns: c.ns.name,
+      kubeconfig: c.api.kubeconfigPath,
+      install: false,
+      log: createLogger("info", { write: (l) => lines.push(l), text: false }),
+    });
+    try {
+      await d.ready;
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "reachable nodes routed");
+      const p = d.reconciler.last?.problems.find((x) => x.node === "far");
+      assert.equal(p?.kind, "kernel");
+      assert.match(p?.reason ?? "", /gateway|unreachable/i);
+      // More reconciles (watch events) retry it but do not log it again.
+      for (let i = 0; i < 3; i++) {
+        c.api.nodes.patch("b", "merge", { metadata: { labels: { n: String(i) } } });
+      }
+      c.api.nodes.patch("c", "merge", { spec: { podCIDRs: ["10.244.2.0/24"] } });
+      await expectRoutes(
+        c.ns,
+        202,
+        [...MAIN_B, "10.244.2.0/24 via 192.168.50.3"],
+        "change applied",
+      );
+      assert.equal(lines.filter((l) => l.includes("node far:")).length, 1, lines.join("\n"));
     } finally {
       await d.stop();
       await c.close();
