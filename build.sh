@@ -42,6 +42,8 @@ cmd_setup() {
 		command -v npm > /dev/null || die "npm is needed to install Deno"
 		npm install -g --no-fund --no-audit "deno@$DENO_VERSION" > /dev/null 2>&1 ||
 			die "npm install -g deno@$DENO_VERSION failed"
+		# Where npm skipped the package's install script, run it: it links the binary.
+		deno --version > /dev/null 2>&1 || node "$(npm root -g)/deno/install.cjs" > /dev/null 2>&1
 		deno --version | grep -q "^deno $DENO_VERSION " || die "deno $DENO_VERSION not on PATH"
 	fi
 	local missing=""
