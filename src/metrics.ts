@@ -4,18 +4,9 @@
  *
  * @module
  */
+import type { InformerStats } from "./kube/informer.ts";
 import { PROBLEM_KINDS, type ProblemKind } from "./routing/problem.ts";
 import { type ReconcileResult, type Trigger, TRIGGERS } from "./routing/reconciler.ts";
-
-/** Counters the informer keeps (see NodeInformer.stats). */
-export interface InformerStats {
-  lists: number;
-  relists: number;
-  watchRestarts: number;
-  apiErrors: Record<string, number>;
-  lastSyncTime?: Date;
-  lastContact?: Date;
-}
 
 const BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 

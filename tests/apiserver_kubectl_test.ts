@@ -1,18 +1,11 @@
 /** kubectl drives the embedded API server: the judge of its fidelity. Needs /usr/bin/kubectl. */
 import assert from "node:assert/strict";
+import { KUBECTL, kubectlMissing } from "./helpers/tools.ts";
 import { startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { pollUntil } from "./helpers/netns.ts";
 
-const KUBECTL = "/usr/bin/kubectl";
-const noKubectl = (() => {
-  try {
-    Deno.statSync(KUBECTL);
-    return false;
-  } catch {
-    return true;
-  }
-})();
+const noKubectl = !!kubectlMissing();
 
 Deno.test({
   name: "kubectl: get, yaml, watch, annotate, label, create, replace conflict, delete",

@@ -3,22 +3,11 @@ import assert from "node:assert/strict";
 import { startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { Netns, requireRoot } from "./helpers/netns.ts";
+import { runMain } from "./helpers/tools.ts";
 
 const notRoot = requireRoot();
 
-async function cli(env: Record<string, string>, ...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args],
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    out: new TextDecoder().decode(out.stdout),
-    err: new TextDecoder().decode(out.stderr),
-  };
-}
+const cli = runMain;
 
 Deno.test({
   name: "cli: nodes and routes show the plan, the kernel and the dry-run diff",

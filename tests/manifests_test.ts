@@ -4,6 +4,7 @@
  * Rendering needs /usr/bin/kubectl (its built-in kustomize).
  */
 import assert from "node:assert/strict";
+import { KUBECTL, kubectlMissing } from "./helpers/tools.ts";
 import { parseAllDocuments } from "yaml";
 import {
   DEFAULT_CNI_BIN_DIR,
@@ -17,15 +18,7 @@ import {
 } from "../src/config.ts";
 import { KUBE_NODE_KEYS } from "../cni/config.ts";
 
-const KUBECTL = "/usr/bin/kubectl";
-const noKubectl = (() => {
-  try {
-    Deno.statSync(KUBECTL);
-    return false;
-  } catch {
-    return true;
-  }
-})();
+const noKubectl = !!kubectlMissing();
 
 type Obj = Record<string, unknown> & { kind: string; metadata: { name: string } };
 interface Container {

@@ -1,0 +1,32 @@
+/** Programs the tests run: kubectl where the machine has it, and this project's main.ts. */
+
+/** Where kubectl is on these machines. */
+export const KUBECTL = "/usr/bin/kubectl";
+
+/** Why kubectl tests cannot run, or false when they can. */
+export function kubectlMissing(): string | false {
+  try {
+    Deno.statSync(KUBECTL);
+    return false;
+  } catch {
+    return `needs ${KUBECTL}`;
+  }
+}
+
+/** Runs `deno run -A main.ts ARGS` with `env` added; returns exit code and output. */
+export async function runMain(
+  env: Record<string, string>,
+  ...args: string[]
+): Promise<{ code: number; out: string; err: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    out: new TextDecoder().decode(out.stdout),
+    err: new TextDecoder().decode(out.stderr),
+  };
+}
