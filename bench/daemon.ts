@@ -1,0 +1,140 @@
+/**
+ * Runs {@link ./daemon_child.ts} as a process of its own and talks to it over its stdin and
+ * stdout: start and ready times, reconcile counters, /proc samples, stop.
+ *
+ * @module
+ */
+import { CIDR_ANNOTATION, ADDRESS_ANNOTATION, type BenchCluster, PROTOCOL, SELF } from "./cluster.ts";
+import { deferCleanup, procSample, type ProcSample, wallMs } from "./lib.ts";
+
+const CHILD = new URL("./daemon_child.ts", import.meta.url).pathname;
+const CONFIG = new URL("../deno.json", import.meta.url).pathname;
+
+/** Counters the child reports. */
+export interface DaemonStats {
+  t: number;
+  reconciles: Record<string, number>;
+  durationSumS: number;
+  durationCount: number;
+  installed: number;
+  desired: number;
+  last?: { trigger: string; durationMs: number; applied: number; fullRead: boolean; problems: number };
+}
+
+/** A daemon process under test. */
+export class DaemonProcess {
+  #child: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #events = new Map<string, PromiseWithResolvers<Record<string, unknown>>>();
+  #statsQueue: PromiseWithResolvers<DaemonStats>[] = [];
+  #release: () => Promise<void>;
+  #exited: Promise<Deno.CommandStatus>;
+  /** Wall-clock ms when the process was spawned. */
+  readonly spawnedAt: number;
+
+  private constructor(child: Deno.ChildProcess, spawnedAt: number) {
+    this.#child = child;
+    this.spawnedAt = spawnedAt;
+    this.#writer = child.stdin.getWriter();
+    for (const ev of ["boot", "start", "ready", "stopped"]) {
+      this.#events.set(ev, Promise.withResolvers());
+    }
+    this.#exited = child.status;
+    this.#exited.then((s) => {
+      const err = new Error(`daemon process exited (code ${s.code})`);
+      for (const p of this.#events.values()) p.reject(err);
+      for (const p of this.#statsQueue) p.reject(err);
+    });
+    for (const p of this.#events.values()) p.promise.catch(() => {});
+    void this.#read();
+    this.#release = deferCleanup(`daemon pid ${child.pid}`, () => this.#kill());
+  }
+
+  /** Starts the daemon against the cluster; `logFile` gets its log lines. */
+  static start(c: BenchCluster, logFile: string, env: Record<string, string> = {}): DaemonProcess {
+    const spawnedAt = wallMs();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", "--no-lock", "--config", CONFIG, CHILD],
+      env: {
+        NODE_NAME: SELF,
+        CIDR_ANNOTATION,
+        ADDRESS_ANNOTATION,
+        PROTOCOL: String(PROTOCOL),
+        HTTP_ADDRESS: "off",
+        STATE_DIR: `${c.dir}/state`,
+        LOG_LEVEL: "warn",
+        LOG_FILE: logFile,
+        INSTALL_K8S_NET: "no",
+        BENCH_NETNS: c.ns.name,
+        BENCH_KUBECONFIG: c.kubeconfig,
+        ...env,
+      },
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    return new DaemonProcess(child, spawnedAt);
+  }
+
+  /** The process ID. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  async #read(): Promise<void> {
+    let rest = "";
+    for await (const chunk of this.#child.stdout.pipeThrough(new TextDecoderStream())) {
+      rest += chunk;
+      let nl: number;
+      while ((nl = rest.indexOf("\n")) >= 0) {
+        const line = rest.slice(0, nl);
+        rest = rest.slice(nl + 1);
+        let msg: Record<string, unknown>;
+        try {
+          msg = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (msg.ev === "stats") this.#statsQueue.shift()?.resolve(msg as unknown as DaemonStats);
+        else this.#events.get(String(msg.ev))?.resolve(msg);
+      }
+    }
+  }
+
+  /** Wall-clock ms of a lifecycle event (`boot`, `start`, `ready`). */
+  async at(ev: "boot" | "start" | "ready"): Promise<number> {
+    return Number((await this.#events.get(ev)!.promise).t);
+  }
+
+  /** The child's counters now. */
+  async stats(): Promise<DaemonStats> {
+    const p = Promise.withResolvers<DaemonStats>();
+    this.#statsQueue.push(p);
+    await this.#writer.write(new TextEncoder().encode("stats\n"));
+    return await p.promise;
+  }
+
+  /** CPU and memory of the process, from /proc. */
+  proc(): Promise<ProcSample> {
+    return procSample(this.pid);
+  }
+
+  /** Stops the daemon (routes stay) and waits for the process to end. */
+  stop(): Promise<void> {
+    return this.#release();
+  }
+
+  async #kill(): Promise<void> {
+    try {
+      await this.#writer.write(new TextEncoder().encode("stop\n"));
+      await this.#writer.close();
+    } catch { /* already gone */ }
+    const timer = setTimeout(() => {
+      try {
+        this.#child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, 5000);
+    await this.#exited;
+    clearTimeout(timer);
+  }
+}

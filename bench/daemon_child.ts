@@ -1,0 +1,70 @@
+/**
+ * The daemon under test in a process of its own, so that its CPU time and memory are its
+ * own: the configuration from the environment exactly as `xcluster-cni daemon` reads it,
+ * `ip` run in the namespace named by BENCH_NETNS, the installer off.
+ *
+ * It speaks JSON lines: on stdout `boot` (modules about to load), `start` (startDaemon
+ * called), `ready` (first reconcile after the first full list done), and one `stats` per
+ * `stats` line on stdin; `stop` on stdin stops it.
+ *
+ * @module
+ */
+const now = () => performance.timeOrigin + performance.now();
+const encoder = new TextEncoder();
+const say = (o: Record<string, unknown>) =>
+  Deno.stdout.writeSync(encoder.encode(JSON.stringify(o) + "\n"));
+
+say({ ev: "boot", t: now() });
+const { parseDaemonConfig } = await import("../src/config.ts");
+const { startDaemon } = await import("../src/daemon.ts");
+
+const cfg = parseDaemonConfig(Deno.env.toObject());
+const netns = Deno.env.get("BENCH_NETNS");
+const kubeconfig = Deno.env.get("BENCH_KUBECONFIG");
+say({ ev: "start", t: now() });
+const daemon = await startDaemon(cfg, { netns, kubeconfig, install: false });
+daemon.ready.then(() => say({ ev: "ready", t: now() }));
+
+/** Counters parsed from the daemon's own /metrics text. */
+function stats(): Record<string, unknown> {
+  const text = daemon.metrics.render();
+  const reconciles: Record<string, number> = {};
+  for (const m of text.matchAll(/^xcluster_cni_reconciles_total\{trigger="(\w+)"\} (\d+)$/gm)) {
+    reconciles[m[1]] = Number(m[2]);
+  }
+  const num = (name: string) =>
+    Number(new RegExp(`^xcluster_cni_${name} ([0-9.e+-]+)$`, "m").exec(text)?.[1] ?? NaN);
+  const last = daemon.reconciler.last;
+  return {
+    ev: "stats",
+    t: now(),
+    reconciles,
+    durationSumS: num("reconcile_duration_seconds_sum"),
+    durationCount: num("reconcile_duration_seconds_count"),
+    installed: num("routes_installed"),
+    desired: num("routes_desired"),
+    last: last && {
+      trigger: last.trigger,
+      durationMs: last.durationMs,
+      applied: last.applied,
+      fullRead: last.fullRead,
+      problems: last.problems.length,
+    },
+  };
+}
+
+const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
+let rest = "";
+outer: for await (const chunk of lines) {
+  rest += chunk;
+  let nl: number;
+  while ((nl = rest.indexOf("\n")) >= 0) {
+    const cmd = rest.slice(0, nl).trim();
+    rest = rest.slice(nl + 1);
+    if (cmd === "stats") say(stats());
+    if (cmd === "stop") break outer;
+  }
+}
+await daemon.stop();
+say({ ev: "stopped", t: now() });
+Deno.exit(0);

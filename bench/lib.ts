@@ -1,0 +1,361 @@
+/**
+ * Shared pieces of the benchmarks: clocks and statistics, the figure record, programs,
+ * throw-away network namespaces, a cleanup registry, the kernel's route table as seen by
+ * `ip`, and per-process CPU and memory from /proc.
+ *
+ * @module
+ */
+
+/** Milliseconds on a clock shared by every process of this machine (sub-millisecond). */
+export function wallMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** The `p`-th percentile (0-100) of `xs` by nearest rank; NaN when empty. */
+export function percentile(xs: readonly number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+/** Median of `xs`. */
+export function median(xs: readonly number[]): number {
+  return percentile(xs, 50);
+}
+
+/** Rounds to `digits` decimals (for printing and JSON). */
+export function round(x: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** p50, p99 and max of a sample, rounded. */
+export function summary(xs: readonly number[]): { n: number; p50: number; p99: number; max: number } {
+  return {
+    n: xs.length,
+    p50: round(percentile(xs, 50)),
+    p99: round(percentile(xs, 99)),
+    max: round(xs.length ? Math.max(...xs) : NaN),
+  };
+}
+
+/** How a figure is judged: the value or the ratio at most `max`. */
+export interface Target {
+  on: "value" | "ratio";
+  max: number;
+}
+
+/** One line of the table. */
+export interface Figure {
+  /** Figure number of issue 8 (1-7). */
+  figure: number;
+  /** Short name, unique in a run, e.g. `convergence` or `cni-add`. */
+  name: string;
+  /** Nodes present, when it matters. */
+  n?: number;
+  /** What `value` is, e.g. "ms to 2N routes". */
+  what: string;
+  unit: string;
+  value: number;
+  /** Same run's baseline in the same unit, when the figure has one. */
+  baseline?: number;
+  baselineWhat?: string;
+  target?: Target;
+  /** Everything else measured on the way (samples summarized, counts). */
+  details: Record<string, unknown>;
+}
+
+/** A figure with its ratio and verdict worked out. */
+export interface JudgedFigure extends Figure {
+  ratio?: number;
+  met?: boolean;
+}
+
+/** Adds the ratio to the baseline and whether the target is met. */
+export function judge(f: Figure): JudgedFigure {
+  const ratio = f.baseline !== undefined && f.baseline > 0
+    ? round(f.value / f.baseline, 2)
+    : undefined;
+  let met: boolean | undefined;
+  if (f.target) {
+    const x = f.target.on === "ratio" ? ratio : f.value;
+    met = x !== undefined && Number.isFinite(x) && x <= f.target.max;
+  }
+  return { ...f, value: round(f.value, 3), baseline: f.baseline && round(f.baseline, 3), ratio, met };
+}
+
+/** Cleanups to run at the end, also on failure and on Ctrl-C; newest first. */
+const cleanups: { what: string; fn: () => Promise<void> | void }[] = [];
+
+/** Registers a cleanup; returns a function that runs it now and unregisters it. */
+export function deferCleanup(what: string, fn: () => Promise<void> | void): () => Promise<void> {
+  const entry = { what, fn };
+  cleanups.push(entry);
+  return async () => {
+    const i = cleanups.indexOf(entry);
+    if (i < 0) return;
+    cleanups.splice(i, 1);
+    await entry.fn();
+  };
+}
+
+/** Runs every registered cleanup, newest first; failures are printed, never thrown. */
+export async function cleanupAll(): Promise<void> {
+  while (cleanups.length > 0) {
+    const { what, fn } = cleanups.pop()!;
+    try {
+      await fn();
+    } catch (e) {
+      console.error(`cleanup of ${what} failed: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** Runs a program; returns stdout; throws with the command and stderr when it fails. */
+export async function run(cmd: string, args: string[], stdin?: string): Promise<string> {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  if (out.code !== 0) {
+    const stderr = new TextDecoder().decode(out.stderr).trim().slice(0, 500);
+    throw new Error(`${cmd} ${args.join(" ").slice(0, 200)}: exit ${out.code}: ${stderr}`);
+  }
+  return stdout;
+}
+
+let nsCounter = 0;
+
+/** A network namespace owned by the benchmark; removed by {@link cleanupAll} at the latest. */
+export class BenchNetns {
+  #release: () => Promise<void>;
+
+  private constructor(readonly name: string) {
+    this.#release = deferCleanup(`netns ${name}`, () => this.#remove());
+  }
+
+  /** Creates `xb-<pid>-<n>`: loopback up, IPv6 DAD off. */
+  static async create(): Promise<BenchNetns> {
+    const name = `xb-${Deno.pid}-${nsCounter++}`;
+    await run("ip", ["netns", "add", name]);
+    const ns = new BenchNetns(name);
+    await ns.ip("link", "set", "lo", "up");
+    for (const key of ["all", "default"]) {
+      await run("ip", [
+        "netns",
+        "exec",
+        name,
+        "sysctl",
+        "-q",
+        "-w",
+        `net.ipv6.conf.${key}.accept_dad=0`,
+      ]);
+    }
+    return ns;
+  }
+
+  /** `ip -n NAME ...`. */
+  ip(...args: string[]): Promise<string> {
+    return run("ip", ["-n", this.name, ...args]);
+  }
+
+  /** `ip -n NAME -batch -` with the lines on stdin; the time it took in ms. */
+  async batch(lines: string[]): Promise<number> {
+    const t0 = performance.now();
+    await run("ip", ["-n", this.name, "-batch", "-"], lines.join("\n") + "\n");
+    return performance.now() - t0;
+  }
+
+  /** A veth pair inside the namespace, both ends up, addresses on the first. */
+  async lan(dev: string, addrs: string[]): Promise<void> {
+    await this.ip("link", "add", dev, "type", "veth", "peer", "name", `${dev}p`);
+    for (const a of addrs) {
+      await this.ip(...(a.includes(":") ? ["-6"] : []), "addr", "add", a, "dev", dev, "nodad");
+    }
+    await this.ip("link", "set", `${dev}p`, "up");
+    await this.ip("link", "set", dev, "up");
+  }
+
+  /** Routes of a protocol, both families (one `ip route show table all`). */
+  async countRoutes(protocol: number): Promise<number> {
+    const text = await this.ip("route", "show", "table", "all", "proto", String(protocol));
+    let n = 0;
+    for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) n++;
+    return n;
+  }
+
+  /** Deletes the namespace now. */
+  delete(): Promise<void> {
+    return this.#release();
+  }
+
+  async #remove(): Promise<void> {
+    await run("ip", ["netns", "del", this.name]).catch(() => {});
+  }
+}
+
+/** One line printed by `ip monitor route`, with the time it was read. */
+export interface MonitorLine {
+  line: string;
+  t: number;
+}
+
+/**
+ * `ip -n NS monitor route` in the background: callers wait for a line they expect. Register
+ * the wait before causing the change, so that no line is missed.
+ */
+export class RouteMonitor {
+  #child: Deno.ChildProcess;
+  #waiters = new Set<{ match: (line: string) => boolean; resolve: (t: number) => void }>();
+  #done: Promise<void>;
+  #release: () => Promise<void>;
+  /** Lines seen so far (kept only while {@link record} is on). */
+  recorded: MonitorLine[] = [];
+  record = false;
+
+  private constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    this.#done = this.#read();
+    this.#release = deferCleanup("ip monitor", () => this.#stop());
+  }
+
+  /** Starts the monitor and waits until it listens. */
+  static async start(ns: BenchNetns): Promise<RouteMonitor> {
+    const child = new Deno.Command("ip", {
+      args: ["-n", ns.name, "monitor", "route"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const m = new RouteMonitor(child);
+    // ip subscribes before reading; give it a moment, then prove it with a probe route.
+    const probe = "198.51.100.77/32";
+    for (let i = 0; i < 50; i++) {
+      const seen = m.waitFor((l) => l.includes("198.51.100.77"), 100);
+      await ns.ip("route", "replace", "unreachable", probe);
+      await ns.ip("route", "del", "unreachable", probe);
+      if (await seen.then(() => true, () => false)) return m;
+    }
+    throw new Error("ip monitor route never printed the probe route");
+  }
+
+  async #read(): Promise<void> {
+    let rest = "";
+    for await (const chunk of this.#child.stdout.pipeThrough(new TextDecoderStream())) {
+      const t = performance.now();
+      rest += chunk;
+      const lines = rest.split("\n");
+      rest = lines.pop() ?? "";
+      for (const raw of lines) {
+        const line = raw.trim();
+        if (line === "") continue;
+        if (this.record) this.recorded.push({ line, t });
+        for (const w of this.#waiters) {
+          if (w.match(line)) {
+            this.#waiters.delete(w);
+            w.resolve(t);
+          }
+        }
+      }
+    }
+  }
+
+  /**
+   * Resolves with the time (performance.now) of the first line matching; rejects after
+   * `timeoutMs`.
+   */
+  waitFor(match: (line: string) => boolean, timeoutMs: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const w = {
+        match,
+        resolve: (t: number) => {
+          clearTimeout(timer);
+          resolve(t);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(w);
+        reject(new Error(`no route line within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#waiters.add(w);
+    });
+  }
+
+  /** Stops the monitor. */
+  stop(): Promise<void> {
+    return this.#release();
+  }
+
+  async #stop(): Promise<void> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await this.#done.catch(() => {});
+    await this.#child.status;
+  }
+}
+
+/** A route line of `ip monitor` for `dst` (optionally `via`), added or (`deleted`) removed. */
+export function routeLine(dst: string, opts: { via?: string; deleted?: boolean } = {}) {
+  const head = opts.deleted ? `Deleted ${dst} ` : `${dst} `;
+  const via = opts.via === undefined ? "" : `via ${opts.via} `;
+  return (line: string) => line.startsWith(head) && (via === "" || line.includes(via));
+}
+
+/** CPU seconds (self + waited-for children) and memory of a process, from /proc. */
+export interface ProcSample {
+  /** user + system, own threads. */
+  cpuSelf: number;
+  /** user + system of children it waited for (the `ip` runs). */
+  cpuChildren: number;
+  rssMiB: number;
+  hwmMiB: number;
+}
+
+let clkTck: number | undefined;
+
+/** Reads /proc/PID/stat and /proc/PID/status. */
+export async function procSample(pid: number | "self"): Promise<ProcSample> {
+  clkTck ??= Number((await run("getconf", ["CLK_TCK"])).trim()) || 100;
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  // Fields after the command name (which may hold spaces) start at field 3.
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const [utime, stime, cutime, cstime] = [f[11], f[12], f[13], f[14]].map(Number);
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
+  return {
+    cpuSelf: (utime + stime) / clkTck,
+    cpuChildren: (cutime + cstime) / clkTck,
+    rssMiB: kb("VmRSS") / 1024,
+    hwmMiB: kb("VmHWM") / 1024,
+  };
+}
+
+/** Sleeps (used only for paced load and rest periods, never to wait for a result). */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `cond` until it holds; throws after `timeoutMs`. Returns the time it held. */
+export async function pollUntil(
+  cond: () => Promise<boolean>,
+  timeoutMs: number,
+  message: () => string,
+): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return performance.now();
+    if (performance.now() > deadline) throw new Error(`timed out: ${message()}`);
+    await sleep(5);
+  }
+}
