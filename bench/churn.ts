@@ -12,8 +12,8 @@ import {
   percentile,
   procSample,
   round,
-  type RouteMonitor,
   routeLine,
+  type RouteMonitor,
   sleep,
   summary,
 } from "./lib.ts";

@@ -1,6 +1,181 @@
-/** placeholder */
-import type { Figure } from "./lib.ts";
-/** CNI figures. */
-export function cniFigures(_pods: number): Promise<Figure[]> {
-  return Promise.resolve([]);
+/**
+ * Figure 6, kube-node ADD and DEL: the real `bridge` plugin (run in a "node" namespace) with
+ * kube-node as its IPAM, one pod namespace per pod, as a runtime calls them. Baseline: the
+ * same bridge calls with `host-local` as the IPAM on the same ranges, plus the start of an
+ * empty Deno program (what kube-node adds by being a Deno program that runs host-local).
+ *
+ * kube-node is the development wrapper (`deno run main.ts kube-node`), not a compiled
+ * binary; the empty program is started the same way, so the two starts compare.
+ *
+ * @module
+ */
+import { devWrapper } from "../src/install.ts";
+import { writeNodeState } from "../src/state.ts";
+import { BenchNetns, deferCleanup, type Figure, percentile, round, run, summary } from "./lib.ts";
+
+const SYSTEM_CNI = "/usr/lib/cni";
+const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
+const CONFIG = new URL("../deno.json", import.meta.url).pathname;
+const ANNOTATION = "bench.xcluster.example/cidrs";
+const CIDRS = ["10.123.0.0/16", "fd00:123::/64"];
+
+interface Call {
+  command: "ADD" | "DEL";
+  containerId: string;
+  netnsPath: string;
+  conf: Record<string, unknown>;
+}
+
+/** Calls the bridge plugin inside the node namespace; returns the time in ms. */
+async function callBridge(bin: string, nodeNs: string, c: Call): Promise<number> {
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+    CNI_COMMAND: c.command,
+    CNI_CONTAINERID: c.containerId,
+    CNI_NETNS: c.netnsPath,
+    CNI_IFNAME: "eth0",
+    CNI_PATH: bin,
+  };
+  for (const k of ["HOME", "DENO_DIR"]) {
+    const v = Deno.env.get(k);
+    if (v !== undefined) env[k] = v;
+  }
+  const t0 = performance.now();
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", nodeNs, `${bin}/bridge`],
+    env,
+    clearEnv: true,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(JSON.stringify(c.conf)));
+  await w.close();
+  const out = await child.output();
+  const ms = performance.now() - t0;
+  if (out.code !== 0) {
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    throw new Error(
+      `bridge ${c.command} ${c.containerId}: exit ${out.code}: ${text.slice(0, 400)}`,
+    );
+  }
+  return ms;
+}
+
+/** ADD then DEL of `pods` pods with one IPAM; one warm-up pod first, not counted. */
+async function podRound(
+  bin: string,
+  nodeNs: BenchNetns,
+  pods: BenchNetns[],
+  conf: Record<string, unknown>,
+  tag: string,
+): Promise<{ add: number[]; del: number[] }> {
+  const add: number[] = [];
+  const del: number[] = [];
+  const path = (ns: BenchNetns) => `/var/run/netns/${ns.name}`;
+  const warm = { containerId: `${tag}-warm`, netnsPath: path(pods[0]), conf };
+  await callBridge(bin, nodeNs.name, { command: "ADD", ...warm });
+  await callBridge(bin, nodeNs.name, { command: "DEL", ...warm });
+  for (const [i, pod] of pods.entries()) {
+    const c = { containerId: `${tag}-${i}`, netnsPath: path(pod), conf };
+    add.push(await callBridge(bin, nodeNs.name, { command: "ADD", ...c }));
+  }
+  for (const [i, pod] of pods.entries()) {
+    const c = { containerId: `${tag}-${i}`, netnsPath: path(pod), conf };
+    del.push(await callBridge(bin, nodeNs.name, { command: "DEL", ...c }));
+  }
+  return { add, del };
+}
+
+/** Times `deno run` of an empty file through a wrapper like kube-node's. */
+async function emptyDeno(dir: string, reps: number): Promise<number[]> {
+  const file = `${dir}/empty.ts`;
+  await Deno.writeTextFile(file, "");
+  const wrapper = `${dir}/empty-deno`;
+  await Deno.writeTextFile(
+    wrapper,
+    `#!/bin/sh\nexec '${Deno.execPath()}' run -A --quiet --no-lock --config '${CONFIG}' '${file}' "$@"\n`,
+    { mode: 0o755 },
+  );
+  await run(wrapper, []);
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await run(wrapper, []);
+    times.push(performance.now() - t0);
+  }
+  return times;
+}
+
+/** Runs `pods` pods through bridge + kube-node and through bridge + host-local. */
+export async function cniFigures(pods: number): Promise<Figure[]> {
+  for (const p of ["bridge", "host-local", "loopback"]) await Deno.stat(`${SYSTEM_CNI}/${p}`);
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-bench-cni-" });
+  const removeDir = deferCleanup(`folder ${dir}`, () => Deno.remove(dir, { recursive: true }));
+  const namespaces: BenchNetns[] = [];
+  try {
+    const bin = `${dir}/bin`;
+    await Deno.mkdir(bin);
+    for (const p of ["bridge", "host-local", "loopback"]) {
+      await Deno.symlink(`${SYSTEM_CNI}/${p}`, `${bin}/${p}`);
+    }
+    await Deno.writeTextFile(`${bin}/kube-node`, devWrapper(MAIN_TS), { mode: 0o755 });
+    const stateDir = `${dir}/state`;
+    await writeNodeState(stateDir, {
+      version: 1,
+      node: "node-0",
+      annotation: ANNOTATION,
+      cidrs: CIDRS,
+      updated: new Date().toISOString(),
+    });
+    const nodeNs = await BenchNetns.create();
+    const podNs: BenchNetns[] = [];
+    for (let i = 0; i < pods; i++) podNs.push(await BenchNetns.create());
+    namespaces.push(nodeNs, ...podNs);
+
+    const bridgeConf = (name: string, bridge: string, ipam: Record<string, unknown>) => ({
+      cniVersion: "1.0.0",
+      name,
+      type: "bridge",
+      bridge,
+      isGateway: true,
+      ipam: { dataDir: `${dir}/ipam`, ...ipam },
+    });
+    const kubeNode = bridgeConf("bench-kn", "cni-kn", {
+      type: "kube-node",
+      annotation: ANNOTATION,
+      stateDir,
+    });
+    const hostLocal = bridgeConf("bench-hl", "cni-hl", {
+      type: "host-local",
+      ranges: CIDRS.map((subnet) => [{ subnet }]),
+    });
+
+    const kn = await podRound(bin, nodeNs, podNs, kubeNode, "kn");
+    const hl = await podRound(bin, nodeNs, podNs, hostLocal, "hl");
+    const empty = await emptyDeno(dir, pods);
+    const e50 = percentile(empty, 50), e99 = percentile(empty, 99);
+
+    const figure = (cmd: "ADD" | "DEL", mine: number[], theirs: number[]): Figure => ({
+      figure: 6,
+      name: `cni-${cmd.toLowerCase()}`,
+      what: `bridge + kube-node ${cmd}, p50 of ${pods} pods`,
+      unit: "ms",
+      value: percentile(mine, 50),
+      baseline: percentile(theirs, 50) + e50,
+      baselineWhat: `bridge + host-local ${cmd} p50 + empty deno run p50`,
+      target: { on: "ratio", max: 1.3 },
+      details: {
+        kubeNode: summary(mine),
+        hostLocal: summary(theirs),
+        emptyDeno: summary(empty),
+        p99Ratio: round(percentile(mine, 99) / (percentile(theirs, 99) + e99)),
+      },
+    });
+    return [figure("ADD", kn.add, hl.add), figure("DEL", kn.del, hl.del)];
+  } finally {
+    for (const ns of namespaces) await ns.delete();
+    await removeDir();
+  }
 }

@@ -74,8 +74,11 @@ export async function convergeOnce(c: BenchCluster, logFile: string): Promise<Co
   const daemon = DaemonProcess.start(c, logFile);
   const start = await daemon.at("start");
   let last = 0;
-  await pollUntil(async () => (last = await c.ns.countRoutes(PROTOCOL)) === want, 120_000, () =>
-    `${last} of ${want} routes`);
+  await pollUntil(
+    async () => (last = await c.ns.countRoutes(PROTOCOL)) === want,
+    120_000,
+    () => `${last} of ${want} routes`,
+  );
   const seen = wallMs();
   const ready = await daemon.at("ready");
   return {

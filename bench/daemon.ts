@@ -4,8 +4,14 @@
  *
  * @module
  */
-import { CIDR_ANNOTATION, ADDRESS_ANNOTATION, type BenchCluster, PROTOCOL, SELF } from "./cluster.ts";
-import { deferCleanup, procSample, type ProcSample, wallMs } from "./lib.ts";
+import {
+  ADDRESS_ANNOTATION,
+  type BenchCluster,
+  CIDR_ANNOTATION,
+  PROTOCOL,
+  SELF,
+} from "./cluster.ts";
+import { deferCleanup, type ProcSample, procSample, wallMs } from "./lib.ts";
 
 const CHILD = new URL("./daemon_child.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
@@ -18,7 +24,13 @@ export interface DaemonStats {
   durationCount: number;
   installed: number;
   desired: number;
-  last?: { trigger: string; durationMs: number; applied: number; fullRead: boolean; problems: number };
+  last?: {
+    trigger: string;
+    durationMs: number;
+    applied: number;
+    fullRead: boolean;
+    problems: number;
+  };
 }
 
 /** A daemon process under test. */

@@ -12,7 +12,7 @@ import {
   benchNode,
   CIDR_ANNOTATION,
 } from "./cluster.ts";
-import { type Figure, percentile, type RouteMonitor, routeLine, sleep, summary } from "./lib.ts";
+import { type Figure, percentile, routeLine, type RouteMonitor, sleep, summary } from "./lib.ts";
 
 /** The kinds of change, in the order they are applied to one node. */
 export const KINDS = ["cidr", "address", "delete", "add"] as const;

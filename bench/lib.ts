@@ -31,7 +31,9 @@ export function round(x: number, digits = 2): number {
 }
 
 /** p50, p99 and max of a sample, rounded. */
-export function summary(xs: readonly number[]): { n: number; p50: number; p99: number; max: number } {
+export function summary(
+  xs: readonly number[],
+): { n: number; p50: number; p99: number; max: number } {
   return {
     n: xs.length,
     p50: round(percentile(xs, 50)),
@@ -82,7 +84,13 @@ export function judge(f: Figure): JudgedFigure {
     const x = f.target.on === "ratio" ? ratio : f.value;
     met = x !== undefined && Number.isFinite(x) && x <= f.target.max;
   }
-  return { ...f, value: round(f.value, 3), baseline: f.baseline && round(f.baseline, 3), ratio, met };
+  return {
+    ...f,
+    value: round(f.value, 3),
+    baseline: f.baseline && round(f.baseline, 3),
+    ratio,
+    met,
+  };
 }
 
 /** Cleanups to run at the end, also on failure and on Ctrl-C; newest first. */

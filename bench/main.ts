@@ -79,7 +79,8 @@ async function machine(): Promise<Record<string, unknown>> {
   };
 }
 
-const log = (msg: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+const log = (msg: string) =>
+  console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 /** Figures 1-5 for one cluster size, with one daemon process kept across them. */
 async function routerFigures(n: number, o: Options, largest: boolean): Promise<Figure[]> {

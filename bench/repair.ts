@@ -12,8 +12,8 @@ import {
   median,
   pollUntil,
   round,
-  type RouteMonitor,
   routeLine,
+  type RouteMonitor,
 } from "./lib.ts";
 
 /** The 100 routes: both families of 50 nodes spread over the cluster. */
@@ -44,8 +44,11 @@ export async function repair(
     await c.ns.batch(del);
     const ts = await Promise.all(back);
     times.push(Math.max(...ts) - t0);
-    await pollUntil(async () => (await c.ns.countRoutes(PROTOCOL)) === 2 * c.n, 10_000, () =>
-      "routes after repair");
+    await pollUntil(
+      async () => (await c.ns.countRoutes(PROTOCOL)) === 2 * c.n,
+      10_000,
+      () => "routes after repair",
+    );
 
     await baselineNs.batch(del);
     base.push(await baselineNs.batch(add));
