@@ -51,8 +51,6 @@ export interface DaemonOptions {
   /** Install the CNI binaries and conflist on start (default true). */
   install?: boolean;
   log?: Logger;
-  /** Stops the daemon when aborted. */
-  signal?: AbortSignal;
 }
 
 /** A running daemon. */
@@ -160,6 +158,12 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   informer.onChange(() => {
     if (synced) reconciler.trigger("watch");
   });
+  // Bound first: a taken port must stop the start before anything runs.
+  const http = cfg.httpAddress === "off" ? undefined : serveHttp(cfg.httpAddress, metrics, () => ({
+    ready: metrics.ready,
+    lastContact: informer.stats().lastContact,
+  }), log);
+
   const monitor = watchRoutes({
     netns: opts.netns,
     protocol: cfg.protocol,
@@ -182,11 +186,6 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     if (synced) reconciler.trigger("resync");
   }, cfg.resyncSeconds * 1000);
 
-  const http = cfg.httpAddress === "off" ? undefined : serveHttp(cfg.httpAddress, metrics, () => ({
-    ready: metrics.ready,
-    lastContact: informer.stats().lastContact,
-  }), log);
-
   let stopping: Promise<void> | undefined;
   const stop = () =>
     stopping ??= (async () => {
@@ -200,7 +199,6 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       client.close();
       log.info("stopped; routes left in place");
     })();
-  opts.signal?.addEventListener("abort", () => void stop(), { once: true });
   return { reconciler, metrics, ready, stop };
 }
 
@@ -253,8 +251,14 @@ export async function daemonCommand(_args: string[]): Promise<number> {
     }
     throw e;
   }
-  const ac = new AbortController();
-  const daemon = await startDaemon(cfg, { signal: ac.signal });
+  let daemon: Daemon;
+  try {
+    daemon = await startDaemon(cfg);
+  } catch (e) {
+    // No credentials, or the HTTP port taken: one line, and the kubelet restarts us.
+    console.error(`xcluster-cni: cannot start: ${(e as Error).message}`);
+    return 1;
+  }
   const done = Promise.withResolvers<void>();
   const onSignal = () => done.resolve();
   Deno.addSignalListener("SIGTERM", onSignal);

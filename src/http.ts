@@ -25,7 +25,23 @@ export function serveHttp(
   const i = address.lastIndexOf(":");
   const hostname = address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0";
   const port = Number(address.slice(i + 1));
-  const server = Deno.serve({ hostname, port, onListen: () => {} }, (req) => {
+  let server: Deno.HttpServer;
+  try {
+    server = serve(hostname, port, metrics, health);
+  } catch (e) {
+    throw new Error(`HTTP_ADDRESS ${address}: ${(e as Error).message}`);
+  }
+  log.info("http endpoint listening", { address: `${hostname}:${port}` });
+  return { close: () => server.shutdown() };
+}
+
+function serve(
+  hostname: string,
+  port: number,
+  metrics: Metrics,
+  health: () => Health,
+): Deno.HttpServer {
+  return Deno.serve({ hostname, port, onListen: () => {} }, (req) => {
     const path = new URL(req.url).pathname;
     const h = health();
     if (path === "/healthz" || path === "/livez") {
@@ -46,6 +62,4 @@ export function serveHttp(
     }
     return new Response("not found\n", { status: 404 });
   });
-  log.info("http endpoint listening", { address: `${hostname}:${port}` });
-  return { close: () => server.shutdown() };
 }
