@@ -24,6 +24,7 @@ export interface DaemonStats {
   durationCount: number;
   installed: number;
   desired: number;
+  memory: { rss: number; heapTotal: number; heapUsed: number; external: number };
   last?: {
     trigger: string;
     durationMs: number;

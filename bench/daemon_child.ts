@@ -42,6 +42,7 @@ function stats(): Record<string, unknown> {
     durationSumS: num("reconcile_duration_seconds_sum"),
     durationCount: num("reconcile_duration_seconds_count"),
     installed: num("routes_installed"),
+    memory: Deno.memoryUsage(),
     desired: num("routes_desired"),
     last: last && {
       trigger: last.trigger,

@@ -12,7 +12,8 @@ import {
   benchNode,
   CIDR_ANNOTATION,
 } from "./cluster.ts";
-import { type Figure, percentile, routeLine, type RouteMonitor, sleep, summary } from "./lib.ts";
+import type { DaemonProcess } from "./daemon.ts";
+import { type Figure, percentile, round, routeLine, type RouteMonitor, sleep, summary } from "./lib.ts";
 
 /** The kinds of change, in the order they are applied to one node. */
 export const KINDS = ["cidr", "address", "delete", "add"] as const;
@@ -47,9 +48,11 @@ function change(c: BenchCluster, k: number, kind: Kind): ((line: string) => bool
 /** Runs `count` changes; every node touched ends as it started. */
 export async function changeLatency(
   c: BenchCluster,
+  daemon: DaemonProcess,
   monitor: RouteMonitor,
   count: number,
 ): Promise<{ figure: Figure; samples: number[] }> {
+  const s0 = await daemon.stats();
   const all: number[] = [];
   const byKind = new Map<Kind, number[]>(KINDS.map((k) => [k, []]));
   let timeouts = 0;
@@ -72,6 +75,11 @@ export async function changeLatency(
     // Let the reconcile that made the change finish before the next write.
     await sleep(20);
   }
+  const s1 = await daemon.stats();
+  const reconciles: Record<string, number> = {};
+  for (const [k, v] of Object.entries(s1.reconciles)) reconciles[k] = v - (s0.reconciles[k] ?? 0);
+  const runs = s1.durationCount - s0.durationCount;
+  const reconcileMeanMs = round(((s1.durationSumS - s0.durationSumS) / Math.max(1, runs)) * 1000);
   const kinds: Record<string, unknown> = {};
   for (const [k, xs] of byKind) kinds[k] = summary(xs);
   return {
@@ -84,7 +92,7 @@ export async function changeLatency(
       unit: "ms",
       value: percentile(all, 99),
       target: { on: "value", max: 50 },
-      details: { ...summary(all), timeouts, byKind: kinds },
+      details: { ...summary(all), timeouts, byKind: kinds, reconciles, reconcileMeanMs },
     },
   };
 }

@@ -115,7 +115,7 @@ async function routerFigures(n: number, o: Options, largest: boolean): Promise<F
     let quietP99: number | undefined;
     if (want("latency")) {
       log(`N=${n}: change latency`);
-      const r = await changeLatency(c, monitor, 500);
+      const r = await changeLatency(c, daemon, monitor, 500);
       figures.push(r.figure);
       quietP99 = r.figure.value;
     }
