@@ -6,8 +6,6 @@
  *
  * @module
  */
-import { basename } from "node:path";
-
 type Command = (args: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, { help: string; load: () => Promise<Command> }> = {
@@ -55,7 +53,9 @@ function usage(): string {
 }
 
 async function main(): Promise<number> {
-  const self = basename(Deno.execPath());
+  // Not node:path's basename: loading it costs milliseconds on every CNI exec.
+  const exe = Deno.execPath();
+  const self = exe.slice(exe.lastIndexOf("/") + 1);
   if (self === "kube-node" || self.startsWith("kube-node.")) {
     return await (await COMMANDS["kube-node"].load())(Deno.args);
   }

@@ -3,43 +3,41 @@
  * (`annotation`, `dataDir`, `kubeconfig`, `ipv4-namespaces`, `logfile`, `loglevel`) plus
  * `stateDir`, where the daemon's node state files are.
  *
+ * Checked by hand (./shape.ts), not with zod: start-up time is paid on every CNI exec.
+ *
  * @module
  */
-import { z } from "zod";
 import { CniCode, CniError } from "./errors.ts";
+import { Checker, type Obj, type Path, pathText, rest } from "./shape.ts";
 import { parseLevel } from "../src/log.ts";
 
 /** The `ipam` object of a kube-node network config. Unknown keys are kept. */
-export const KubeNodeIpamSchema = z.object({
-  type: z.literal("kube-node"),
+export interface KubeNodeIpam {
+  type: "kube-node";
   /** Node annotation with this network's CIDRs; "" (default): spec.podCIDRs. */
-  annotation: z.string().default(""),
+  annotation: string;
   /** host-local's dataDir; host-local's default when absent. */
-  dataDir: z.string().min(1).optional(),
+  dataDir?: string;
   /** kubeconfig for the API fallback (when no node state file is there). */
-  kubeconfig: z.string().min(1).optional(),
+  kubeconfig?: string;
   /** When present, only pods in these namespaces get IPv4 addresses. */
-  "ipv4-namespaces": z.array(z.string()).optional(),
-  logfile: z.string().optional(),
-  loglevel: z.string().refine((v) => parseLevel(v) !== undefined, {
-    message: "expected error, warn, info, debug, trace or a number",
-  }).optional(),
+  "ipv4-namespaces"?: string[];
+  logfile?: string;
+  /** error, warn, info, debug, trace or a number (see parseLevel). */
+  loglevel?: string;
   /** Folder of the daemon's node state files; DEFAULT_STATE_DIR when absent. */
-  stateDir: z.string().min(1).optional(),
-}).loose();
+  stateDir?: string;
+  [key: string]: unknown;
+}
 
-/** The network config (one plugin's config, as the runtime hands it). */
-export const KubeNodeNetConfSchema = z.object({
-  cniVersion: z.string(),
-  name: z.string().min(1),
-  isDefaultGateway: z.boolean().optional(),
-  ipam: KubeNodeIpamSchema,
-}).loose();
-
-/** A parsed kube-node network config. */
-export type KubeNodeNetConf = z.infer<typeof KubeNodeNetConfSchema>;
-/** A parsed kube-node `ipam` object. */
-export type KubeNodeIpam = z.infer<typeof KubeNodeIpamSchema>;
+/** A parsed kube-node network config (one plugin's config, as the runtime hands it). */
+export interface KubeNodeNetConf {
+  cniVersion: string;
+  name: string;
+  isDefaultGateway?: boolean;
+  ipam: KubeNodeIpam;
+  [key: string]: unknown;
+}
 
 /** The keys of `ipam` that are ours and not host-local's. */
 export const KUBE_NODE_KEYS = [
@@ -51,7 +49,48 @@ export const KUBE_NODE_KEYS = [
   "stateDir",
 ] as const;
 
-function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+const IPAM_KEYS = ["type", ...KUBE_NODE_KEYS, "dataDir"];
+const NET_KEYS = ["cniVersion", "name", "isDefaultGateway", "ipam"];
+
+/** Copies the defined entries of `known` (in order), then `extra`: the parsed object. */
+function assemble<T>(known: Obj, extra: Obj): T {
+  const out: Obj = {};
+  for (const [k, v] of Object.entries(known)) if (v !== undefined) out[k] = v;
+  return Object.assign(out, extra) as T;
+}
+
+function checkIpam(c: Checker, value: unknown): KubeNodeIpam | undefined {
+  const ipam = c.object(value, ["ipam"]);
+  if (ipam === undefined) return undefined;
+  const at = (key: string): Path => ["ipam", key];
+  const before = c.issues.length;
+  if (ipam.type !== "kube-node") c.fail(at("type"), 'Invalid input: expected "kube-node"');
+  const annotation = ipam.annotation === undefined
+    ? ""
+    : c.string(ipam.annotation, at("annotation"));
+  const dataDir = c.optionalString(ipam.dataDir, at("dataDir"), true);
+  const kubeconfig = c.optionalString(ipam.kubeconfig, at("kubeconfig"), true);
+  const namespaces = c.optionalStrings(ipam["ipv4-namespaces"], at("ipv4-namespaces"));
+  const logfile = c.optionalString(ipam.logfile, at("logfile"));
+  const loglevel = c.optionalString(ipam.loglevel, at("loglevel"));
+  if (loglevel !== undefined && parseLevel(loglevel) === undefined) {
+    c.fail(at("loglevel"), "expected error, warn, info, debug, trace or a number");
+  }
+  const stateDir = c.optionalString(ipam.stateDir, at("stateDir"), true);
+  if (c.issues.length > before) return undefined;
+  return assemble<KubeNodeIpam>({
+    type: "kube-node",
+    annotation,
+    dataDir,
+    kubeconfig,
+    "ipv4-namespaces": namespaces,
+    logfile,
+    loglevel,
+    stateDir,
+  }, rest(ipam, IPAM_KEYS));
+}
+
+function valueAt(root: unknown, path: Path): unknown {
   let v: unknown = root;
   for (const key of path) {
     if (typeof v !== "object" || v === null) return undefined;
@@ -68,7 +107,7 @@ function show(value: unknown): string {
 
 /**
  * Parses a decoded network config. Throws code 7 (invalid network config) naming the
- * first bad field and its value.
+ * first bad field and its value; the details list every bad field.
  *
  * @example
  * ```ts
@@ -77,12 +116,21 @@ function show(value: unknown): string {
  * ```
  */
 export function parseKubeNodeConfig(raw: Record<string, unknown>): KubeNodeNetConf {
-  const parsed = KubeNodeNetConfSchema.safeParse(raw);
-  if (parsed.success) return parsed.data;
-  const issues = parsed.error.issues.map((issue) => {
-    const field = issue.path.map(String).join(".") || "(config)";
-    return `${field}: ${issue.message} (value ${show(valueAt(raw, issue.path))})`;
-  });
+  const c = new Checker();
+  const cniVersion = c.string(raw.cniVersion, ["cniVersion"]);
+  const name = c.string(raw.name, ["name"], true);
+  const isDefaultGateway = c.optionalBoolean(raw.isDefaultGateway, ["isDefaultGateway"]);
+  const ipam = checkIpam(c, raw.ipam);
+  if (c.issues.length === 0) {
+    return assemble<KubeNodeNetConf>(
+      { cniVersion, name, isDefaultGateway, ipam },
+      rest(raw, NET_KEYS),
+    );
+  }
+  const issues = c.issues.map((issue) =>
+    `${pathText(issue.path) || "(config)"}: ${issue.message} ` +
+    `(value ${show(valueAt(raw, issue.path))})`
+  );
   throw new CniError(
     CniCode.InvalidConfig,
     `invalid network config: ${issues[0]}`,

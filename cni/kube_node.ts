@@ -23,7 +23,7 @@ import { KUBE_NODE_KEYS, type KubeNodeNetConf, parseKubeNodeConfig } from "./con
 import { buildRanges, type HostLocalRanges, PLACEHOLDER_RANGES, wantsIpv4 } from "./ranges.ts";
 import { execPlugin, findPlugin } from "./delegate.ts";
 import { cidrsFromApi, cidrsFromState } from "./node_cidrs.ts";
-import { DEFAULT_STATE_DIR } from "../src/config.ts";
+import { DEFAULT_STATE_DIR } from "../src/state.ts";
 import { createLogger, fileSink, type Logger, parseLevel, silentLogger } from "../src/log.ts";
 
 /** The delegated IPAM plugin. */

@@ -5,10 +5,13 @@
  * Results of 0.3.0, 0.3.1 and 0.4.0 carry `"version": "4"|"6"` in every `ips` entry;
  * results of 1.0.0 and 1.1.0 do not. Everything else in the shapes we produce is the same.
  *
+ * Results are checked by hand (./shape.ts), not with zod: start-up time is paid on every
+ * CNI exec.
+ *
  * @module
  */
-import { z } from "zod";
 import { CniCode, CniError } from "./errors.ts";
+import { Checker, type Issue, type Obj, pathText, rest } from "./shape.ts";
 import { parseCidr } from "../src/net/ip.ts";
 
 /** The CNI versions this plugin implements, oldest first. */
@@ -78,23 +81,70 @@ export function ipsHaveVersion(v: string): boolean {
   return compareVersions(v, "1.0.0") < 0;
 }
 
-const IpConfigSchema = z.object({
-  address: z.string(),
-  gateway: z.string().optional(),
-  interface: z.number().int().optional(),
-  version: z.enum(["4", "6"]).optional(),
-}).loose();
-
-const ResultSchema = z.object({
-  cniVersion: z.string(),
-  interfaces: z.array(z.unknown()).optional(),
-  ips: z.array(IpConfigSchema).optional(),
-  routes: z.array(z.unknown()).optional(),
-  dns: z.unknown().optional(),
-}).loose();
+/** One entry of a result's `ips`. Unknown keys are kept. */
+export interface CniIpConfig {
+  address: string;
+  gateway?: string;
+  interface?: number;
+  version?: "4" | "6";
+  [key: string]: unknown;
+}
 
 /** A CNI ADD result (any supported version), parsed loosely: unknown keys are kept. */
-export type CniResult = z.infer<typeof ResultSchema>;
+export interface CniResult {
+  cniVersion: string;
+  interfaces?: unknown[];
+  ips?: CniIpConfig[];
+  routes?: unknown[];
+  dns?: unknown;
+  [key: string]: unknown;
+}
+
+const IP_KEYS = ["address", "gateway", "interface", "version"];
+const RESULT_KEYS = ["cniVersion", "interfaces", "ips", "routes", "dns"];
+
+/** The defined entries of `known` in order, then `extra`. */
+function assemble(known: Obj, extra: Obj): Obj {
+  const out: Obj = {};
+  for (const [k, v] of Object.entries(known)) if (v !== undefined) out[k] = v;
+  return Object.assign(out, extra);
+}
+
+function checkIp(c: Checker, value: unknown, i: number): CniIpConfig | undefined {
+  const at = (key: string) => ["ips", i, key];
+  const ip = c.object(value, ["ips", i]);
+  if (ip === undefined) return undefined;
+  const before = c.issues.length;
+  const address = c.string(ip.address, at("address"));
+  const gateway = c.optionalString(ip.gateway, at("gateway"));
+  const iface = c.optionalInt(ip.interface, at("interface"));
+  const version = ip.version;
+  if (version !== undefined && version !== "4" && version !== "6") {
+    c.fail(at("version"), 'Invalid option: expected one of "4"|"6"');
+  }
+  if (c.issues.length > before) return undefined;
+  return assemble(
+    { address, gateway, interface: iface, version },
+    rest(ip, IP_KEYS),
+  ) as CniIpConfig;
+}
+
+/** Checks `raw` as a CNI result; the issues found when it is not one. */
+function parseResult(raw: unknown): CniResult | Issue[] {
+  const c = new Checker();
+  const r = c.object(raw, []);
+  if (r === undefined) return c.issues;
+  const cniVersion = c.string(r.cniVersion, ["cniVersion"]);
+  const interfaces = c.optionalArray(r.interfaces, ["interfaces"]);
+  const rawIps = c.optionalArray(r.ips, ["ips"]);
+  const ips = rawIps?.map((ip, i) => checkIp(c, ip, i));
+  const routes = c.optionalArray(r.routes, ["routes"]);
+  if (c.issues.length > 0) return c.issues;
+  return assemble(
+    { cniVersion, interfaces, ips, routes, dns: r.dns },
+    rest(r, RESULT_KEYS),
+  ) as CniResult;
+}
 
 /**
  * Converts an ADD result (0.3.0 ... 1.1.0) to version `to`: adds or drops the `version`
@@ -107,15 +157,15 @@ export type CniResult = z.infer<typeof ResultSchema>;
  * ```
  */
 export function convertResult(raw: unknown, to: CniVersion): CniResult {
-  const parsed = ResultSchema.safeParse(raw);
-  if (!parsed.success) {
+  const parsed = parseResult(raw);
+  if (Array.isArray(parsed)) {
     throw new CniError(
       CniCode.IncompatibleVersion,
       `cannot convert result to version ${to}: not a CNI result`,
-      parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
+      parsed.map((i) => `${pathText(i.path)}: ${i.message}`).join("; "),
     );
   }
-  const result: CniResult = { ...parsed.data, cniVersion: to };
+  const result: CniResult = { ...parsed, cniVersion: to };
   if (result.ips) {
     const withVersion = ipsHaveVersion(to);
     result.ips = result.ips.map((ip) => {

@@ -4,23 +4,60 @@
  *
  * One file per network, named after the CIDR annotation (`podCIDRs` for spec.podCIDRs).
  *
+ * This module is on the IPAM's start-up path: it imports nothing, and the file is checked
+ * by hand rather than with zod, whose import alone costs more than one exec's budget.
+ *
  * @module
  */
-import { z } from "zod";
+
+/** Where the daemon writes node state files and kube-node reads them, unless configured. */
+export const DEFAULT_STATE_DIR = "/run/xcluster-cni";
 
 /** Contents of a node state file. */
-export const NodeStateSchema = z.object({
-  version: z.literal(1),
-  node: z.string(),
+export interface NodeState {
+  version: 1;
+  node: string;
   /** The CIDR annotation this file is for; "" means spec.podCIDRs. */
-  annotation: z.string(),
+  annotation: string;
   /** The node's valid CIDRs for the network, canonical text, in the node's order. */
-  cidrs: z.array(z.string()),
-  updated: z.string(),
-});
+  cidrs: string[];
+  updated: string;
+}
 
-/** A parsed node state file. */
-export type NodeState = z.infer<typeof NodeStateSchema>;
+function describe(value: unknown): string {
+  if (value === undefined) return "missing";
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}...` : text;
+}
+
+/**
+ * Checks a decoded state file; throws naming the first bad field and its value. Unknown
+ * keys are dropped.
+ */
+export function parseNodeState(value: unknown): NodeState {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Error(`expected an object, got ${describe(value)}`);
+  }
+  const v = value as Record<string, unknown>;
+  const bad = (field: string, expected: string) =>
+    new Error(`${field}: expected ${expected} (value ${describe(v[field])})`);
+  if (v.version !== 1) throw bad("version", "1");
+  for (const field of ["node", "annotation"] as const) {
+    if (typeof v[field] !== "string") throw bad(field, "a string");
+  }
+  const cidrs = v.cidrs;
+  if (!Array.isArray(cidrs) || !cidrs.every((c) => typeof c === "string")) {
+    throw bad("cidrs", "an array of strings");
+  }
+  if (typeof v.updated !== "string") throw bad("updated", "a string");
+  return {
+    version: 1,
+    node: v.node as string,
+    annotation: v.annotation as string,
+    cidrs: [...cidrs],
+    updated: v.updated,
+  };
+}
 
 /**
  * Path of the state file for a network's CIDR annotation.
@@ -64,7 +101,9 @@ export async function readNodeState(
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw e;
   }
-  const parsed = NodeStateSchema.safeParse(JSON.parse(text));
-  if (!parsed.success) throw new Error(`${path}: not a node state file: ${parsed.error.message}`);
-  return parsed.data;
+  try {
+    return parseNodeState(JSON.parse(text));
+  } catch (e) {
+    throw new Error(`${path}: not a node state file: ${(e as Error).message}`);
+  }
 }
