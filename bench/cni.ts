@@ -4,8 +4,9 @@
  * same bridge calls with `host-local` as the IPAM on the same ranges, plus the start of an
  * empty Deno program (what kube-node adds by being a Deno program that runs host-local).
  *
- * kube-node is the development wrapper (`deno run main.ts kube-node`), not a compiled
- * binary; the empty program is started the same way, so the two starts compare.
+ * kube-node is the development wrapper (`deno run main.ts kube-node`, as `install` writes
+ * it), not a compiled binary; the empty program is started by the same wrapper text with
+ * the file swapped, so the two starts use the same Deno flags and compare.
  *
  * @module
  */
@@ -15,7 +16,6 @@ import { BenchNetns, deferCleanup, type Figure, percentile, round, run, summary 
 
 const SYSTEM_CNI = "/usr/lib/cni";
 const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
-const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const ANNOTATION = "bench.xcluster.example/cidrs";
 const CIDRS = ["10.123.0.0/16", "fd00:123::/64"];
 
@@ -88,16 +88,24 @@ async function podRound(
   return { add, del };
 }
 
-/** Times `deno run` of an empty file through a wrapper like kube-node's. */
+/**
+ * kube-node's wrapper running `file` instead of main.ts: the same Deno, flags, config and
+ * DENO_DIR, so that whatever the wrapper does is in the baseline too.
+ */
+export function emptyWrapper(file: string): string {
+  const text = devWrapper(MAIN_TS);
+  if (text.split(MAIN_TS).length !== 2) {
+    throw new Error(`the kube-node wrapper does not name ${MAIN_TS} exactly once:\n${text}`);
+  }
+  return text.replace(MAIN_TS, file);
+}
+
+/** Times `deno run` of an empty file through kube-node's wrapper. */
 async function emptyDeno(dir: string, reps: number): Promise<number[]> {
   const file = `${dir}/empty.ts`;
   await Deno.writeTextFile(file, "");
   const wrapper = `${dir}/empty-deno`;
-  await Deno.writeTextFile(
-    wrapper,
-    `#!/bin/sh\nexec '${Deno.execPath()}' run -A --quiet --no-lock --config '${CONFIG}' '${file}' "$@"\n`,
-    { mode: 0o755 },
-  );
+  await Deno.writeTextFile(wrapper, emptyWrapper(file), { mode: 0o755 });
   await run(wrapper, []);
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {

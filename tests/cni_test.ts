@@ -9,7 +9,7 @@ import { compareVersions, convertResult, SUPPORTED_VERSIONS, versionInfo } from 
 import { parseKubeNodeConfig } from "../cni/config.ts";
 import { buildRanges, wantsIpv4 } from "../cni/ranges.ts";
 import { hostLocalConfig } from "../cni/kube_node.ts";
-import { writeNodeState } from "../src/state.ts";
+import { parseNodeState, writeNodeState } from "../src/state.ts";
 import { callPlugin, type CniCall, IGNORE_CNI, makeCniBin, uniq } from "./helpers/cni.ts";
 
 function cniError(fn: () => unknown): CniError {
@@ -101,6 +101,151 @@ Deno.test("config: errors name the field and the value (7)", () => {
     cniError(() => parseKubeNodeConfig({ cniVersion: "1.0.0", name: "n" })).message,
     /ipam: .*missing/,
   );
+});
+
+Deno.test("config: every bad field in the details, unknown keys kept, defaults", () => {
+  const many = cniError(() =>
+    parseKubeNodeConfig({
+      cniVersion: 1,
+      name: "",
+      isDefaultGateway: "yes",
+      ipam: { type: "kube-node", dataDir: "", "ipv4-namespaces": ["a", 2], loglevel: "loud" },
+    })
+  );
+  assert.equal(many.code, CniCode.InvalidConfig);
+  assert.equal(
+    many.message,
+    "invalid network config: cniVersion: Invalid input: expected string, received number " +
+      "(value 1)",
+  );
+  assert.deepEqual(many.details.split("; "), [
+    "cniVersion: Invalid input: expected string, received number (value 1)",
+    'name: Too small: expected string to have >=1 characters (value "")',
+    'isDefaultGateway: Invalid input: expected boolean, received string (value "yes")',
+    'ipam.dataDir: Too small: expected string to have >=1 characters (value "")',
+    "ipam.ipv4-namespaces.1: Invalid input: expected string, received number (value 2)",
+    'ipam.loglevel: expected error, warn, info, debug, trace or a number (value "loud")',
+  ]);
+  assert.match(
+    cniError(() => parseKubeNodeConfig({ cniVersion: "1.0.0", name: "n", ipam: [] })).message,
+    /ipam: Invalid input: expected object, received array \(value \[\]\)/,
+  );
+  const ok = parseKubeNodeConfig({
+    cniVersion: "1.0.0",
+    name: "n",
+    other: { x: 1 },
+    ipam: { type: "kube-node", loglevel: "2", stateDir: "/s", routes: [] },
+  });
+  assert.deepEqual(ok, {
+    cniVersion: "1.0.0",
+    name: "n",
+    other: { x: 1 },
+    ipam: { type: "kube-node", annotation: "", loglevel: "2", stateDir: "/s", routes: [] },
+  });
+});
+
+Deno.test("versions: a result that is not a CNI result is refused (1), naming the fields", () => {
+  for (const bad of [undefined, null, [], "x"]) {
+    const e = cniError(() => convertResult(bad, "1.0.0"));
+    assert.equal(e.code, CniCode.IncompatibleVersion);
+    assert.match(e.message, /cannot convert result to version 1\.0\.0: not a CNI result/);
+    assert.match(e.details, /^: Invalid input: expected object/);
+  }
+  const e = cniError(() =>
+    convertResult({
+      cniVersion: "1.0.0",
+      ips: [{ address: 5 }, { address: "10.0.0.2/24", interface: 1.5, version: "5" }],
+      routes: {},
+    }, "0.4.0")
+  );
+  assert.deepEqual(e.details.split("; "), [
+    "ips.0.address: Invalid input: expected string, received number",
+    "ips.1.interface: Invalid input: expected int, received number",
+    'ips.1.version: Invalid option: expected one of "4"|"6"',
+    "routes: Invalid input: expected array, received object",
+  ]);
+  assert.match(
+    cniError(() => convertResult({ cniVersion: "1.0.0", ips: [{ address: "x" }] }, "0.4.0"))
+      .message,
+    /bad address "x"/,
+  );
+  // Unknown keys survive, in and out of ips.
+  assert.deepEqual(
+    convertResult({
+      cniVersion: "0.4.0",
+      ips: [{ version: "4", address: "10.0.0.2/24", interface: 0, mac: "m" }],
+      extra: true,
+    }, "1.0.0"),
+    { cniVersion: "1.0.0", ips: [{ address: "10.0.0.2/24", interface: 0, mac: "m" }], extra: true },
+  );
+});
+
+Deno.test("state file: checked by hand, errors name the field and the value", () => {
+  const good = { version: 1, node: "n", annotation: "a", cidrs: ["10.0.0.0/24"], updated: "t" };
+  assert.deepEqual(parseNodeState({ ...good, extra: 1 }), good);
+  const message = (v: unknown) => {
+    try {
+      parseNodeState(v);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    assert.fail("expected an error");
+  };
+  assert.equal(message([]), "expected an object, got []");
+  assert.equal(message({ ...good, version: 2 }), "version: expected 1 (value 2)");
+  assert.equal(message({ ...good, node: 5 }), "node: expected a string (value 5)");
+  assert.equal(
+    message({ ...good, cidrs: ["x", 5] }),
+    'cidrs: expected an array of strings (value ["x",5])',
+  );
+  assert.equal(
+    message({ ...good, updated: undefined }),
+    "updated: expected a string (value missing)",
+  );
+});
+
+/** Modules reachable from `entry` through static imports only, per `deno info --json`. */
+async function staticGraph(entry: string): Promise<string[]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL(entry, import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.equal(out.code, 0);
+  interface Dep {
+    code?: { specifier: string };
+    isDynamic?: boolean;
+  }
+  interface Info {
+    roots: string[];
+    modules: { specifier: string; dependencies?: Dep[] }[];
+    redirects: Record<string, string>;
+  }
+  const info = JSON.parse(new TextDecoder().decode(out.stdout)) as Info;
+  const bySpecifier = new Map(info.modules.map((m) => [m.specifier, m]));
+  const seen = new Set<string>();
+  const walk = (spec: string) => {
+    const s = info.redirects[spec] ?? spec;
+    if (seen.has(s)) return;
+    seen.add(s);
+    for (const d of bySpecifier.get(s)?.dependencies ?? []) {
+      if (d.code && !d.isDynamic) walk(d.code.specifier);
+    }
+  };
+  for (const r of info.roots) walk(r);
+  return [...seen];
+}
+
+Deno.test("start-up: the IPAM path statically loads no npm or node: module", async () => {
+  // Every CNI call starts a process: zod, yaml, the Kubernetes client and node: modules
+  // cost more start-up time than the plugin's budget, so they load only on the API
+  // fallback (dynamic imports).
+  for (const entry of ["../main.ts", "../cni/kube_node.ts"]) {
+    const heavy = (await staticGraph(entry)).filter((s) =>
+      !s.startsWith("file:") || /\/src\/(kube|config\.ts)/.test(s)
+    );
+    assert.deepEqual(heavy, [], `${entry} loads ${heavy.join(", ")}`);
+  }
 });
 
 Deno.test("versions: VERSION answer, ordering, result conversion both ways", () => {
