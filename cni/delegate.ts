@@ -64,8 +64,14 @@ export async function execPlugin(
     );
   }
   const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(stdin));
-  await writer.close();
+  try {
+    await writer.write(new TextEncoder().encode(stdin));
+    await writer.close();
+  } catch (e) {
+    // A plugin may exit without reading all of stdin (VERSION needs none of it): its
+    // answer and exit status still count, not our broken pipe.
+    if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+  }
   const out = await child.output();
   return { code: out.code, stdout: new TextDecoder().decode(out.stdout) };
 }

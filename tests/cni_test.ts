@@ -9,6 +9,7 @@ import { compareVersions, convertResult, SUPPORTED_VERSIONS, versionInfo } from 
 import { parseKubeNodeConfig } from "../cni/config.ts";
 import { buildRanges, wantsIpv4 } from "../cni/ranges.ts";
 import { hostLocalConfig } from "../cni/kube_node.ts";
+import { execPlugin } from "../cni/delegate.ts";
 import { parseNodeState, writeNodeState } from "../src/state.ts";
 import { callPlugin, type CniCall, IGNORE_CNI, makeCniBin, uniq } from "./helpers/cni.ts";
 
@@ -202,6 +203,21 @@ Deno.test("state file: checked by hand, errors name the field and the value", ()
     message({ ...good, updated: undefined }),
     "updated: expected a string (value missing)",
   );
+});
+
+Deno.test("delegate: a plugin that exits without reading stdin still answers", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cni-delegate-" });
+  try {
+    const file = `${dir}/answers`;
+    await Deno.writeTextFile(file, `#!/bin/sh\necho '{"cniVersion":"1.0.0"}'\nexit 3\n`, {
+      mode: 0o755,
+    });
+    // More than a pipe holds, so the write meets the closed pipe whatever the timing.
+    const out = await execPlugin(file, "x".repeat(1 << 20));
+    assert.deepEqual(out, { code: 3, stdout: '{"cniVersion":"1.0.0"}\n' });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 /** Modules reachable from `entry` through static imports only, per `deno info --json`. */
