@@ -2,7 +2,10 @@
  * xcluster-cni: one multi-call binary. Invoked as `kube-node` it is the CNI IPAM plugin;
  * otherwise the first argument names a subcommand.
  *
- * Subcommands are imported lazily so that the IPAM path loads only what it needs.
+ * Subcommands are imported lazily so that the IPAM path loads only what it needs. The
+ * specifiers stay string literals so that `deno compile` finds and embeds every module;
+ * under `deno run` Deno still resolves the modules they reach (npm packages included) at
+ * start-up, unless it runs with `--unstable-lazy-dynamic-imports`.
  *
  * @module
  */

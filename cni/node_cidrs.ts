@@ -3,8 +3,9 @@
  * writes (no API call, no credentials), else the Kubernetes API through a kubeconfig, the
  * node found by NODE_NAME or /etc/machine-id, as Nordix kube-node does.
  *
- * The Kubernetes client is imported only on the fallback path, so an ADD served from the
- * state file loads none of it.
+ * The Kubernetes client (with zod and yaml) is imported only on the fallback path, so an
+ * ADD served from the state file evaluates none of it. The specifiers are literals so that
+ * `deno compile` embeds the modules.
  *
  * @module
  */
