@@ -352,6 +352,37 @@ Deno.test("apiserver: injected faults", () =>
     assert.ok(api.faults.requestCount() >= 9);
   }));
 
+Deno.test("apiserver: expireWatches answers every watch from a version with 410", () =>
+  withServer(async (api, http) => {
+    api.nodes.create(makeNode({ name: "a" }));
+    const auth = { authorization: `Bearer ${api.token}` };
+    const watchFrom = (rv: string) =>
+      fetch(`${api.url}/api/v1/nodes?watch=true&resourceVersion=${rv}&timeoutSeconds=1`, {
+        client: http,
+        headers: auth,
+      }).then((res) => readWatch(res, (e) => e.length > 0));
+    const current = String(api.nodes.resourceVersion());
+    api.faults.expireWatches(true);
+    const expired = await watchFrom(current);
+    assert.equal(expired.length, 1);
+    assert.equal(expired[0].type, "ERROR");
+    assert.equal(expired[0].object.code, 410);
+    assert.equal(expired[0].object.reason, "Expired");
+    // A list still works, and a watch without a version starts with the synthetic ADDED.
+    assert.equal((await call(api, http, "GET", "/api/v1/nodes")).status, 200);
+    assert.deepEqual((await watchFrom("")).map((e) => e.type), ["ADDED"]);
+    api.faults.expireWatches(false);
+    const watching = fetch(
+      `${api.url}/api/v1/nodes?watch=true&resourceVersion=${current}&timeoutSeconds=5`,
+      { client: http, headers: auth },
+    ).then((res) => readWatch(res, (e) => e.length > 0));
+    await pollUntil(() => api.nodes.watcherCount() === 1, { message: "watching again" });
+    api.nodes.create(makeNode({ name: "b" }));
+    const events = await watching;
+    assert.equal(events[0].type, "ADDED");
+    assert.equal((events[0].object.metadata as { name: string }).name, "b");
+  }));
+
 Deno.test("apiserver: state persists across a restart", async () => {
   const dir = await Deno.makeTempDir({ prefix: "xcluster-apiserver-state-" });
   try {

@@ -50,6 +50,11 @@ export interface Faults {
   dropWatches(): void;
   /** Forgets the history: watches from older versions get 410 Expired. */
   compact(): void;
+  /**
+   * While on, every watch from a resourceVersion (even the current one) gets 410 Expired,
+   * as from a server whose watch cache lags behind its lists.
+   */
+  expireWatches(on: boolean): void;
   /** The next `n` requests get a Status with `code` (429 with Retry-After). */
   failNext(n: number, code: number, opts?: { retryAfterSeconds?: number }): void;
   /** Delays every response by `ms`. */
@@ -137,6 +142,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
 
   let failCount = 0, failCode = 0, retryAfter: number | undefined;
   let latency = 0;
+  let expireAll = false;
   let requests = 0;
   const events: unknown[] = [];
   const openWatches = new Set<() => void>();
@@ -144,6 +150,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     store,
     events,
     maxBodyBytes: opts.maxBodyBytes ?? 3 * 1024 * 1024,
+    expireWatches: () => expireAll,
     trackWatch(close) {
       openWatches.add(close);
       return () => openWatches.delete(close);
@@ -228,6 +235,9 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     faults: {
       dropWatches,
       compact: () => store.compact(),
+      expireWatches(on) {
+        expireAll = on;
+      },
       failNext(n, code, o) {
         failCount = n;
         failCode = code;

@@ -10,7 +10,7 @@ import {
   type Selector,
   SelectorError,
 } from "./selectors.ts";
-import { badRequest, status, StatusError } from "./status.ts";
+import { badRequest, expired, status, StatusError } from "./status.ts";
 import type { NodeStore, PatchType, Watcher } from "./store.ts";
 
 /** What the routes need besides the store. */
@@ -20,6 +20,8 @@ export interface RouteContext {
   maxBodyBytes: number;
   /** Registers an open watch stream so that shutdown can end it. */
   trackWatch(close: () => void): () => void;
+  /** Fault: every watch from a resourceVersion gets 410 Expired. */
+  expireWatches?: () => boolean;
 }
 
 const JSON_HEADERS = { "content-type": "application/json" };
@@ -216,6 +218,7 @@ function watch(ctx: RouteContext, url: URL): Response {
       let unregister = () => {};
       const untrack = ctx.trackWatch(() => w.close());
       try {
+        if (ctx.expireWatches?.() && from !== "" && from !== "0") throw expired(from);
         unregister = ctx.store.watch(from, w);
       } catch (e) {
         if (!(e instanceof StatusError)) throw e;
