@@ -3,8 +3,9 @@
  * in the same run. Prints a table and writes bench/results.json. Needs root (network
  * namespaces); sets up and removes everything it uses, also on failure and Ctrl-C.
  *
- * Usage: `deno task bench [--quick] [--only NAME[,NAME]]` where NAME is one of
- * convergence, latency, churn, repair, memory, cni, apiserver.
+ * Usage: `deno task bench [--quick] [--only NAME[,NAME]] [N...]` where NAME is one of
+ * convergence, latency, churn, repair, memory, cni, apiserver, and each N is a cluster size
+ * to run instead of the default 1000 and 5000 (1000 with --quick).
  *
  * @module
  */
@@ -36,7 +37,15 @@ export interface Options {
   quick: boolean;
   only: Set<Name>;
   out: string;
+  /** Cluster sizes given on the command line; empty for the defaults. */
+  sizes: number[];
+  help: boolean;
 }
+
+/** The usage text of `--help`. */
+export const USAGE = "usage: deno task bench [--quick] [--only NAME[,NAME]] [--out FILE] [N...]\n" +
+  `  NAME: ${NAMES.join(", ")}\n` +
+  "  N: cluster sizes (default 1000 5000; 1000 with --quick)";
 
 /** Parses the arguments; throws with a usage line on anything unknown. */
 export function parseArgs(args: string[]): Options {
@@ -44,6 +53,8 @@ export function parseArgs(args: string[]): Options {
     quick: false,
     only: new Set(NAMES),
     out: new URL("./results.json", import.meta.url).pathname,
+    sizes: [],
+    help: false,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -58,7 +69,9 @@ export function parseArgs(args: string[]): Options {
       }
       o.only = new Set(names as Name[]);
     } else if (a === "--out") o.out = args[++i] ?? o.out;
-    else throw new Error(`unknown argument ${JSON.stringify(a)}; usage: [--quick] [--only NAME]`);
+    else if (a === "--help" || a === "-h") o.help = true;
+    else if (/^[1-9][0-9]*$/.test(a)) o.sizes.push(Number(a));
+    else throw new Error(`unknown argument ${JSON.stringify(a)}; ${USAGE}`);
   }
   return o;
 }
@@ -145,6 +158,10 @@ async function main(): Promise<number> {
     console.error((e as Error).message);
     return 2;
   }
+  if (o.help) {
+    console.log(USAGE);
+    return 0;
+  }
   if (Deno.uid() !== 0) {
     console.error("bench: needs root (network namespaces)");
     return 2;
@@ -163,7 +180,7 @@ async function main(): Promise<number> {
       `deno ${m.deno}, ${m.iproute2}`,
   );
   console.log(`date: ${started.toISOString()}${o.quick ? " (--quick)" : ""}`);
-  const sizes = o.quick ? [1000] : [1000, 5000];
+  const sizes = o.sizes.length > 0 ? o.sizes : o.quick ? [1000] : [1000, 5000];
   const figures: Figure[] = [];
   const t0 = performance.now();
   try {

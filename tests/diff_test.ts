@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { diff as diffIndexed, indexKernel } from "../src/routing/diff.ts";
-import type { KernelRoute, Route } from "../src/routing/types.ts";
+import type { KernelRoute, Route, RouteOp, RouteTable } from "../src/routing/types.ts";
+import type { NodeInfo } from "../src/kube/node.ts";
+import { silentLogger } from "../src/log.ts";
+import { Reconciler } from "../src/routing/reconciler.ts";
 
 const diff = (want: Route[], kernel: KernelRoute[], protocol: number) =>
   diffIndexed(want, indexKernel(kernel, protocol));
@@ -44,4 +47,76 @@ Deno.test("a foreign route to the same destination is a conflict, never overwrit
 Deno.test("families are separate", () => {
   const d = diff([r("fd00::/64", "fd01::2", 6)], [k("fd00::/64", "fd01::2", 202, 4)], 202);
   assert.deepEqual(d.ops.map((o) => `${o.op} ${o.route.family}`), ["replace 6", "delete 4"]);
+});
+
+/** A route table in memory whose apply lets a test act while the batch "runs". */
+function fakeTable(duringApply: (ops: readonly RouteOp[]) => void = () => {}) {
+  const routes: KernelRoute[] = [];
+  let lists = 0;
+  const table: RouteTable = {
+    list() {
+      lists++;
+      return Promise.resolve([...routes]);
+    },
+    localAddresses: () =>
+      Promise.resolve([{ family: 4, address: "192.168.1.1", prefix: 24, dev: "eth0" }]),
+    apply(ops, protocol) {
+      duringApply(ops);
+      for (const op of ops) {
+        const at = routes.findIndex((r) => r.family === op.route.family && r.dst === op.route.dst);
+        if (at >= 0) routes.splice(at, 1);
+        if (op.op === "replace") {
+          routes.push({ family: op.route.family, dst: op.route.dst, via: op.route.via, protocol });
+        }
+      }
+      return Promise.resolve([]);
+    },
+  };
+  return { table, routes, lists: () => lists };
+}
+
+function info(name: string, cidr: string, ip: string): NodeInfo {
+  return {
+    name,
+    uid: name,
+    creationTimestamp: "2026-01-01T00:00:00Z",
+    podCIDRs: [cidr],
+    internalIPs: [ip],
+    machineID: "",
+    annotations: {},
+  };
+}
+
+Deno.test("reconciler: the monitor's echo of our own deletion is ignored even before the batch ends", async () => {
+  let reconciler: Reconciler | undefined;
+  // The echo of every deletion arrives while `ip -batch` still runs.
+  const fake = fakeTable((ops) => {
+    for (const op of ops) {
+      if (op.op === "delete") reconciler!.kernelEvent({ kind: "route-deleted", dst: op.route.dst });
+    }
+  });
+  let nodes = [info("a", "10.0.0.0/24", "192.168.1.1"), info("b", "10.0.1.0/24", "192.168.1.2")];
+  reconciler = new Reconciler({
+    table: fake.table,
+    nodes: () => nodes,
+    source: { cidrAnnotation: "", addressAnnotation: "" },
+    rules: () => ({ selfName: "a", allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
+    protocol: 202,
+    log: silentLogger,
+  });
+  reconciler.trigger("start");
+  await reconciler.idle();
+  assert.deepEqual(fake.routes.map((r) => r.dst), ["10.0.1.0/24"]);
+  assert.equal(fake.lists(), 1);
+  nodes = [nodes[0]];
+  reconciler.trigger("watch");
+  await reconciler.idle();
+  assert.deepEqual(fake.routes, []);
+  assert.equal(reconciler.last?.trigger, "watch");
+  assert.equal(fake.lists(), 1, "no full read for our own echo");
+  // Someone else's deletion still counts.
+  reconciler.kernelEvent({ kind: "route-deleted", dst: "10.0.1.0/24" });
+  await reconciler.idle();
+  assert.equal(fake.lists(), 2);
+  await reconciler.stop();
 });

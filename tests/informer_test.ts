@@ -4,6 +4,7 @@ import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { KubeClient } from "../src/kube/client.ts";
 import { NodeInformer, type StoreChange } from "../src/kube/informer.ts";
+import { ListSplitter } from "../src/kube/json_list.ts";
 import { loadKubeconfig } from "../src/kube/kubeconfig.ts";
 import { type NodeInfo, toNodeInfo } from "../src/kube/node.ts";
 import { pollUntil } from "./helpers/netns.ts";
@@ -171,3 +172,66 @@ Deno.test("informer: an outage keeps the store; requests are bounded by the back
     await pollUntil(() => r.informer.store.has("back"), { message: "converged after the outage" });
     assert.ok(Date.now() - up < 1500, `converged ${Date.now() - up} ms after the API came back`);
   }));
+
+/** Splits `text` pushed in chunks of `size` bytes; returns the items and the rest. */
+function split(text: string, size: number): { items: unknown[]; rest: unknown } {
+  const bytes = new TextEncoder().encode(text);
+  const items: unknown[] = [];
+  const s = new ListSplitter((json) => items.push(JSON.parse(json)));
+  for (let i = 0; i < bytes.length; i += size) s.push(bytes.slice(i, i + size));
+  return { items, rest: s.end() };
+}
+
+Deno.test("list splitter: items one by one at every chunk boundary, the rest kept", () => {
+  const list = {
+    kind: "NodeList",
+    a: 'it"ems',
+    metadata: { resourceVersion: "7", continue: "x", items: [1] },
+    items: [
+      { x: "\\", y: [1, { z: "]}" }], "é€😀": '\\"', e: "" },
+      null,
+      3,
+      's"',
+      [1, 2],
+      {},
+      true,
+    ],
+    after: { items: "not this" },
+  };
+  const text = JSON.stringify(list, null, 1);
+  for (const size of [1, 2, 3, 5, 7, 64, text.length]) {
+    const { items, rest } = split(text, size);
+    assert.deepEqual(items, list.items, `chunks of ${size}`);
+    assert.deepEqual(rest, { ...list, items: [] }, `chunks of ${size}`);
+  }
+  assert.deepEqual(split('{"items":[]}', 1), { items: [], rest: { items: [] } });
+  assert.deepEqual(split('{"kind":"Status","code":410}', 4).rest, { kind: "Status", code: 410 });
+});
+
+Deno.test("list splitter: a cut or broken body is a SyntaxError", () => {
+  for (const text of ['{"items":[{"a":1}', '{"items":[{"a":"}]}', '{"items":[]', '{"a":']) {
+    assert.throws(() => split(text, 3), SyntaxError, text);
+  }
+  assert.throws(() => split('{"items":[{"a":1,}]}', 3), SyntaxError);
+});
+
+Deno.test("toNodeInfo: only the projected fields are read and validated", () => {
+  const node = makeNode({
+    name: "n1",
+    podCIDRs: ["10.0.1.0/24"],
+    internalIPs: ["192.168.1.2"],
+    annotations: { keep: "10.1.0.0/16", other: "x" },
+    realistic: true,
+  });
+  const info = toNodeInfo(node, ["keep"]);
+  assert.deepEqual(info.annotations, { keep: "10.1.0.0/16" });
+  assert.deepEqual(info.podCIDRs, ["10.0.1.0/24"]);
+  assert.deepEqual(info.internalIPs, ["192.168.1.2"]);
+  for (
+    const bad of [null, [], "x", { metadata: {} }, { metadata: { name: "a", annotations: [] } }]
+  ) {
+    assert.throws(() => toNodeInfo(bad, ["keep"]), Error, JSON.stringify(bad));
+  }
+  assert.throws(() => toNodeInfo({ metadata: { name: "a", annotations: { keep: 1 } } }, ["keep"]));
+  assert.throws(() => toNodeInfo({ metadata: { name: "a" }, status: { addresses: [{}] } }, []));
+});

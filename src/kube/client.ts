@@ -7,6 +7,7 @@
 import { z } from "zod";
 import type { Logger } from "../log.ts";
 import type { KubeAccess } from "./kubeconfig.ts";
+import { ListSplitter } from "./json_list.ts";
 
 /** A failed API request: HTTP status (0 when no response), reason and message. */
 export class ApiError extends Error {
@@ -227,6 +228,59 @@ export class KubeClient {
     }
     return {
       items: parsed.data.items ?? [],
+      resourceVersion: parsed.data.metadata?.resourceVersion ?? "",
+      continue: parsed.data.metadata?.continue || undefined,
+    };
+  }
+
+  /**
+   * One page of Nodes, read as it streams in: `onItem` gets every item as soon as it is
+   * parsed, so that the caller keeps what it needs and a whole page of objects never lives
+   * at once (see {@link ListSplitter}). Throws an ApiError (BadList) when the body is not a
+   * list; items already handed over are then the caller's to drop.
+   */
+  async listNodesEach(
+    opts: {
+      limit?: number;
+      continue?: string;
+      resourceVersion?: string;
+      labelSelector?: string;
+      fieldSelector?: string;
+      signal?: AbortSignal;
+    },
+    onItem: (item: unknown) => void,
+  ): Promise<{ count: number; resourceVersion: string; continue?: string }> {
+    const res = await this.request("GET", "/api/v1/nodes", {
+      query: {
+        limit: opts.limit?.toString(),
+        continue: opts.continue,
+        resourceVersion: opts.resourceVersion,
+        labelSelector: opts.labelSelector,
+        fieldSelector: opts.fieldSelector,
+      },
+      signal: opts.signal,
+    });
+    const bad = (why: string) =>
+      new ApiError(res.status, "BadList", `node list not understood: ${why}`);
+    let rest: unknown;
+    let count = 0;
+    try {
+      const splitter = new ListSplitter((json) => {
+        count++;
+        onItem(JSON.parse(json));
+      });
+      if (res.body) {
+        for await (const chunk of res.body) splitter.push(chunk);
+      }
+      rest = splitter.end();
+    } catch (e) {
+      if (e instanceof SyntaxError) throw bad(e.message);
+      throw e;
+    }
+    const parsed = ListSchema.safeParse(rest);
+    if (!parsed.success) throw bad(parsed.error.message);
+    return {
+      count,
       resourceVersion: parsed.data.metadata?.resourceVersion ?? "",
       continue: parsed.data.metadata?.continue || undefined,
     };

@@ -170,18 +170,25 @@ export class NodeInformer<T> {
   }
 
   async #list(signal: AbortSignal): Promise<void> {
+    const t0 = performance.now();
     const fresh = new Map<string, T>();
     let cont: string | undefined;
     let rv = "";
     for (;;) {
       let page;
       try {
-        page = await this.#client.listNodes({
+        // Each item is projected as it arrives, so that a page's objects never all live.
+        page = await this.#client.listNodesEach({
           limit: this.#opts.pageSize ?? 500,
           continue: cont,
           labelSelector: this.#opts.labelSelector,
           fieldSelector: this.#opts.fieldSelector,
           signal,
+        }, (item) => {
+          const meta = MetaSchema.safeParse(item);
+          const name = meta.success ? meta.data.metadata.name ?? "" : "";
+          const value = this.#project(item, name);
+          if (value !== undefined && name !== "") fresh.set(name, value);
         });
       } catch (e) {
         if (e instanceof ApiError && e.status === 410 && cont !== undefined) {
@@ -193,12 +200,6 @@ export class NodeInformer<T> {
         throw e;
       }
       this.#contact();
-      for (const item of page.items) {
-        const meta = MetaSchema.safeParse(item);
-        const name = meta.success ? meta.data.metadata.name ?? "" : "";
-        const value = this.#project(item, name);
-        if (value !== undefined && name !== "") fresh.set(name, value);
-      }
       rv = page.resourceVersion;
       cont = page.continue;
       if (!cont) break;
@@ -225,6 +226,7 @@ export class NodeInformer<T> {
       nodes: fresh.size,
       resourceVersion: rv,
       changes: changes.length,
+      ms: Math.round(performance.now() - t0),
     });
     this.#synced.resolve();
     this.#emit(changes);

@@ -52,7 +52,7 @@ export interface NodeInfo {
  * Throws a ZodError naming the field when the object is not a Node.
  */
 export function toNodeInfo(raw: unknown, keepAnnotations: readonly string[]): NodeInfo {
-  const node = NodeObjectSchema.parse(raw);
+  const node = NodeObjectSchema.parse(pick(raw, keepAnnotations));
   const annotations: Record<string, string> = {};
   const all = node.metadata.annotations ?? {};
   for (const key of keepAnnotations) {
@@ -70,5 +70,52 @@ export function toNodeInfo(raw: unknown, keepAnnotations: readonly string[]): No
       .map((a) => a.address),
     machineID: node.status?.nodeInfo?.machineID ?? "",
     annotations,
+  };
+}
+
+type Json = Record<string, unknown>;
+
+function asObject(v: unknown): Json | undefined {
+  return typeof v === "object" && v !== null && !Array.isArray(v) ? v as Json : undefined;
+}
+
+/**
+ * The fields {@link NodeObjectSchema} reads, taken out of a raw Node before it is validated:
+ * a real Node is mostly images, conditions and managed fields, and validating (or copying)
+ * those for 5,000 nodes costs more than everything else the router does with them. Only
+ * the annotations asked for are taken. Anything that is not an object is passed on as it
+ * is, so that the schema reports it.
+ */
+function pick(raw: unknown, keepAnnotations: readonly string[]): unknown {
+  const node = asObject(raw);
+  if (!node) return raw;
+  const meta = asObject(node.metadata);
+  const spec = asObject(node.spec);
+  const status = asObject(node.status);
+  let annotations = meta?.annotations;
+  const all = asObject(annotations);
+  if (all) {
+    const kept: Json = {};
+    for (const key of keepAnnotations) if (Object.hasOwn(all, key)) kept[key] = all[key];
+    annotations = kept;
+  }
+  const nodeInfo = asObject(status?.nodeInfo);
+  return {
+    metadata: meta
+      ? {
+        name: meta.name,
+        uid: meta.uid,
+        resourceVersion: meta.resourceVersion,
+        creationTimestamp: meta.creationTimestamp,
+        annotations,
+      }
+      : node.metadata,
+    spec: spec ? { podCIDR: spec.podCIDR, podCIDRs: spec.podCIDRs } : node.spec,
+    status: status
+      ? {
+        addresses: status.addresses,
+        nodeInfo: nodeInfo ? { machineID: nodeInfo.machineID } : status.nodeInfo,
+      }
+      : node.status,
   };
 }

@@ -11,8 +11,6 @@
  */
 import {
   type Cidr,
-  cidrContains,
-  cidrContainsIp,
   cidrsOverlap,
   familyBits,
   formatCidr,
@@ -66,11 +64,72 @@ const SPECIAL: readonly [string, string][] = [
   ["fe80::/10", "link-local"],
   ["ff00::/8", "multicast"],
 ];
+/** A range of addresses as two bigints: overlap tests then cost two comparisons. */
+interface Span {
+  readonly family: number;
+  readonly start: bigint;
+  readonly end: bigint;
+}
+
+/** Host-part masks by family and prefix, so that a range costs one addition. */
+const HOST_MASK: Record<number, bigint[]> = {
+  4: Array.from({ length: 33 }, (_, p) => (1n << BigInt(32 - p)) - 1n),
+  6: Array.from({ length: 129 }, (_, p) => (1n << BigInt(128 - p)) - 1n),
+};
+
+function span(cidr: Cidr): Span {
+  return {
+    family: cidr.family,
+    start: cidr.value,
+    end: cidr.value + HOST_MASK[cidr.family][cidr.prefix],
+  };
+}
+
+function spansOverlap(a: Span, b: Span): boolean {
+  return a.family === b.family && a.start <= b.end && b.start <= a.end;
+}
+
 const SPECIAL_CIDRS = SPECIAL.map(([text, what]) => {
   const r = parseCidr(text);
   if (!r.ok) throw new Error(`bad built-in range ${text}`);
-  return { cidr: r.cidr, what };
+  return { cidr: r.cidr, span: span(r.cidr), what };
 });
+
+const allowedSpanCache = new WeakMap<readonly Cidr[], Span[]>();
+
+/** ALLOWED_CIDRS as ranges, kept per array (the configuration's array lives as long). */
+function allowedSpans(allowed: readonly Cidr[]): Span[] {
+  let spans = allowedSpanCache.get(allowed);
+  if (!spans) {
+    spans = allowed.map(span);
+    allowedSpanCache.set(allowed, spans);
+  }
+  return spans;
+}
+
+/** What the checks need of this host's addresses, worked out once per read of them. */
+interface HostView {
+  readonly networks: readonly { readonly net: Cidr; readonly span: Span; readonly dev: string }[];
+  /** Canonical addresses of this host, by family. */
+  readonly addresses: ReadonlySet<string>;
+}
+
+const hostViews = new WeakMap<readonly LocalAddress[], HostView>();
+
+/** The host view of `local`, kept per array: the reconciler passes one array per read. */
+function hostView(local: readonly LocalAddress[]): HostView {
+  let view = hostViews.get(local);
+  if (!view) {
+    const networks = [];
+    for (const a of local) {
+      const net = localNetwork(a);
+      if (net) networks.push({ net, span: span(net), dev: a.dev });
+    }
+    view = { networks, addresses: new Set(local.map((a) => `${a.family} ${a.address}`)) };
+    hostViews.set(local, view);
+  }
+  return view;
+}
 
 /** Why a CIDR of another node may not be routed here, or undefined when it may. */
 export function refuseCidr(
@@ -78,20 +137,31 @@ export function refuseCidr(
   rules: PlanRules,
   local: readonly LocalAddress[],
 ): string | undefined {
+  return refuseSpan(cidr, span(cidr), rules, hostView(local));
+}
+
+function refuseSpan(
+  cidr: Cidr,
+  range: Span,
+  rules: PlanRules,
+  host: HostView,
+): string | undefined {
   if (cidr.prefix === 0) return "a default route is never a pod network";
   if (rules.allowedCidrs.length > 0) {
-    if (!rules.allowedCidrs.some((a) => cidrContains(a, cidr))) return "outside ALLOWED_CIDRS";
+    const inside = allowedSpans(rules.allowedCidrs).some((a) =>
+      a.family === range.family && a.start <= range.start && range.end <= a.end
+    );
+    if (!inside) return "outside ALLOWED_CIDRS";
   } else {
     const min = cidr.family === 4 ? rules.minPrefixV4 : rules.minPrefixV6;
     if (cidr.prefix < min) return `prefix /${cidr.prefix} is shorter than the minimum /${min}`;
   }
   for (const s of SPECIAL_CIDRS) {
-    if (cidrsOverlap(s.cidr, cidr)) return `overlaps the ${s.what} ${formatCidr(s.cidr)}`;
+    if (spansOverlap(s.span, range)) return `overlaps the ${s.what} ${formatCidr(s.cidr)}`;
   }
-  for (const a of local) {
-    const net = localNetwork(a);
-    if (net && cidrsOverlap(net, cidr)) {
-      return `overlaps this host's network ${formatCidr(net)} (${a.dev})`;
+  for (const n of host.networks) {
+    if (spansOverlap(n.span, range)) {
+      return `overlaps this host's network ${formatCidr(n.net)} (${n.dev})`;
     }
   }
   return undefined;
@@ -105,13 +175,16 @@ function localNetwork(a: LocalAddress): Cidr | undefined {
 
 /** Why an address may not be a next hop here, or undefined when it may. */
 export function refuseNextHop(ip: Ip, local: readonly LocalAddress[]): string | undefined {
+  return refuseHop(ip, formatIp(ip), hostView(local));
+}
+
+function refuseHop(ip: Ip, text: string, host: HostView): string | undefined {
   for (const s of SPECIAL_CIDRS) {
-    if (cidrContainsIp(s.cidr, ip)) return `${s.what} address`;
+    if (s.span.family === ip.family && s.span.start <= ip.value && ip.value <= s.span.end) {
+      return `${s.what} address`;
+    }
   }
-  const text = formatIp(ip);
-  if (local.some((a) => a.family === ip.family && a.address === text)) {
-    return "an address of this host";
-  }
+  if (host.addresses.has(`${ip.family} ${text}`)) return "an address of this host";
   return undefined;
 }
 
@@ -147,17 +220,20 @@ export function checkNode(
   rules: PlanRules,
   local: readonly LocalAddress[],
 ): CheckedNode {
+  const host = hostView(local);
   const problems: Problem[] = [...node.problems];
   const self = node.name === rules.selfName;
   const claims: Claim[] = [];
   const hops = new Map<number, string>();
+  // Each address is formatted once: canonical text from a bigint is the costly part.
+  const addresses = node.addresses.map(formatIp);
   const checked: CheckedNode = {
     name: node.name,
     creationTimestamp: node.creationTimestamp,
     self,
     cidrField: node.cidrField,
     claims,
-    addresses: node.addresses.map(formatIp),
+    addresses,
     hops,
     addressField: node.addressField,
     problems,
@@ -173,8 +249,9 @@ export function checkNode(
   }
   for (const cidr of node.cidrs) {
     const text = formatCidr(cidr);
+    const range = span(cidr);
     // Our own CIDRs sit on our own bridge: the local-network check does not apply.
-    const why = self ? undefined : refuseCidr(cidr, rules, local);
+    const why = self ? undefined : refuseSpan(cidr, range, rules, host);
     if (why) {
       problems.push({
         node: node.name,
@@ -185,25 +262,24 @@ export function checkNode(
       });
       continue;
     }
-    const size = 1n << BigInt(familyBits(cidr.family) - cidr.prefix);
-    claims.push({ node: checked, cidr, text, start: cidr.value, end: cidr.value + size - 1n });
+    claims.push({ node: checked, cidr, text, start: range.start, end: range.end });
   }
   if (!self) {
-    for (const ip of node.addresses) {
-      if (hops.has(ip.family)) continue;
-      const why = refuseNextHop(ip, local);
+    node.addresses.forEach((ip, i) => {
+      if (hops.has(ip.family)) return;
+      const why = refuseHop(ip, addresses[i], host);
       if (why) {
         problems.push({
           node: node.name,
           kind: "refused",
           field: node.addressField,
-          value: formatIp(ip),
+          value: addresses[i],
           reason: `not a usable next hop: ${why}`,
         });
       } else {
-        hops.set(ip.family, formatIp(ip));
+        hops.set(ip.family, addresses[i]);
       }
-    }
+    });
   }
   return checked;
 }

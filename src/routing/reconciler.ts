@@ -68,7 +68,7 @@ export class Reconciler {
   #local: LocalAddress[] = [];
   #reported = new Map<string, Problem>();
   /** Destinations we deleted ourselves, whose "Deleted" the route monitor will echo. */
-  #ownDeletions = new Set<string>();
+  #ownDeletions = new Map<string, number>();
   #last: ReconcileResult | undefined;
   #stopped = false;
 
@@ -100,7 +100,12 @@ export class Reconciler {
   kernelEvent(e: { kind: string; dst?: string }): void {
     if (e.kind === "route-deleted" && e.dst !== undefined) {
       const key = `${e.dst.includes(":") ? 6 : 4} ${e.dst}`;
-      if (this.#ownDeletions.delete(key)) return;
+      const n = this.#ownDeletions.get(key);
+      if (n !== undefined) {
+        if (n > 1) this.#ownDeletions.set(key, n - 1);
+        else this.#ownDeletions.delete(key);
+        return;
+      }
     }
     this.trigger("monitor");
   }
@@ -148,6 +153,7 @@ export class Reconciler {
       this.#local = local;
     }
     const kernel = this.#kernel!;
+    const t1 = performance.now();
 
     const rules = this.#opts.rules();
     const context = JSON.stringify(
@@ -174,14 +180,28 @@ export class Reconciler {
     }
     const thePlan = plan(checked);
     const { ops, conflicts } = diff(thePlan.routes, kernel);
-    const failures = ops.length > 0 ? await table.apply(ops, protocol) : [];
+    const t2 = performance.now();
+    // Registered before the batch runs: the monitor may print the echo of a deletion before
+    // `ip -batch` has exited, and an unrecognised echo costs a full read.
+    const deletions = ops.filter((op) => op.op === "delete").map((op) => routeKey(op.route));
+    this.#expectEchoes(deletions, 1);
+    let failures: OpFailure[] = [];
+    try {
+      if (ops.length > 0) failures = await table.apply(ops, protocol);
+    } catch (e) {
+      this.#expectEchoes(deletions, -1);
+      throw e;
+    }
+    const t3 = performance.now();
 
     const failed = new Set(failures.map((f) => f.op));
     for (const op of ops) {
-      if (failed.has(op)) continue;
       const key = routeKey(op.route);
+      if (failed.has(op)) {
+        if (op.op === "delete") this.#expectEchoes([key], -1);
+        continue;
+      }
       if (op.op === "delete") {
-        this.#ownDeletions.add(key);
         const left = kernel.ours.get(key)?.filter((r) => r !== op.route) ?? [];
         if (left.length > 0) kernel.ours.set(key, left);
         else kernel.ours.delete(key);
@@ -235,9 +255,22 @@ export class Reconciler {
         applied: result.applied,
         failed: failures.length,
         ms: Math.round(result.durationMs * 10) / 10,
+        // Where the time went: reading the kernel, planning and diffing, the batch.
+        readMs: Math.round(t1 - t0),
+        planMs: Math.round(t2 - t1),
+        applyMs: Math.round(t3 - t2),
       });
     }
     return result;
+  }
+
+  /** Counts (+1) or uncounts (-1) the monitor echoes expected for our own deletions. */
+  #expectEchoes(keys: readonly string[], delta: 1 | -1): void {
+    for (const key of keys) {
+      const n = (this.#ownDeletions.get(key) ?? 0) + delta;
+      if (n > 0) this.#ownDeletions.set(key, n);
+      else this.#ownDeletions.delete(key);
+    }
   }
 
   /** Logs each problem once when it appears and once when it is gone. */

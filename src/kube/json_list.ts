@@ -1,0 +1,225 @@
+/**
+ * Splits a Kubernetes list response (`{"metadata":{...},"items":[...]}`) while it streams
+ * in: each element of the top-level `items` array is handed over as its own JSON text, and
+ * the rest of the object (with `items` left empty) is parsed at the end.
+ *
+ * A page of 500 real Nodes is 5-10 MB of JSON. Parsing it whole holds the text and every
+ * object of the page at once, and the heap (and the resident memory, which V8 does not give
+ * back soon) grows to several times that. Split, only one item is alive at a time and a
+ * consumer can keep its small projection and drop the rest.
+ *
+ * Only the structure is scanned here (strings, brackets, braces); JSON.parse validates
+ * each item and the rest. The delimiters are ASCII, and in UTF-8 no byte of a multi-byte
+ * character is, so the bytes are split before they are decoded.
+ *
+ * @module
+ */
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const COMMA = 0x2c;
+
+/** Where the scanner is: in the list object's own fields, between items, or in an item. */
+const enum Mode {
+  Rest,
+  Between,
+  Item,
+}
+
+/** A streaming splitter of one list response. */
+export class ListSplitter {
+  readonly #onItem: (json: string) => void;
+  readonly #decoder = new TextDecoder();
+  /** The response without its items, as byte pieces. */
+  #rest: Uint8Array[] = [];
+  /** The current item's byte pieces. */
+  #item: Uint8Array[] = [];
+  #mode = Mode.Rest;
+  #depth = 0;
+  #inString = false;
+  /** The previous chunk ended in a string right after a backslash. */
+  #escaped = false;
+  /** The last string closed at depth 1, when short: the key before an array. */
+  #lastKey = "";
+  #keyBytes: number[] | undefined;
+  /** The current item is a bare scalar (not an object or array). */
+  #scalar = false;
+  #items = 0;
+
+  /** @param onItem called with the JSON text of every item, in order */
+  constructor(onItem: (json: string) => void) {
+    this.#onItem = onItem;
+  }
+
+  /** Items handed over so far. */
+  get items(): number {
+    return this.#items;
+  }
+
+  /** Takes the next chunk of the body. */
+  push(chunk: Uint8Array): void {
+    // State in locals for the loop (written back at the end): this runs over every byte.
+    const n = chunk.length;
+    if (n === 0) return;
+    let depth = this.#depth;
+    let mode = this.#mode;
+    let inString = this.#inString;
+    let i = 0;
+    // Start of the part of this chunk that belongs to the current region (rest or item).
+    let from = 0;
+    if (this.#escaped) {
+      this.#escaped = false;
+      i = 1;
+    }
+    while (i < n) {
+      if (inString) {
+        // Strings are most of the bytes: find the closing quote, stepping over escapes.
+        let j = i;
+        let c = 0;
+        while (j < n) {
+          c = chunk[j];
+          if (c === QUOTE || c === BACKSLASH) break;
+          j++;
+        }
+        if (this.#keyBytes) this.#collectKey(chunk, i, j);
+        if (j === n) break;
+        if (c === BACKSLASH) {
+          if (this.#keyBytes) this.#collectKey(chunk, j, j + 2);
+          if (j + 1 >= n) this.#escaped = true;
+          i = j + 2;
+          continue;
+        }
+        inString = false;
+        i = j + 1;
+        if (this.#keyBytes) {
+          this.#lastKey = this.#keyBytes.length <= 16 ? String.fromCharCode(...this.#keyBytes) : "";
+          this.#keyBytes = undefined;
+        }
+        if (mode === Mode.Item && this.#scalar && depth === 2) {
+          this.#endItem(chunk, from, i);
+          mode = Mode.Between;
+          from = i;
+        }
+        continue;
+      }
+      const b = chunk[i];
+      if (mode === Mode.Item) {
+        if (b === QUOTE) {
+          inString = true;
+          i++;
+        } else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+          depth++;
+          i++;
+        } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
+          if (depth === 2) {
+            // A scalar item ends at the array's end; the Between case takes the bracket.
+            this.#endItem(chunk, from, i);
+            mode = Mode.Between;
+            from = i;
+            continue;
+          }
+          depth--;
+          i++;
+          if (depth === 2) {
+            this.#endItem(chunk, from, i);
+            mode = Mode.Between;
+            from = i;
+          }
+        } else if (depth === 2 && (b === COMMA || isSpace(b))) {
+          this.#endItem(chunk, from, i);
+          mode = Mode.Between;
+          from = i;
+        } else {
+          i++;
+        }
+      } else if (mode === Mode.Between) {
+        if (b === CLOSE_BRACKET) {
+          depth--;
+          from = i;
+          mode = Mode.Rest;
+          i++;
+        } else if (b === COMMA || isSpace(b)) {
+          i++;
+          from = i;
+        } else {
+          // An item starts; its first byte is taken in Item mode.
+          from = i;
+          mode = Mode.Item;
+          this.#scalar = b !== OPEN_BRACE && b !== OPEN_BRACKET;
+        }
+      } else {
+        if (b === QUOTE) {
+          inString = true;
+          if (depth === 1) this.#keyBytes = [];
+        } else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+          depth++;
+          if (b === OPEN_BRACKET && depth === 2 && this.#lastKey === "items") {
+            this.#rest.push(chunk.subarray(from, i + 1));
+            from = i + 1;
+            mode = Mode.Between;
+          }
+        } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
+          depth--;
+        }
+        i++;
+      }
+    }
+    if (from < n) {
+      if (mode === Mode.Item) this.#item.push(chunk.subarray(from, n));
+      else if (mode === Mode.Rest) this.#rest.push(chunk.subarray(from, n));
+    }
+    this.#depth = depth;
+    this.#mode = mode;
+    this.#inString = inString;
+  }
+
+  #collectKey(chunk: Uint8Array, start: number, end: number): void {
+    const key = this.#keyBytes!;
+    for (let j = start; j < end && j < chunk.length && key.length <= 16; j++) key.push(chunk[j]);
+  }
+
+  #endItem(chunk: Uint8Array, from: number, end: number): void {
+    let bytes: Uint8Array;
+    if (this.#item.length === 0) {
+      bytes = chunk.subarray(from, end);
+    } else {
+      this.#item.push(chunk.subarray(from, end));
+      bytes = concat(this.#item);
+      this.#item = [];
+    }
+    this.#items++;
+    this.#onItem(this.#decoder.decode(bytes));
+  }
+
+  /**
+   * Ends the body: returns the list object without its items (`items: []` when the list
+   * had them). Throws a SyntaxError when the body is not a complete JSON document.
+   */
+  end(): unknown {
+    if (this.#mode !== Mode.Rest || this.#inString || this.#depth !== 0) {
+      throw new SyntaxError("list response ended in the middle of a JSON value");
+    }
+    return JSON.parse(this.#decoder.decode(concat(this.#rest)));
+  }
+}
+
+function isSpace(b: number): boolean {
+  return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+}
+
+function concat(pieces: readonly Uint8Array[]): Uint8Array {
+  if (pieces.length === 1) return pieces[0];
+  let size = 0;
+  for (const p of pieces) size += p.length;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of pieces) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
