@@ -6,8 +6,8 @@ import { parseDaemonConfig } from "../../src/config.ts";
 import { type Daemon, startDaemon } from "../../src/daemon.ts";
 import { type ApiServer, startApiServer } from "../../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../../src/devcluster/nodes.ts";
-import { silentLogger } from "../../src/log.ts";
-import { Netns, pollUntil } from "./netns.ts";
+import { createLogger, type Logger, silentLogger } from "../../src/log.ts";
+import { Netns, pollUntil, run } from "./netns.ts";
 
 /** The secondary network's annotations, in Nordix's format. */
 export const NET3 = { cidr: "cidr.example.com/net3", adr: "adr.example.com/net3" };
@@ -60,6 +60,7 @@ export async function cluster(): Promise<
 export async function daemon(
   c: { ns: Netns; api: ApiServer; dir: string },
   env: Record<string, string> = {},
+  opts: { log?: Logger } = {},
 ): Promise<Daemon> {
   const cfg = parseDaemonConfig({
     NODE_NAME: "a",
@@ -72,9 +73,14 @@ export async function daemon(
     netns: c.ns.name,
     kubeconfig: c.api.kubeconfigPath,
     install: false,
-    log: silentLogger,
+    log: opts.log ?? silentLogger,
   });
-  await d.ready;
+  try {
+    await d.ready;
+  } catch (e) {
+    await d.stop();
+    throw e;
+  }
   return d;
 }
 
@@ -113,3 +119,146 @@ export async function expectRoutes(
 /** Node b's and c's main-network routes as seen from a. */
 export const MAIN_B = ["10.244.1.0/24 via 192.168.50.2", "fd00:244:0:1::/64 via fd00:50::2"];
 export const MAIN_C = ["10.244.2.0/24 via 192.168.50.3", "fd00:244:0:2::/64 via fd00:50::3"];
+
+/** A logger that keeps its JSON lines (level info), for tests that count what was logged. */
+export function capturedLog(): {
+  log: Logger;
+  lines: string[];
+  records(): Record<string, unknown>[];
+} {
+  const lines: string[] = [];
+  return {
+    log: createLogger("info", { write: (l) => lines.push(l), text: false }),
+    lines,
+    records: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
+}
+
+/** One route as `ip -json route show table all` lists it. */
+export interface ListedRoute {
+  family: 4 | 6;
+  /** With a prefix always (`default` becomes `0.0.0.0/0` or `::/0`). */
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  table?: string;
+  type?: string;
+  protocol?: string;
+}
+
+/** Every route of protocol `proto` in every table, both families. */
+export async function kernelRoutes(ns: Netns, proto: number | string): Promise<ListedRoute[]> {
+  const out: ListedRoute[] = [];
+  for (const family of [4, 6] as const) {
+    const text = await ns.ip(
+      `-${family}`,
+      "-json",
+      "route",
+      "show",
+      "table",
+      "all",
+      "proto",
+      String(proto),
+    );
+    for (const r of JSON.parse(text || "[]") as Record<string, string>[]) {
+      let dst = r.dst === "default" ? (family === 4 ? "0.0.0.0/0" : "::/0") : r.dst;
+      if (!dst.includes("/")) dst += family === 4 ? "/32" : "/128";
+      out.push({
+        family,
+        dst,
+        gateway: r.gateway,
+        dev: r.dev,
+        table: r.table,
+        type: r.type,
+        protocol: r.protocol,
+      });
+    }
+  }
+  return out;
+}
+
+/** Route types `ip monitor` prints before the destination. */
+const ROUTE_TYPES = new Set([
+  "unicast",
+  "local",
+  "broadcast",
+  "anycast",
+  "multicast",
+  "blackhole",
+  "unreachable",
+  "prohibit",
+  "throw",
+  "nat",
+]);
+
+/**
+ * `ip monitor route` in a namespace for the length of a test: every route that was added
+ * at any moment, not only the ones left at the end.
+ */
+export class RouteWatch {
+  #text = "";
+  #done: Promise<void>;
+  private constructor(private readonly child: Deno.ChildProcess) {
+    this.#done = (async () => {
+      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+        this.#text += chunk;
+      }
+    })();
+  }
+
+  /** Starts the monitor and waits until it demonstrably listens (a marker route). */
+  static async start(ns: Netns): Promise<RouteWatch> {
+    const child = new Deno.Command("ip", {
+      args: ["-n", ns.name, "monitor", "route"],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const w = new RouteWatch(child);
+    try {
+      const marker = "10.254.254.0/24";
+      await pollUntil(async () => {
+        await run("ip", "-n", ns.name, "route", "replace", marker, "dev", "lo", "proto", "99");
+        await new Promise((r) => setTimeout(r, 20));
+        return w.#text.includes(marker);
+      }, { timeoutMs: 5000, message: "ip monitor route listening" });
+      await ns.ip("route", "del", marker, "proto", "99");
+    } catch (e) {
+      await w.stop();
+      throw e;
+    }
+    return w;
+  }
+
+  /** Routes of `proto` added (or replaced) so far, as `dst via gateway` with prefixes. */
+  added(proto: number): { dst: string; via?: string; line: string }[] {
+    const out: { dst: string; via?: string; line: string }[] = [];
+    for (const line of this.#text.split("\n")) {
+      if (
+        line.startsWith("Deleted") ||
+        !new RegExp(`\\bproto (${proto}|0x${proto.toString(16)})\\b`).test(line)
+      ) {
+        continue;
+      }
+      const words = line.trim().split(/\s+/);
+      let i = 0;
+      if (ROUTE_TYPES.has(words[i])) i++;
+      let dst = words[i];
+      const v6 = dst.includes(":") || line.includes(" via inet6 ") ||
+        /\bvia [0-9a-f:]*:[0-9a-f:]*\b/.test(line);
+      if (dst === "default") dst = v6 ? "::/0" : "0.0.0.0/0";
+      else if (!dst.includes("/")) dst += v6 ? "/128" : "/32";
+      const via = / via (?:inet6 |inet )?(\S+)/.exec(line)?.[1];
+      out.push({ dst, via, line });
+    }
+    return out;
+  }
+
+  /** Stops the monitor. */
+  async stop(): Promise<void> {
+    try {
+      this.child.kill();
+    } catch { /* already gone */ }
+    await this.child.status;
+    await this.#done.catch(() => {});
+  }
+}
