@@ -63,11 +63,20 @@ export class DaemonProcess {
     this.#release = deferCleanup(`daemon pid ${child.pid}`, () => this.#kill());
   }
 
-  /** Starts the daemon against the cluster; `logFile` gets its log lines. */
-  static start(c: BenchCluster, logFile: string, env: Record<string, string> = {}): DaemonProcess {
+  /**
+   * Starts the daemon against the cluster; `logFile` gets its log lines, `v8Flags` (when
+   * given) go to `deno run --v8-flags=`.
+   */
+  static start(
+    c: BenchCluster,
+    logFile: string,
+    env: Record<string, string> = {},
+    v8Flags?: string,
+  ): DaemonProcess {
     const spawnedAt = wallMs();
+    const flags = v8Flags ? [`--v8-flags=${v8Flags}`] : [];
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", "--no-lock", "--config", CONFIG, CHILD],
+      args: ["run", "-A", "--quiet", "--no-lock", ...flags, "--config", CONFIG, CHILD],
       env: {
         NODE_NAME: SELF,
         CIDR_ANNOTATION,

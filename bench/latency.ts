@@ -13,7 +13,15 @@ import {
   CIDR_ANNOTATION,
 } from "./cluster.ts";
 import type { DaemonProcess } from "./daemon.ts";
-import { type Figure, percentile, round, routeLine, type RouteMonitor, sleep, summary } from "./lib.ts";
+import {
+  type Figure,
+  percentile,
+  round,
+  routeLine,
+  type RouteMonitor,
+  sleep,
+  summary,
+} from "./lib.ts";
 
 /** The kinds of change, in the order they are applied to one node. */
 export const KINDS = ["cidr", "address", "delete", "add"] as const;

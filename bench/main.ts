@@ -40,11 +40,14 @@ export interface Options {
   /** Cluster sizes given on the command line; empty for the defaults. */
   sizes: number[];
   help: boolean;
+  /** V8 flags for the daemon process (`--daemon-v8-flags=...`); none by default. */
+  daemonV8Flags?: string;
 }
 
 /** The usage text of `--help`. */
 export const USAGE = "usage: deno task bench [--quick] [--only NAME[,NAME]] [--out FILE] [N...]\n" +
   `  NAME: ${NAMES.join(", ")}\n` +
+  "  --daemon-v8-flags=FLAGS: run the daemon with deno run --v8-flags=FLAGS\n" +
   "  N: cluster sizes (default 1000 5000; 1000 with --quick)";
 
 /** Parses the arguments; throws with a usage line on anything unknown. */
@@ -70,6 +73,7 @@ export function parseArgs(args: string[]): Options {
       o.only = new Set(names as Name[]);
     } else if (a === "--out") o.out = args[++i] ?? o.out;
     else if (a === "--help" || a === "-h") o.help = true;
+    else if (a.startsWith("--daemon-v8-flags=")) o.daemonV8Flags = a.slice(a.indexOf("=") + 1);
     else if (/^[1-9][0-9]*$/.test(a)) o.sizes.push(Number(a));
     else throw new Error(`unknown argument ${JSON.stringify(a)}; ${USAGE}`);
   }
@@ -112,6 +116,7 @@ async function routerFigures(n: number, o: Options, largest: boolean): Promise<F
       logFile,
       baseline: base.times,
       list,
+      v8Flags: o.daemonV8Flags,
     });
     if (want("convergence")) figures.push(...conv.figures);
     const daemon = conv.daemon;
@@ -180,6 +185,7 @@ async function main(): Promise<number> {
       `deno ${m.deno}, ${m.iproute2}`,
   );
   console.log(`date: ${started.toISOString()}${o.quick ? " (--quick)" : ""}`);
+  if (o.daemonV8Flags) console.log(`daemon V8 flags: ${o.daemonV8Flags}`);
   const sizes = o.sizes.length > 0 ? o.sizes : o.quick ? [1000] : [1000, 5000];
   const figures: Figure[] = [];
   const t0 = performance.now();
@@ -210,7 +216,14 @@ async function main(): Promise<number> {
   await Deno.writeTextFile(
     o.out,
     JSON.stringify(
-      { date: started.toISOString(), quick: o.quick, seconds, machine: m, figures: judged },
+      {
+        date: started.toISOString(),
+        quick: o.quick,
+        daemonV8Flags: o.daemonV8Flags,
+        seconds,
+        machine: m,
+        figures: judged,
+      },
       null,
       2,
     ) + "\n",

@@ -20,6 +20,8 @@ import { VERSION } from "./version.ts";
 
 /** At most this many Node Events are posted per reconcile. */
 const MAX_EVENTS_PER_RECONCILE = 20;
+/** After the route monitor starts, the time before the full read that closes the gap. */
+const MONITOR_SETTLE_MS = 1000;
 
 /** Reads /etc/machine-id (or the file named), trimmed; "" when absent. */
 export function readMachineId(path = "/etc/machine-id"): string {
@@ -164,21 +166,32 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     lastContact: informer.stats().lastContact,
   }), log);
 
-  const monitor = watchRoutes({
-    netns: opts.netns,
-    protocol: cfg.protocol,
-    log,
-    onEvent: (e) => {
-      log.debug("kernel change", { kind: e.kind, detail: e.detail });
-      if (synced) reconciler.kernelEvent(e);
-    },
-  });
+  let monitor: { close(): Promise<void> } | undefined;
+  let monitorCheck: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  const startMonitor = () => {
+    monitor = watchRoutes({
+      netns: opts.netns,
+      protocol: cfg.protocol,
+      log,
+      onEvent: (e) => {
+        log.debug("kernel change", { kind: e.kind, detail: e.detail });
+        reconciler.kernelEvent(e);
+      },
+    });
+    // `ip monitor` subscribes a moment after it starts; one full read after that covers
+    // whatever changed between the first reconcile's read and the subscription.
+    monitorCheck = setTimeout(() => reconciler.trigger("monitor"), MONITOR_SETTLE_MS);
+  };
   informer.start();
 
   const ready = informer.synced.then(async () => {
     synced = true;
     reconciler.trigger("start");
     await reconciler.idle();
+    // The monitor starts after the first batch: during it, it would print (and we would
+    // read) a line for every route added, competing with the batch for the CPU.
+    if (!stopped) startMonitor();
     metrics.ready = true;
     log.info("first sync done", { nodes: informer.store.size });
   });
@@ -189,10 +202,12 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     stopping ??= (async () => {
+      stopped = true;
       clearInterval(resync);
+      clearTimeout(monitorCheck);
       await Promise.allSettled([
         informer.stop(),
-        monitor.close(),
+        monitor?.close(),
         reconciler.stop(),
         http?.close(),
       ]);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import type { NodeInfo } from "../src/kube/node.ts";
 import { parseCidr } from "../src/net/ip.ts";
 import { type NetworkSource, parseNode } from "../src/routing/node_parse.ts";
-import { checkNode, plan, type PlanRules } from "../src/routing/plan.ts";
+import { checkNode, plan, PlanMemo, type PlanRules } from "../src/routing/plan.ts";
 import type { LocalAddress } from "../src/routing/types.ts";
 
 const MAIN: NetworkSource = { cidrAnnotation: "", addressAnnotation: "" };
@@ -231,5 +231,38 @@ Deno.test("garbage and oversized annotations never throw", () => {
     ], NET3);
     for (const r of p.routes) assert.ok(parseCidr(r.dst).ok);
     assert.ok(p.routes.length <= 64);
+  }
+});
+
+Deno.test("plan with a memo equals plan without, through adds, changes, deletes and conflicts", () => {
+  // A small deterministic generator: the same run every time.
+  let seed = 7;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const make = (i: number, v: number) =>
+    node(`n${i}`, {
+      creationTimestamp: `2026-01-0${1 + rand(3)}T00:00:00Z`,
+      // Few distinct CIDRs, so that conflicts come and go.
+      podCIDRs: [`10.${rand(4)}.${rand(3)}.0/${23 + rand(2)}`, `fd00:10:0:${rand(6)}::/64`],
+      internalIPs: [`192.168.1.${10 + i}`, ...(v % 3 === 0 ? [] : [`fd00:1::${10 + i}`])],
+    });
+  const memo = new PlanMemo();
+  const checkedOf = new Map<NodeInfo, ReturnType<typeof checkNode>>();
+  let nodes = Array.from({ length: 40 }, (_, i) => make(i, i));
+  for (let round = 0; round < 200; round++) {
+    const i = rand(60);
+    const at = nodes.findIndex((n) => n.name === `n${i}`);
+    if (at >= 0 && rand(3) === 0) nodes = nodes.filter((_, j) => j !== at);
+    else if (at >= 0) nodes = nodes.map((n, j) => j === at ? make(i, round) : n);
+    else nodes = [...nodes, make(i, round)];
+    if (round % 50 === 49) nodes = nodes.map((n, j) => j % 2 ? make(j, round) : n);
+    const checked = nodes.map((n) => {
+      let c = checkedOf.get(n);
+      if (!c) checkedOf.set(n, c = checkNode(parseNode(n, MAIN), RULES, LOCAL));
+      return c;
+    });
+    assert.deepEqual(plan(checked, memo), plan(checked), `round ${round}`);
   }
 });

@@ -22,6 +22,23 @@ export class ApiError extends Error {
   }
 }
 
+/** What selects a page of Nodes. */
+export interface ListOptions {
+  limit?: number;
+  continue?: string;
+  resourceVersion?: string;
+  labelSelector?: string;
+  fieldSelector?: string;
+  signal?: AbortSignal;
+}
+
+/** A page of Nodes read item by item: how many, and where the list stands. */
+export interface ListPage {
+  count: number;
+  resourceVersion: string;
+  continue?: string;
+}
+
 /** One event of a watch stream. */
 export interface WatchEvent {
   type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
@@ -240,17 +257,15 @@ export class KubeClient {
    * list; items already handed over are then the caller's to drop.
    */
   async listNodesEach(
-    opts: {
-      limit?: number;
-      continue?: string;
-      resourceVersion?: string;
-      labelSelector?: string;
-      fieldSelector?: string;
-      signal?: AbortSignal;
-    },
+    opts: ListOptions,
     onItem: (item: unknown) => void,
-  ): Promise<{ count: number; resourceVersion: string; continue?: string }> {
-    const res = await this.request("GET", "/api/v1/nodes", {
+  ): Promise<ListPage> {
+    return await this.readNodeList(await this.openNodeList(opts), onItem);
+  }
+
+  /** Sends the request for one page of Nodes; the body is read by {@link readNodeList}. */
+  openNodeList(opts: ListOptions): Promise<Response> {
+    return this.request("GET", "/api/v1/nodes", {
       query: {
         limit: opts.limit?.toString(),
         continue: opts.continue,
@@ -260,6 +275,18 @@ export class KubeClient {
       },
       signal: opts.signal,
     });
+  }
+
+  /**
+   * Reads a page opened by {@link openNodeList}, item by item. `onContinue` is called as
+   * soon as the continue token is known, which with a real API server (metadata first) is
+   * before the items: the next page can be asked for while this one is still read.
+   */
+  async readNodeList(
+    res: Response,
+    onItem: (item: unknown) => void,
+    onContinue?: (token: string) => void,
+  ): Promise<ListPage> {
     const bad = (why: string) =>
       new ApiError(res.status, "BadList", `node list not understood: ${why}`);
     let rest: unknown;
@@ -268,6 +295,9 @@ export class KubeClient {
       const splitter = new ListSplitter((json) => {
         count++;
         onItem(JSON.parse(json));
+      }, (head) => {
+        const token = ListSchema.safeParse(head).data?.metadata?.continue;
+        if (token) onContinue?.(token);
       });
       if (res.body) {
         for await (const chunk of res.body) splitter.push(chunk);

@@ -169,40 +169,61 @@ export class NodeInformer<T> {
     });
   }
 
-  async #list(signal: AbortSignal): Promise<void> {
+  async #list(outer: AbortSignal): Promise<void> {
     const t0 = performance.now();
     const fresh = new Map<string, T>();
+    const onItem = (item: unknown) => {
+      const meta = MetaSchema.safeParse(item);
+      const name = meta.success ? meta.data.metadata.name ?? "" : "";
+      const value = this.#project(item, name);
+      if (value !== undefined && name !== "") fresh.set(name, value);
+    };
+    // Aborts a page asked for ahead when this list fails.
+    const local = new AbortController();
+    const signal = AbortSignal.any([outer, local.signal]);
+    const open = (cont: string | undefined) => {
+      const res = this.#client.openNodeList({
+        limit: this.#opts.pageSize ?? 500,
+        continue: cont,
+        labelSelector: this.#opts.labelSelector,
+        fieldSelector: this.#opts.fieldSelector,
+        signal,
+      });
+      res.catch(() => {}); // Awaited later, or dropped with the list.
+      return res;
+    };
     let cont: string | undefined;
     let rv = "";
-    for (;;) {
-      let page;
-      try {
-        // Each item is projected as it arrives, so that a page's objects never all live.
-        page = await this.#client.listNodesEach({
-          limit: this.#opts.pageSize ?? 500,
-          continue: cont,
-          labelSelector: this.#opts.labelSelector,
-          fieldSelector: this.#opts.fieldSelector,
-          signal,
-        }, (item) => {
-          const meta = MetaSchema.safeParse(item);
-          const name = meta.success ? meta.data.metadata.name ?? "" : "";
-          const value = this.#project(item, name);
-          if (value !== undefined && name !== "") fresh.set(name, value);
-        });
-      } catch (e) {
-        if (e instanceof ApiError && e.status === 410 && cont !== undefined) {
-          // The continue token expired mid-list: start the list again.
-          fresh.clear();
-          cont = undefined;
-          continue;
+    let res = open(undefined);
+    try {
+      for (;;) {
+        let page;
+        let ahead: { cont: string; res: Promise<Response> } | undefined;
+        try {
+          // Items are projected as they arrive, so that a page's objects never all live;
+          // the next page is asked for as soon as its token is known, so that the server
+          // prepares it while this one is read.
+          page = await this.#client.readNodeList(await res, onItem, (token) => {
+            ahead = { cont: token, res: open(token) };
+          });
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 410 && cont !== undefined) {
+            // The continue token expired mid-list: start the list again.
+            fresh.clear();
+            cont = undefined;
+            res = open(undefined);
+            continue;
+          }
+          throw e;
         }
-        throw e;
+        this.#contact();
+        rv = page.resourceVersion;
+        cont = page.continue;
+        if (!cont) break;
+        res = ahead?.cont === cont ? ahead.res : open(cont);
       }
-      this.#contact();
-      rv = page.resourceVersion;
-      cont = page.continue;
-      if (!cont) break;
+    } finally {
+      local.abort();
     }
     const changes: StoreChange<T>[] = [];
     for (const [name, old] of this.#store) {

@@ -33,6 +33,7 @@ const enum Mode {
 /** A streaming splitter of one list response. */
 export class ListSplitter {
   readonly #onItem: (json: string) => void;
+  readonly #onHead: ((head: unknown) => void) | undefined;
   readonly #decoder = new TextDecoder();
   /** The response without its items, as byte pieces. */
   #rest: Uint8Array[] = [];
@@ -50,9 +51,14 @@ export class ListSplitter {
   #scalar = false;
   #items = 0;
 
-  /** @param onItem called with the JSON text of every item, in order */
-  constructor(onItem: (json: string) => void) {
+  /**
+   * @param onItem called with the JSON text of every item, in order
+   * @param onHead called once the items begin, with what came before them (closed with
+   *   an empty `items`): a list's metadata, continue token included, when it comes first
+   */
+  constructor(onItem: (json: string) => void, onHead?: (head: unknown) => void) {
     this.#onItem = onItem;
+    this.#onHead = onHead;
   }
 
   /** Items handed over so far. */
@@ -161,6 +167,7 @@ export class ListSplitter {
             this.#rest.push(chunk.subarray(from, i + 1));
             from = i + 1;
             mode = Mode.Between;
+            this.#head();
           }
         } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
           depth--;
@@ -175,6 +182,17 @@ export class ListSplitter {
     this.#depth = depth;
     this.#mode = mode;
     this.#inString = inString;
+  }
+
+  #head(): void {
+    if (!this.#onHead) return;
+    let head: unknown;
+    try {
+      head = JSON.parse(this.#decoder.decode(concat(this.#rest)) + "]}");
+    } catch {
+      return; // Not a list after all: end() reports it.
+    }
+    this.#onHead(head);
   }
 
   #collectKey(chunk: Uint8Array, start: number, end: number): void {

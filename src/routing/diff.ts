@@ -20,9 +20,13 @@ export interface Diff {
   readonly conflicts: ForeignConflict[];
 }
 
-/** Key of a destination in a {@link KernelIndex}. */
+/**
+ * Key of a destination in a {@link KernelIndex}: the canonical destination itself, whose
+ * text tells the family (only IPv6 has colons). A string the route already holds costs
+ * nothing to build and hashes once; the family is spelled out only when it disagrees.
+ */
 export function routeKey(r: { readonly family: number; readonly dst: string }): string {
-  return `${r.family} ${r.dst}`;
+  return (r.family === 6) === r.dst.includes(":") ? r.dst : `${r.family} ${r.dst}`;
 }
 
 /** The kernel's main table split into our routes and everyone else's, by destination. */

@@ -80,21 +80,74 @@ function canonicalDst(dst: string, family: Family): string | undefined {
   return r.ok && r.cidr.family === family ? formatCidr(r.cidr) : undefined;
 }
 
-function canonicalIp(text: string | undefined): string | undefined {
-  if (text === undefined) return undefined;
+function canonicalIp(text: string): string | undefined {
   const ip = parseIp(text);
   return ip ? formatIp(ip) : undefined;
 }
 
+/**
+ * Canonical forms of the texts `ip` printed, by one function, kept from one read of the
+ * table to the next: the table holds the same 10,000 routes read after read, and parsing
+ * and formatting addresses is most of the cost of a read. Only the last read's are kept.
+ */
+export class CanonicalCache {
+  readonly #canonical: (text: string) => string | undefined;
+  #last = new Map<string, string | null>();
+  #next = new Map<string, string | null>();
+
+  constructor(canonical: (text: string) => string | undefined) {
+    this.#canonical = canonical;
+  }
+
+  /** The canonical form of `text` (undefined when it has none), cached. */
+  get(text: string): string | undefined {
+    let v = this.#next.get(text);
+    if (v === undefined) {
+      v = this.#last.get(text);
+      if (v === undefined) v = this.#canonical(text) ?? null;
+      this.#next.set(text, v);
+    }
+    return v ?? undefined;
+  }
+
+  /** Ends a read: what it did not ask for is forgotten. */
+  rotate(): void {
+    this.#last = this.#next;
+    this.#next = new Map();
+  }
+}
+
+/** The caches of one route table: destinations by family, and next hops. */
+export interface RouteTextCache {
+  readonly dst4: CanonicalCache;
+  readonly dst6: CanonicalCache;
+  readonly via: CanonicalCache;
+}
+
+/** Empty caches for {@link parseRoutes}. */
+export function routeTextCache(): RouteTextCache {
+  return {
+    dst4: new CanonicalCache((dst) => canonicalDst(dst, 4)),
+    dst6: new CanonicalCache((dst) => canonicalDst(dst, 6)),
+    via: new CanonicalCache(canonicalIp),
+  };
+}
+
 /** Parses `ip -N -json route show` output of one family. */
-export function parseRoutes(json: unknown, family: Family): KernelRoute[] {
+export function parseRoutes(
+  json: unknown,
+  family: Family,
+  cache: RouteTextCache = routeTextCache(),
+): KernelRoute[] {
   const parsed = RouteJson.safeParse(json);
   if (!parsed.success) throw new Error(`ip route output not understood: ${parsed.error.message}`);
   const out: KernelRoute[] = [];
+  const dsts = family === 4 ? cache.dst4 : cache.dst6;
   for (const r of parsed.data) {
-    const dst = canonicalDst(r.dst, family);
+    const dst = dsts.get(r.dst);
     if (dst === undefined) continue;
-    const via = canonicalIp(r.gateway ?? r.nexthops?.find((h) => h.gateway)?.gateway);
+    const gateway = r.gateway ?? r.nexthops?.find((h) => h.gateway)?.gateway;
+    const via = gateway === undefined ? undefined : cache.via.get(gateway);
     out.push({
       family,
       dst,
@@ -143,13 +196,17 @@ export function parseBatchErrors(stderr: string): Map<number, string> {
 
 /** A {@link RouteTable} over iproute2. */
 export function createIprouteTable(opts: IprouteOptions = {}): RouteTable {
+  const canonical = routeTextCache();
   return {
     async list() {
       const [v4, v6] = await Promise.all([
         ipJson(opts, ["-N", "-4", "-json", "route", "show", "table", "main"]),
         ipJson(opts, ["-N", "-6", "-json", "route", "show", "table", "main"]),
       ]);
-      return [...parseRoutes(v4, 4), ...parseRoutes(v6, 6)];
+      const routes = parseRoutes(v4, 4, canonical);
+      for (const r of parseRoutes(v6, 6, canonical)) routes.push(r);
+      for (const c of Object.values(canonical)) c.rotate();
+      return routes;
     },
 
     async apply(ops, protocol) {

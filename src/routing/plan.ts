@@ -291,15 +291,22 @@ function claimOrder(a: Claim, b: Claim): number {
   return a.node.name < b.node.name ? -1 : a.node.name > b.node.name ? 1 : 0;
 }
 
+/** Address order, then the claim order: a total order, so that memoized and fresh agree. */
+function startOrder(a: Claim, b: Claim): number {
+  if (a.start !== b.start) return a.start < b.start ? -1 : 1;
+  if (a.end !== b.end) return a.end < b.end ? -1 : 1;
+  return claimOrder(a, b);
+}
+
 /**
  * Resolves overlapping claims between nodes: returns the losing claims, each with the
  * winner. Claims of one node may overlap each other freely.
+ *
+ * @param families the claims of each family, sorted by {@link startOrder}
  */
-function resolveConflicts(claims: Claim[]): Map<Claim, Claim> {
+function resolveConflicts(families: readonly (readonly Claim[])[]): Map<Claim, Claim> {
   const losers = new Map<Claim, Claim>();
-  for (const family of [4, 6]) {
-    const sorted = claims.filter((c) => c.cidr.family === family)
-      .sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  for (const sorted of families) {
     // Sweep into groups of transitively overlapping ranges; most groups hold one claim.
     let group: Claim[] = [];
     let groupEnd = -1n;
@@ -329,13 +336,59 @@ function resolveConflicts(claims: Claim[]): Map<Claim, Claim> {
 }
 
 /**
+ * What {@link plan} keeps between calls so that a change of a few nodes costs little: the
+ * claims sorted by address (updated for the nodes that came and went), and the plan of
+ * every node that is in no conflict (which then depends on that node alone).
+ */
+export class PlanMemo {
+  /** The nodes of the last call. */
+  nodes = new Set<CheckedNode>();
+  /** Their claims by family (IPv4, IPv6), sorted by {@link startOrder}. */
+  sorted: Claim[][] = [[], []];
+  nodePlans = new WeakMap<CheckedNode, NodePlan>();
+}
+
+function sortedClaims(nodes: readonly CheckedNode[], memo: PlanMemo | undefined): Claim[][] {
+  if (memo) {
+    const current = new Set(nodes);
+    const added = nodes.filter((n) => !memo.nodes.has(n));
+    const removed = [...memo.nodes].filter((n) => !current.has(n));
+    memo.nodes = current;
+    // A few changes: edit the sorted lists; many (the first call, a relist): sort afresh.
+    if (added.length + removed.length <= Math.max(16, nodes.length >> 4)) {
+      const gone = new Set(removed);
+      const sorted = gone.size > 0
+        ? memo.sorted.map((list) => list.filter((c) => !gone.has(c.node)))
+        : memo.sorted;
+      for (const c of added.flatMap((n) => n.claims)) {
+        const list = sorted[c.cidr.family === 4 ? 0 : 1];
+        let lo = 0, hi = list.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (startOrder(list[mid], c) < 0) lo = mid + 1;
+          else hi = mid;
+        }
+        list.splice(lo, 0, c);
+      }
+      return memo.sorted = sorted;
+    }
+  }
+  const sorted: Claim[][] = [[], []];
+  for (const n of nodes) for (const c of n.claims) sorted[c.cidr.family === 4 ? 0 : 1].push(c);
+  for (const list of sorted) list.sort(startOrder);
+  if (memo) memo.sorted = sorted;
+  return sorted;
+}
+
+/**
  * Plans the routes to every other node.
  *
  * @param nodes every node after {@link checkNode}
+ * @param memo kept by the caller between calls to plan only what changed; the result is
+ *   the same with or without it
  */
-export function plan(nodes: readonly CheckedNode[]): Plan {
-  const claims = nodes.flatMap((n) => n.claims);
-  const losers = resolveConflicts(claims);
+export function plan(nodes: readonly CheckedNode[], memo?: PlanMemo): Plan {
+  const losers = resolveConflicts(sortedClaims(nodes, memo));
   const extra = new Map<CheckedNode, Problem[]>();
   const add = (node: CheckedNode, p: Problem) => {
     const list = extra.get(node);
@@ -361,38 +414,54 @@ export function plan(nodes: readonly CheckedNode[]): Plan {
 
   const routes: Route[] = [];
   const nodePlans: NodePlan[] = [];
-  let selfCidrs: string[] | undefined;
+  const problems: Problem[] = [];
+  let selfCidrs: readonly string[] | undefined;
   for (const node of nodes) {
-    const problems = [...node.problems, ...(extra.get(node) ?? [])];
-    const cidrs = node.claims.filter((c) => !losers.has(c));
-    const nodeRoutes: Route[] = [];
-    if (node.self) {
-      selfCidrs = cidrs.map((c) => c.text);
-    } else {
-      for (const c of cidrs) {
-        const via = node.hops.get(c.cidr.family);
-        if (via === undefined) {
-          problems.push({
-            node: node.name,
-            kind: "no-address",
-            field: node.addressField,
-            value: c.text,
-            reason: `no usable IPv${c.cidr.family} address for this CIDR`,
-          });
-          continue;
-        }
-        nodeRoutes.push({ family: c.cidr.family, dst: c.text, via, node: node.name });
-      }
-      routes.push(...nodeRoutes);
+    // A node in a conflict depends on others too: planned afresh, never memoized.
+    const conflicted = extra.has(node);
+    let np = conflicted ? undefined : memo?.nodePlans.get(node);
+    if (!np) {
+      np = planNode(node, losers, extra.get(node));
+      if (memo && !conflicted) memo.nodePlans.set(node, np);
     }
-    nodePlans.push({
-      name: node.name,
-      self: node.self,
-      cidrs: cidrs.map((c) => c.text),
-      addresses: node.addresses,
-      routes: nodeRoutes,
-      problems,
-    });
+    nodePlans.push(np);
+    if (np.self) selfCidrs = np.cidrs;
+    for (const r of np.routes) routes.push(r);
+    for (const p of np.problems) problems.push(p);
   }
-  return { routes, nodes: nodePlans, problems: nodePlans.flatMap((n) => n.problems), selfCidrs };
+  return { routes, nodes: nodePlans, problems, selfCidrs };
+}
+
+function planNode(
+  node: CheckedNode,
+  losers: ReadonlyMap<Claim, Claim>,
+  extra: readonly Problem[] = [],
+): NodePlan {
+  const problems = [...node.problems, ...extra];
+  const cidrs = node.claims.filter((c) => !losers.has(c));
+  const nodeRoutes: Route[] = [];
+  if (!node.self) {
+    for (const c of cidrs) {
+      const via = node.hops.get(c.cidr.family);
+      if (via === undefined) {
+        problems.push({
+          node: node.name,
+          kind: "no-address",
+          field: node.addressField,
+          value: c.text,
+          reason: `no usable IPv${c.cidr.family} address for this CIDR`,
+        });
+        continue;
+      }
+      nodeRoutes.push({ family: c.cidr.family, dst: c.text, via, node: node.name });
+    }
+  }
+  return {
+    name: node.name,
+    self: node.self,
+    cidrs: cidrs.map((c) => c.text),
+    addresses: node.addresses,
+    routes: nodeRoutes,
+    problems,
+  };
 }

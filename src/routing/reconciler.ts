@@ -13,7 +13,7 @@ import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
 import { diff, indexKernel, type KernelIndex, routeKey } from "./diff.ts";
 import { type NetworkSource, type ParsedNode, parseNode } from "./node_parse.ts";
-import { type CheckedNode, checkNode, type Plan, plan, type PlanRules } from "./plan.ts";
+import { type CheckedNode, checkNode, type Plan, plan, PlanMemo, type PlanRules } from "./plan.ts";
 import { describeProblem, type Problem, problemKey } from "./problem.ts";
 import type { LocalAddress, OpFailure, RouteTable } from "./types.ts";
 
@@ -61,6 +61,7 @@ export class Reconciler {
   /** Checked nodes, valid while the rules and local addresses stay the same. */
   #checked = new WeakMap<ParsedNode, CheckedNode>();
   #checkContext = "";
+  #planMemo = new PlanMemo();
   #pending: Trigger | undefined;
   #full = true;
   #running: Promise<void> | undefined;
@@ -99,7 +100,7 @@ export class Reconciler {
    */
   kernelEvent(e: { kind: string; dst?: string }): void {
     if (e.kind === "route-deleted" && e.dst !== undefined) {
-      const key = `${e.dst.includes(":") ? 6 : 4} ${e.dst}`;
+      const key = routeKey({ family: e.dst.includes(":") ? 6 : 4, dst: e.dst });
       const n = this.#ownDeletions.get(key);
       if (n !== undefined) {
         if (n > 1) this.#ownDeletions.set(key, n - 1);
@@ -178,7 +179,7 @@ export class Reconciler {
       }
       checked.push(c);
     }
-    const thePlan = plan(checked);
+    const thePlan = plan(checked, this.#planMemo);
     const { ops, conflicts } = diff(thePlan.routes, kernel);
     const t2 = performance.now();
     // Registered before the batch runs: the monitor may print the echo of a deletion before
