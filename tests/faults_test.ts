@@ -17,8 +17,9 @@ import { parseDaemonConfig } from "../src/config.ts";
 import { type Daemon, startDaemon } from "../src/daemon.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { createLogger } from "../src/log.ts";
-import { type Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
-import { type Cluster, cluster, MAIN_B, MAIN_C, routes } from "./helpers/router.ts";
+import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
+import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
+import { type Cluster, MAIN_B, MAIN_C, routes } from "./helpers/router.ts";
 
 const notRoot = requireRoot();
 const PROTO = 202;
@@ -138,11 +139,70 @@ interface Bed {
 }
 
 /**
- * The cluster of tests/helpers/router.ts plus node k, a route monitor, and the daemon as node
- * a with its default backoff, optionally through a kubeconfig with a token file.
+ * A port the kernel never hands out by itself (below the ephemeral range, and below the
+ * 20000.. of other tests' fixed ports): while the API is down, a parallel test's `bind(0)` or
+ * outgoing connection cannot take it, so listening again on it cannot fail.
+ */
+function quietPort(): number {
+  let low = 32768;
+  try {
+    low = Number(Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").split(/\s+/)[0]);
+  } catch { /* the usual default */ }
+  const top = Math.min(low, 20000);
+  return 10000 + Math.floor(Math.random() * (top - 10000));
+}
+
+/**
+ * The cluster of tests/helpers/router.ts (nodes a, b, c) on an API server listening on a
+ * {@link quietPort}.
+ */
+async function faultCluster(): Promise<Cluster> {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-faults-" });
+  const ns = await Netns.create("xf");
+  let api: ApiServer | undefined;
+  try {
+    await ns.lan("lan0", ["192.168.50.1/24", "fd00:50::1/64"]);
+    for (let i = 0; api === undefined; i++) {
+      try {
+        api = await startApiServer({
+          listen: `127.0.0.1:${quietPort()}`,
+          kubeconfigPath: `${dir}/kubeconfig`,
+        });
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AddrInUse) || i === 9) throw e;
+      }
+    }
+  } catch (e) {
+    await ns.delete();
+    await Deno.remove(dir, { recursive: true });
+    throw e;
+  }
+  for (const [name, i] of [["a", 0], ["b", 1], ["c", 2]] as const) {
+    api.nodes.create(makeNode({
+      name,
+      podCIDRs: [`10.244.${i}.0/24`, `fd00:244:0:${i}::/64`],
+      internalIPs: [`192.168.50.${i + 1}`, `fd00:50::${i + 1}`],
+    }));
+  }
+  const server = api;
+  return {
+    ns,
+    api: server,
+    dir,
+    async close() {
+      await server.close();
+      await ns.delete();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/**
+ * {@link faultCluster} plus node k, a route monitor, and the daemon as node a with its
+ * default backoff, optionally through a kubeconfig with a token file.
  */
 async function withBed(fn: (b: Bed) => Promise<void>, opts: { tokenFile?: boolean } = {}) {
-  const c = await cluster();
+  const c = await faultCluster();
   let mon: RouteLog | undefined;
   let d: Daemon | undefined;
   try {

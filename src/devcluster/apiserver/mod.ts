@@ -63,7 +63,11 @@ export interface Faults {
   rotateToken(): Promise<string>;
   /** Closes the listener (connections refused); the store is kept. */
   stopListening(): Promise<void>;
-  /** Listens again on the same port. */
+  /**
+   * Listens again on the same port. Throws AddrInUse when another socket took the port
+   * meanwhile: for long outages beside other programs, listen on a fixed port outside the
+   * kernel's ephemeral range.
+   */
   startListening(): void;
   /** Requests served so far. */
   requestCount(): number;
