@@ -265,8 +265,9 @@ export function checkNode(
     claims.push({ node: checked, cidr, text, start: range.start, end: range.end });
   }
   if (!self) {
+    // Every address is checked, also after the first usable one: a refused one is reported
+    // wherever it stands in the list.
     node.addresses.forEach((ip, i) => {
-      if (hops.has(ip.family)) return;
       const why = refuseHop(ip, addresses[i], host);
       if (why) {
         problems.push({
@@ -276,7 +277,7 @@ export function checkNode(
           value: addresses[i],
           reason: `not a usable next hop: ${why}`,
         });
-      } else {
+      } else if (!hops.has(ip.family)) {
         hops.set(ip.family, addresses[i]);
       }
     });
