@@ -181,7 +181,7 @@ export function refuseNextHop(ip: Ip, local: readonly LocalAddress[]): string | 
 function refuseHop(ip: Ip, text: string, host: HostView): string | undefined {
   for (const s of SPECIAL_CIDRS) {
     if (s.span.family === ip.family && s.span.start <= ip.value && ip.value <= s.span.end) {
-      return `${s.what} address`;
+      return s.what.endsWith("address") ? s.what : `${s.what} address`;
     }
   }
   if (host.addresses.has(`${ip.family} ${text}`)) return "an address of this host";
