@@ -340,9 +340,11 @@ Deno.test({
         name: "next hops: ours, multicast, loopback, link-local, unspecified, reserved",
         cidrs: [],
         hops: "192.168.60.1, 192.168.50.1,224.0.0.1,::ffff:127.0.0.1,169.254.0.1,0.0.0.0," +
-          "255.255.255.255,fd00:60::1,ff02::1,fe80::1,::,::1," + EVIL_HOPS,
+          "255.255.255.255,fd00:60::1,ff02::1,fe80::1,::,::1," + EVIL_HOPS +
+          // After the usable ones: never used, reported all the same.
+          ",224.0.0.2,fd00:50::1",
         want: [
-          ...["192.168.60.1", "192.168.50.1", "fd00:60::1"].map((a) =>
+          ...["192.168.60.1", "192.168.50.1", "fd00:60::1", "fd00:50::1"].map((a) =>
             w(EVIL, "refused", "adr", a, /^not a usable next hop: an address of this host$/)
           ),
           w(EVIL, "refused", "adr", "224.0.0.1", /next hop: multicast address/),
@@ -352,7 +354,8 @@ Deno.test({
           w(EVIL, "refused", "adr", "255.255.255.255", /next hop: reserved range address/),
           w(EVIL, "refused", "adr", "ff02::1", /next hop: multicast address/),
           w(EVIL, "refused", "adr", "fe80::1", /next hop: link-local address/),
-          w(EVIL, "refused", "adr", "::", /next hop: unspecified address/),
+          w(EVIL, "refused", "adr", "::", /^not a usable next hop: unspecified address$/),
+          w(EVIL, "refused", "adr", "224.0.0.2", /next hop: multicast address/),
           w(EVIL, "refused", "adr", "::1", /next hop: loopback address/),
         ],
       }];

@@ -214,14 +214,17 @@ export class RouteWatch {
       stderr: "null",
     }).spawn();
     const w = new RouteWatch(child);
+    // A new marker route each try: the monitor may start listening after the first one.
+    const markers: string[] = [];
     try {
-      const marker = "10.254.254.0/24";
       await pollUntil(async () => {
+        const marker = `10.254.${markers.length % 256}.0/24`;
+        markers.push(marker);
         await run("ip", "-n", ns.name, "route", "replace", marker, "dev", "lo", "proto", "99");
         await new Promise((r) => setTimeout(r, 20));
-        return w.#text.includes(marker);
+        return markers.some((m) => w.#text.includes(m));
       }, { timeoutMs: 5000, message: "ip monitor route listening" });
-      await ns.ip("route", "del", marker, "proto", "99");
+      await ns.ip("route", "flush", "proto", "99");
     } catch (e) {
       await w.stop();
       throw e;
