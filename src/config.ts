@@ -212,9 +212,11 @@ const SPECS: AnySpec[] = [
   {
     key: "resyncSeconds",
     name: "RESYNC_INTERVAL",
-    default: "60s",
+    default: "5m",
     parse: duration,
-    description: "Period of the full reconcile that backs up the watches (60, 60s, 5m, 1h).",
+    description: "Period of the full reconcile (a fresh read of the routing table) that backs " +
+      "up the watches (60, 60s, 5m, 1h). The route monitor repairs routes at once; this only " +
+      "catches what it could miss.",
   },
   {
     key: "cniBinDir",

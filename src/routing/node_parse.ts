@@ -35,8 +35,17 @@ export interface ParsedNode {
   readonly problems: readonly Problem[];
 }
 
+const fieldNames = new Map<string, string>();
+
+/** The field's name for reports: one string per annotation, shared by every node. */
 function fieldName(annotation: string, fallback: string): string {
-  return annotation === "" ? fallback : `metadata.annotations[${annotation}]`;
+  if (annotation === "") return fallback;
+  let name = fieldNames.get(annotation);
+  if (name === undefined) {
+    name = `metadata.annotations[${annotation}]`;
+    if (fieldNames.size < 16) fieldNames.set(annotation, name);
+  }
+  return name;
 }
 
 function readList(

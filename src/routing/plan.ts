@@ -438,14 +438,16 @@ function planNode(
   losers: ReadonlyMap<Claim, Claim>,
   extra: readonly Problem[] = [],
 ): NodePlan {
-  const problems = [...node.problems, ...extra];
-  const cidrs = node.claims.filter((c) => !losers.has(c));
+  // Most nodes have no problem: their empty list is shared, not copied.
+  const problems = extra.length === 0 ? node.problems : [...node.problems, ...extra];
+  const cidrs = extra.length === 0 ? node.claims : node.claims.filter((c) => !losers.has(c));
   const nodeRoutes: Route[] = [];
+  const missing: Problem[] = [];
   if (!node.self) {
     for (const c of cidrs) {
       const via = node.hops.get(c.cidr.family);
       if (via === undefined) {
-        problems.push({
+        missing.push({
           node: node.name,
           kind: "no-address",
           field: node.addressField,
@@ -463,6 +465,6 @@ function planNode(
     cidrs: cidrs.map((c) => c.text),
     addresses: node.addresses,
     routes: nodeRoutes,
-    problems,
+    problems: missing.length === 0 ? problems : [...problems, ...missing],
   };
 }

@@ -12,7 +12,7 @@
 import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
 import { diff, indexKernel, type KernelIndex, routeKey } from "./diff.ts";
-import { type NetworkSource, type ParsedNode, parseNode } from "./node_parse.ts";
+import { type NetworkSource, parseNode } from "./node_parse.ts";
 import { type CheckedNode, checkNode, type Plan, plan, PlanMemo, type PlanRules } from "./plan.ts";
 import { describeProblem, type Problem, problemKey } from "./problem.ts";
 import type { LocalAddress, OpFailure, RouteTable } from "./types.ts";
@@ -57,9 +57,8 @@ export interface ReconcilerOptions {
 /** Runs reconciles on demand, one at a time, folding triggers that arrive meanwhile. */
 export class Reconciler {
   #opts: ReconcilerOptions;
-  #parsed = new WeakMap<NodeInfo, ParsedNode>();
   /** Checked nodes, valid while the rules and local addresses stay the same. */
-  #checked = new WeakMap<ParsedNode, CheckedNode>();
+  #checked = new WeakMap<NodeInfo, CheckedNode>();
   #checkContext = "";
   #planMemo = new PlanMemo();
   #pending: Trigger | undefined;
@@ -167,15 +166,12 @@ export class Reconciler {
     }
     const checked: CheckedNode[] = [];
     for (const node of this.#opts.nodes()) {
-      let p = this.#parsed.get(node);
-      if (!p) {
-        p = parseNode(node, this.#opts.source);
-        this.#parsed.set(node, p);
-      }
-      let c = this.#checked.get(p);
+      // The parsed node is not kept: parsing again when the rules change is cheap, and
+      // 5,000 of them would hold megabytes.
+      let c = this.#checked.get(node);
       if (!c) {
-        c = checkNode(p, rules, this.#local);
-        this.#checked.set(p, c);
+        c = checkNode(parseNode(node, this.#opts.source), rules, this.#local);
+        this.#checked.set(node, c);
       }
       checked.push(c);
     }
