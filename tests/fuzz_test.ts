@@ -834,6 +834,14 @@ function cniStdin(r: Rng, dir: string): string {
         conf.ipam[b] = value;
       }
     }
+    // Never the API of whatever cluster this machine can reach: an ipam object always names
+    // a kubeconfig that does not exist (or a value of the wrong type, refused with code 7).
+    const ipam = conf.ipam as unknown;
+    if (
+      typeof ipam === "object" && ipam !== null && !Array.isArray(ipam) && !("kubeconfig" in ipam)
+    ) {
+      (ipam as Record<string, unknown>).kubeconfig = `${dir}/no-kubeconfig`;
+    }
     return JSON.stringify(conf);
   };
   switch (r.int(10)) {

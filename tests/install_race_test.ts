@@ -73,8 +73,10 @@ Deno.test({
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "install-race-" });
     const from = `${dir}/from`, to = `${dir}/to`, gens = `${dir}/gens`;
-    const pod = await TestNetns.create("race");
+    let pod: TestNetns | undefined;
     try {
+      pod = await TestNetns.create("race");
+      const podPath = pod.path;
       await Deno.mkdir(from);
       await Deno.mkdir(gens);
       await writeNodeState(`${dir}/state`, {
@@ -143,7 +145,7 @@ Deno.test({
       const cniEnv = (command: string, id: string) => ({
         CNI_COMMAND: command,
         CNI_CONTAINERID: id,
-        CNI_NETNS: pod.path,
+        CNI_NETNS: podPath,
         CNI_IFNAME: "eth0",
         CNI_PATH: to,
         HOME: dir,
@@ -223,7 +225,7 @@ Deno.test({
         assert.equal(await sha(await Deno.readFile(`${to}/${name}`)), last.get(name), name);
       }
     } finally {
-      await pod[Symbol.asyncDispose]();
+      await pod?.[Symbol.asyncDispose]();
       await Deno.remove(dir, { recursive: true });
     }
   },
