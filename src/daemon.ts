@@ -5,7 +5,7 @@
  * @module
  */
 import { ConfigError, type DaemonConfig, parseDaemonConfig } from "./config.ts";
-import { type NodeInfo, toNodeInfo } from "./kube/node.ts";
+import { NODE_FIELDS, type NodeInfo, toNodeInfo } from "./kube/node.ts";
 import { createLogger, fileSink, type Logger, stderrSink } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { serveHttp } from "./http.ts";
@@ -91,6 +91,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const keep = [cfg.cidrAnnotation, cfg.addressAnnotation];
   const informer = new NodeInformer<NodeInfo>(client, {
     project: (raw) => toNodeInfo(raw, keep),
+    fields: NODE_FIELDS,
     log,
     onProblem: (name, error) => log.warn("node object not understood", { node: name, error }),
   });

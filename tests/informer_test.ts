@@ -4,7 +4,7 @@ import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { KubeClient } from "../src/kube/client.ts";
 import { NodeInformer, type StoreChange } from "../src/kube/informer.ts";
-import { ListSplitter } from "../src/kube/json_list.ts";
+import { ListSplitter, pickFields } from "../src/kube/json_list.ts";
 import { loadKubeconfig } from "../src/kube/kubeconfig.ts";
 import { type NodeInfo, toNodeInfo } from "../src/kube/node.ts";
 import { pollUntil } from "./helpers/netns.ts";
@@ -234,4 +234,33 @@ Deno.test("toNodeInfo: only the projected fields are read and validated", () => 
   }
   assert.throws(() => toNodeInfo({ metadata: { name: "a", annotations: { keep: 1 } } }, ["keep"]));
   assert.throws(() => toNodeInfo({ metadata: { name: "a" }, status: { addresses: [{}] } }, []));
+});
+
+Deno.test("pickFields: only the members asked for, the rest skipped whole", () => {
+  const value = {
+    metadata: { name: 'n"1', managedFields: [{ a: "}]{[\\" }], annotations: { x: "y" } },
+    status: { images: [{ names: ["a", "b"], sizeBytes: 1e9 }], addresses: [1, "2", null] },
+    spec: null,
+    'we"ird': { metadata: 1 },
+    last: true,
+  };
+  const fields = {
+    metadata: { name: true, annotations: true },
+    spec: { podCIDRs: true },
+    status: { addresses: true, nodeInfo: { machineID: true } },
+    'we"ird': true,
+  } as const;
+  for (const text of [JSON.stringify(value), JSON.stringify(value, null, 2)]) {
+    assert.deepEqual(JSON.parse(pickFields(text, fields)), {
+      metadata: { name: 'n"1', annotations: { x: "y" } },
+      status: { addresses: [1, "2", null] },
+      spec: null,
+      'we"ird': { metadata: 1 },
+    });
+  }
+  assert.equal(pickFields("[1,2]", { a: true }), "[1,2]");
+  assert.equal(pickFields(" {} ", { a: true }), "{}");
+  for (const bad of ['{"a":1', '{"a" 1}', '{"a":1,}', '{"a":"x}', "{} x", '{"b":[1}']) {
+    assert.throws(() => JSON.parse(pickFields(bad, { a: true })), SyntaxError, bad);
+  }
 });

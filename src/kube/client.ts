@@ -7,7 +7,7 @@
 import { z } from "zod";
 import type { Logger } from "../log.ts";
 import type { KubeAccess } from "./kubeconfig.ts";
-import { ListSplitter } from "./json_list.ts";
+import { type Fields, ListSplitter, pickFields } from "./json_list.ts";
 
 /** A failed API request: HTTP status (0 when no response), reason and message. */
 export class ApiError extends Error {
@@ -259,8 +259,9 @@ export class KubeClient {
   async listNodesEach(
     opts: ListOptions,
     onItem: (item: unknown) => void,
+    fields?: Fields,
   ): Promise<ListPage> {
-    return await this.readNodeList(await this.openNodeList(opts), onItem);
+    return await this.readNodeList(await this.openNodeList(opts), onItem, undefined, fields);
   }
 
   /** Sends the request for one page of Nodes; the body is read by {@link readNodeList}. */
@@ -280,12 +281,14 @@ export class KubeClient {
   /**
    * Reads a page opened by {@link openNodeList}, item by item. `onContinue` is called as
    * soon as the continue token is known, which with a real API server (metadata first) is
-   * before the items: the next page can be asked for while this one is still read.
+   * before the items: the next page can be asked for while this one is still read. With
+   * `fields`, only those members of each item are parsed (see {@link pickFields}).
    */
   async readNodeList(
     res: Response,
     onItem: (item: unknown) => void,
     onContinue?: (token: string) => void,
+    fields?: Fields,
   ): Promise<ListPage> {
     const bad = (why: string) =>
       new ApiError(res.status, "BadList", `node list not understood: ${why}`);
@@ -294,7 +297,7 @@ export class KubeClient {
     try {
       const splitter = new ListSplitter((json) => {
         count++;
-        onItem(JSON.parse(json));
+        onItem(JSON.parse(fields ? pickFields(json, fields) : json));
       }, (head) => {
         const token = ListSchema.safeParse(head).data?.metadata?.continue;
         if (token) onContinue?.(token);

@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { type Logger, silentLogger } from "../log.ts";
 import { ApiError, type KubeClient, statusError } from "./client.ts";
+import type { Fields } from "./json_list.ts";
 
 /** One change of the store. */
 export interface StoreChange<T> {
@@ -31,6 +32,11 @@ export interface InformerStats {
 export interface InformerOptions<T> {
   /** Keeps what is needed of a raw Node; may throw (the node is then reported and left out). */
   project: (raw: unknown) => T;
+  /**
+   * Members of each listed item that `project` reads (metadata.name included); the rest is
+   * never parsed. Default: everything.
+   */
+  fields?: Fields;
   /** Page size of lists (default 500). */
   pageSize?: number;
   /** Server-side timeout of a watch (default 300 s). */
@@ -205,7 +211,7 @@ export class NodeInformer<T> {
           // prepares it while this one is read.
           page = await this.#client.readNodeList(await res, onItem, (token) => {
             ahead = { cont: token, res: open(token) };
-          });
+          }, this.#opts.fields);
         } catch (e) {
           if (e instanceof ApiError && e.status === 410 && cont !== undefined) {
             // The continue token expired mid-list: start the list again.

@@ -241,3 +241,117 @@ function concat(pieces: readonly Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/** Which members of a JSON object to keep: `true` keeps a value whole. */
+export type Fields = true | { readonly [key: string]: Fields };
+
+/**
+ * Returns the JSON text of one value with only `fields` kept, without building the
+ * objects of the rest: a real Node is mostly images, conditions and managed fields that
+ * nothing here reads, and parsing them costs more than everything else a list does. What
+ * is dropped is only scanned for its end (strings, brackets), not validated; what is kept
+ * is JSON.parse'd by the caller. Throws a SyntaxError when the structure is broken.
+ *
+ * @example
+ * ```ts
+ * pickFields('{"a":{"b":1,"c":[2]},"d":3}', { a: { b: true } }); // '{"a":{"b":1}}'
+ * ```
+ */
+export function pickFields(text: string, fields: Fields): string {
+  if (fields === true) return text;
+  const out: string[] = [];
+  const end = skipSpace(text, pick(text, skipSpace(text, 0), fields, out));
+  if (end !== text.length) throw new SyntaxError(`unexpected text at ${end}`);
+  return out.join("");
+}
+
+function pick(t: string, i: number, fields: Fields, out: string[]): number {
+  if (fields === true || t.charCodeAt(i) !== OPEN_BRACE) {
+    // Kept whole, or not an object where one was expected: the caller's schema judges it.
+    const end = skipValue(t, i);
+    out.push(t.slice(i, end));
+    return end;
+  }
+  out.push("{");
+  i = skipSpace(t, i + 1);
+  if (t.charCodeAt(i) === CLOSE_BRACE) {
+    out.push("}");
+    return i + 1;
+  }
+  let first = true;
+  for (;;) {
+    if (t.charCodeAt(i) !== QUOTE) throw new SyntaxError(`expected a key at ${i}`);
+    const keyEnd = skipString(t, i);
+    const keyText = t.slice(i, keyEnd);
+    const key = keyText.includes("\\") ? JSON.parse(keyText) as string : keyText.slice(1, -1);
+    i = skipSpace(t, keyEnd);
+    if (t.charCodeAt(i) !== 0x3a) throw new SyntaxError(`expected ':' at ${i}`);
+    i = skipSpace(t, i + 1);
+    const sub = Object.hasOwn(fields, key) ? fields[key] : undefined;
+    if (sub === undefined) {
+      i = skipValue(t, i);
+    } else {
+      out.push(first ? keyText : `,${keyText}`, ":");
+      first = false;
+      i = pick(t, i, sub, out);
+    }
+    i = skipSpace(t, i);
+    const c = t.charCodeAt(i);
+    if (c === COMMA) {
+      i = skipSpace(t, i + 1);
+    } else if (c === CLOSE_BRACE) {
+      out.push("}");
+      return i + 1;
+    } else {
+      throw new SyntaxError(`expected ',' or '}' at ${i}`);
+    }
+  }
+}
+
+function skipSpace(t: string, i: number): number {
+  while (i < t.length && isSpace(t.charCodeAt(i))) i++;
+  return i;
+}
+
+/** The index after the string starting at `i` (a quote). */
+function skipString(t: string, i: number): number {
+  let from = i + 1;
+  for (;;) {
+    const q = t.indexOf('"', from);
+    if (q < 0) throw new SyntaxError(`unterminated string at ${i}`);
+    let k = q - 1;
+    while (t.charCodeAt(k) === BACKSLASH) k--;
+    if ((q - 1 - k) % 2 === 0) return q + 1;
+    from = q + 1;
+  }
+}
+
+/** The index after the value starting at `i`. */
+function skipValue(t: string, i: number): number {
+  const c = t.charCodeAt(i);
+  if (c === QUOTE) return skipString(t, i);
+  if (c === OPEN_BRACE || c === OPEN_BRACKET) {
+    let depth = 1;
+    let j = i + 1;
+    while (depth > 0) {
+      if (j >= t.length) throw new SyntaxError(`unterminated value at ${i}`);
+      const d = t.charCodeAt(j);
+      if (d === QUOTE) {
+        j = skipString(t, j);
+        continue;
+      }
+      if (d === OPEN_BRACE || d === OPEN_BRACKET) depth++;
+      else if (d === CLOSE_BRACE || d === CLOSE_BRACKET) depth--;
+      j++;
+    }
+    return j;
+  }
+  let j = i;
+  while (j < t.length) {
+    const d = t.charCodeAt(j);
+    if (d === COMMA || d === CLOSE_BRACE || d === CLOSE_BRACKET || isSpace(d)) break;
+    j++;
+  }
+  if (j === i) throw new SyntaxError(`expected a value at ${i}`);
+  return j;
+}

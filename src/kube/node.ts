@@ -7,6 +7,7 @@
  * @module
  */
 import { z } from "zod";
+import type { Fields } from "./json_list.ts";
 
 /** The fields of a Node object that are read; everything else is dropped by parsing. */
 export const NodeObjectSchema = z.object({
@@ -26,6 +27,22 @@ export const NodeObjectSchema = z.object({
     nodeInfo: z.object({ machineID: z.string().optional() }).partial().nullish(),
   }).partial().nullish(),
 });
+
+/**
+ * The members of a Node that {@link toNodeInfo} reads, for lists that parse only those
+ * (see `pickFields` in json_list.ts).
+ */
+export const NODE_FIELDS: Fields = {
+  metadata: {
+    name: true,
+    uid: true,
+    resourceVersion: true,
+    creationTimestamp: true,
+    annotations: true,
+  },
+  spec: { podCIDR: true, podCIDRs: true },
+  status: { addresses: true, nodeInfo: { machineID: true } },
+};
 
 /** A parsed Node object, still carrying all annotations. */
 export type NodeObject = z.infer<typeof NodeObjectSchema>;

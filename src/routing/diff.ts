@@ -53,7 +53,8 @@ export function indexKernel(kernel: readonly KernelRoute[], protocol: number): K
 }
 
 /**
- * Compares desired routes with the kernel's main table.
+ * Compares desired routes with the kernel's main table. `desired` holds at most one route
+ * per destination, as `plan` (plan.ts) makes it.
  *
  * @example
  * ```ts
@@ -65,11 +66,13 @@ export function diff(desired: readonly Route[], kernel: KernelIndex): Diff {
   const { ours, foreign } = kernel;
   const ops: RouteOp[] = [];
   const conflicts: ForeignConflict[] = [];
-  const wanted = new Set<string>();
+  // Destinations of ours that a desired route names: when that is all of ours, none is
+  // stale, and the set of wanted keys (10,000 at 5,000 nodes) need not be built.
+  let named = 0;
   for (const route of desired) {
     const k = routeKey(route);
-    wanted.add(k);
     const mine = ours.get(k);
+    if (mine) named++;
     const other = foreign.get(k);
     if (other) conflicts.push({ route, foreign: other });
     if (mine?.length === 1 && mine[0].via === route.via && mine[0].type === undefined) continue;
@@ -80,8 +83,11 @@ export function diff(desired: readonly Route[], kernel: KernelIndex): Diff {
     }
     ops.push({ op: "replace", route });
   }
-  for (const [k, list] of ours) {
-    if (!wanted.has(k)) { for (const r of list) ops.push({ op: "delete", route: r }); }
+  if (named < ours.size) {
+    const wanted = new Set(desired.map(routeKey));
+    for (const [k, list] of ours) {
+      if (!wanted.has(k)) { for (const r of list) ops.push({ op: "delete", route: r }); }
+    }
   }
   return { ops, conflicts };
 }
