@@ -177,7 +177,7 @@ Deno.test("informer: an outage keeps the store; requests are bounded by the back
 function split(text: string, size: number): { items: unknown[]; rest: unknown } {
   const bytes = new TextEncoder().encode(text);
   const items: unknown[] = [];
-  const s = new ListSplitter((json) => items.push(JSON.parse(json)));
+  const s = new ListSplitter((json) => items.push(JSON.parse(new TextDecoder().decode(json))));
   for (let i = 0; i < bytes.length; i += size) s.push(bytes.slice(i, i + size));
   return { items, rest: s.end() };
 }
@@ -258,6 +258,11 @@ Deno.test("pickFields: only the members asked for, the rest skipped whole", () =
       'we"ird': { metadata: 1 },
     });
   }
+  assert.deepEqual(JSON.parse(pickFields('{"\\u0061":"é😀","b":"ü"}', { a: true })), { a: "é😀" });
+  assert.deepEqual(
+    JSON.parse(pickFields(new TextEncoder().encode('{"b":"ü","a":["€"]}'), { a: true })),
+    { a: ["€"] },
+  );
   assert.equal(pickFields("[1,2]", { a: true }), "[1,2]");
   assert.equal(pickFields(" {} ", { a: true }), "{}");
   for (const bad of ['{"a":1', '{"a" 1}', '{"a":1,}', '{"a":"x}', "{} x", '{"b":[1}']) {

@@ -294,10 +294,11 @@ export class KubeClient {
       new ApiError(res.status, "BadList", `node list not understood: ${why}`);
     let rest: unknown;
     let count = 0;
+    const decoder = new TextDecoder();
     try {
       const splitter = new ListSplitter((json) => {
         count++;
-        onItem(JSON.parse(fields ? pickFields(json, fields) : json));
+        onItem(JSON.parse(fields ? pickFields(json, fields) : decoder.decode(json)));
       }, (head) => {
         const token = ListSchema.safeParse(head).data?.metadata?.continue;
         if (token) onContinue?.(token);

@@ -32,7 +32,7 @@ const enum Mode {
 
 /** A streaming splitter of one list response. */
 export class ListSplitter {
-  readonly #onItem: (json: string) => void;
+  readonly #onItem: (json: Uint8Array) => void;
   readonly #onHead: ((head: unknown) => void) | undefined;
   readonly #decoder = new TextDecoder();
   /** The response without its items, as byte pieces. */
@@ -52,11 +52,12 @@ export class ListSplitter {
   #items = 0;
 
   /**
-   * @param onItem called with the JSON text of every item, in order
+   * @param onItem called with the UTF-8 JSON text of every item, in order (valid only
+   *   during the call: it may share the buffer of a chunk)
    * @param onHead called once the items begin, with what came before them (closed with
    *   an empty `items`): a list's metadata, continue token included, when it comes first
    */
-  constructor(onItem: (json: string) => void, onHead?: (head: unknown) => void) {
+  constructor(onItem: (json: Uint8Array) => void, onHead?: (head: unknown) => void) {
     this.#onItem = onItem;
     this.#onHead = onHead;
   }
@@ -210,7 +211,7 @@ export class ListSplitter {
       this.#item = [];
     }
     this.#items++;
-    this.#onItem(this.#decoder.decode(bytes));
+    this.#onItem(bytes);
   }
 
   /**
@@ -245,10 +246,35 @@ function concat(pieces: readonly Uint8Array[]): Uint8Array {
 /** Which members of a JSON object to keep: `true` keeps a value whole. */
 export type Fields = true | { readonly [key: string]: Fields };
 
+/** A {@link Fields} map with its keys as UTF-8 bytes, to compare keys without decoding. */
+interface ByteFields {
+  readonly keys: readonly { readonly key: Uint8Array; readonly sub: ByteFields | true }[];
+  readonly byName: ReadonlyMap<string, ByteFields | true>;
+}
+
+const byteFieldsCache = new WeakMap<object, ByteFields>();
+
+function byteFields(fields: Exclude<Fields, true>): ByteFields {
+  let b = byteFieldsCache.get(fields);
+  if (!b) {
+    const encoder = new TextEncoder();
+    const byName = new Map<string, ByteFields | true>();
+    for (const [key, sub] of Object.entries(fields)) {
+      byName.set(key, sub === true ? true : byteFields(sub));
+    }
+    const keys = [...byName].map(([key, sub]) => ({ key: encoder.encode(key), sub }));
+    b = { keys, byName };
+    byteFieldsCache.set(fields, b);
+  }
+  return b;
+}
+
+const textDecoder = new TextDecoder();
+
 /**
- * Returns the JSON text of one value with only `fields` kept, without building the
- * objects of the rest: a real Node is mostly images, conditions and managed fields that
- * nothing here reads, and parsing them costs more than everything else a list does. What
+ * Returns the JSON text of one value with only `fields` kept, without decoding or building
+ * the rest: a real Node is mostly images, conditions and managed fields that nothing here
+ * reads, and decoding and parsing them costs more than everything else a list does. What
  * is dropped is only scanned for its end (strings, brackets), not validated; what is kept
  * is JSON.parse'd by the caller. Throws a SyntaxError when the structure is broken.
  *
@@ -257,50 +283,86 @@ export type Fields = true | { readonly [key: string]: Fields };
  * pickFields('{"a":{"b":1,"c":[2]},"d":3}', { a: { b: true } }); // '{"a":{"b":1}}'
  * ```
  */
-export function pickFields(text: string, fields: Fields): string {
-  if (fields === true) return text;
-  const out: string[] = [];
-  const end = skipSpace(text, pick(text, skipSpace(text, 0), fields, out));
-  if (end !== text.length) throw new SyntaxError(`unexpected text at ${end}`);
-  return out.join("");
+export function pickFields(input: string | Uint8Array, fields: Fields): string {
+  const t = typeof input === "string" ? new TextEncoder().encode(input) : input;
+  if (fields === true) return textDecoder.decode(t);
+  const out = new Picked(t);
+  const end = skipSpace(t, pick(t, skipSpace(t, 0), byteFields(fields), out));
+  if (end !== t.length) throw new SyntaxError(`unexpected text at ${end}`);
+  return out.text();
 }
 
-function pick(t: string, i: number, fields: Fields, out: string[]): number {
-  if (fields === true || t.charCodeAt(i) !== OPEN_BRACE) {
+/** The kept pieces of a text: ranges of it and punctuation, joined at the end. */
+class Picked {
+  #parts: (string | number)[] = [];
+  #size = 0;
+  constructor(readonly source: Uint8Array) {}
+
+  range(start: number, end: number): void {
+    this.#parts.push(start, end);
+    this.#size += end - start;
+  }
+
+  punct(text: "{" | "}" | "," | ":"): void {
+    this.#parts.push(text);
+    this.#size++;
+  }
+
+  text(): string {
+    const bytes = new Uint8Array(this.#size);
+    let at = 0;
+    const parts = this.#parts;
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i];
+      if (typeof p === "string") {
+        bytes[at++] = p.charCodeAt(0);
+      } else {
+        const end = parts[++i] as number;
+        bytes.set(this.source.subarray(p, end), at);
+        at += end - p;
+      }
+    }
+    return textDecoder.decode(bytes);
+  }
+}
+
+function pick(t: Uint8Array, i: number, fields: ByteFields | true, out: Picked): number {
+  if (fields === true || t[i] !== OPEN_BRACE) {
     // Kept whole, or not an object where one was expected: the caller's schema judges it.
     const end = skipValue(t, i);
-    out.push(t.slice(i, end));
+    out.range(i, end);
     return end;
   }
-  out.push("{");
+  out.punct("{");
   i = skipSpace(t, i + 1);
-  if (t.charCodeAt(i) === CLOSE_BRACE) {
-    out.push("}");
+  if (t[i] === CLOSE_BRACE) {
+    out.punct("}");
     return i + 1;
   }
   let first = true;
   for (;;) {
-    if (t.charCodeAt(i) !== QUOTE) throw new SyntaxError(`expected a key at ${i}`);
+    if (t[i] !== QUOTE) throw new SyntaxError(`expected a key at ${i}`);
+    const keyStart = i;
     const keyEnd = skipString(t, i);
-    const keyText = t.slice(i, keyEnd);
-    const key = keyText.includes("\\") ? JSON.parse(keyText) as string : keyText.slice(1, -1);
+    const sub = memberFields(t, keyStart, keyEnd, fields);
     i = skipSpace(t, keyEnd);
-    if (t.charCodeAt(i) !== 0x3a) throw new SyntaxError(`expected ':' at ${i}`);
-    i = skipSpace(t, i + 1);
-    const sub = Object.hasOwn(fields, key) ? fields[key] : undefined;
+    if (t[i] !== 0x3a) throw new SyntaxError(`expected ':' at ${i}`);
+    const valueAt = skipSpace(t, i + 1);
     if (sub === undefined) {
-      i = skipValue(t, i);
+      i = skipValue(t, valueAt);
     } else {
-      out.push(first ? keyText : `,${keyText}`, ":");
+      if (!first) out.punct(",");
       first = false;
-      i = pick(t, i, sub, out);
+      out.range(keyStart, keyEnd);
+      out.punct(":");
+      i = pick(t, valueAt, sub, out);
     }
     i = skipSpace(t, i);
-    const c = t.charCodeAt(i);
+    const c = t[i];
     if (c === COMMA) {
       i = skipSpace(t, i + 1);
     } else if (c === CLOSE_BRACE) {
-      out.push("}");
+      out.punct("}");
       return i + 1;
     } else {
       throw new SyntaxError(`expected ',' or '}' at ${i}`);
@@ -308,34 +370,68 @@ function pick(t: string, i: number, fields: Fields, out: string[]): number {
   }
 }
 
-function skipSpace(t: string, i: number): number {
-  while (i < t.length && isSpace(t.charCodeAt(i))) i++;
+/** The fields of the member whose key spans [start, end) (quotes included), if kept. */
+function memberFields(
+  t: Uint8Array,
+  start: number,
+  end: number,
+  fields: ByteFields,
+): ByteFields | true | undefined {
+  const len = end - start - 2;
+  let escaped = false;
+  for (const { key, sub } of fields.keys) {
+    if (key.length !== len) continue;
+    let j = 0;
+    while (j < len && t[start + 1 + j] === key[j]) j++;
+    if (j === len) return sub;
+  }
+  for (let j = start + 1; j < end - 1; j++) if (t[j] === BACKSLASH) escaped = true;
+  if (!escaped) return undefined;
+  // A key written with escapes: rare enough to decode.
+  const key = JSON.parse(textDecoder.decode(t.subarray(start, end))) as string;
+  return fields.byName.get(key);
+}
+
+function skipSpace(t: Uint8Array, i: number): number {
+  while (i < t.length && isSpace(t[i])) i++;
   return i;
 }
 
 /** The index after the string starting at `i` (a quote). */
-function skipString(t: string, i: number): number {
+function skipString(t: Uint8Array, i: number): number {
   let from = i + 1;
   for (;;) {
-    const q = t.indexOf('"', from);
-    if (q < 0) throw new SyntaxError(`unterminated string at ${i}`);
+    // Short strings are the most: a plain loop, then indexOf for long ones.
+    let q = -1;
+    const stop = Math.min(from + 32, t.length);
+    for (let j = from; j < stop; j++) {
+      if (t[j] === QUOTE) {
+        q = j;
+        break;
+      }
+    }
+    if (q < 0) {
+      if (stop === t.length) throw new SyntaxError(`unterminated string at ${i}`);
+      q = t.indexOf(QUOTE, stop);
+      if (q < 0) throw new SyntaxError(`unterminated string at ${i}`);
+    }
     let k = q - 1;
-    while (t.charCodeAt(k) === BACKSLASH) k--;
+    while (t[k] === BACKSLASH) k--;
     if ((q - 1 - k) % 2 === 0) return q + 1;
     from = q + 1;
   }
 }
 
 /** The index after the value starting at `i`. */
-function skipValue(t: string, i: number): number {
-  const c = t.charCodeAt(i);
+function skipValue(t: Uint8Array, i: number): number {
+  const c = t[i];
   if (c === QUOTE) return skipString(t, i);
   if (c === OPEN_BRACE || c === OPEN_BRACKET) {
     let depth = 1;
     let j = i + 1;
     while (depth > 0) {
       if (j >= t.length) throw new SyntaxError(`unterminated value at ${i}`);
-      const d = t.charCodeAt(j);
+      const d = t[j];
       if (d === QUOTE) {
         j = skipString(t, j);
         continue;
@@ -348,7 +444,7 @@ function skipValue(t: string, i: number): number {
   }
   let j = i;
   while (j < t.length) {
-    const d = t.charCodeAt(j);
+    const d = t[j];
     if (d === COMMA || d === CLOSE_BRACE || d === CLOSE_BRACKET || isSpace(d)) break;
     j++;
   }
