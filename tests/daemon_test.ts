@@ -8,7 +8,16 @@ import { startDaemon } from "../src/daemon.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { createLogger } from "../src/log.ts";
 import { pollUntil, requireRoot } from "./helpers/netns.ts";
-import { cluster, daemon, expectRoutes, MAIN_B, MAIN_C, NET3, routes } from "./helpers/router.ts";
+import {
+  cluster,
+  daemon,
+  expectRoutes,
+  MAIN_B,
+  MAIN_C,
+  NET3,
+  routes,
+  RouteWatch,
+} from "./helpers/router.ts";
 
 const notRoot = requireRoot();
 Deno.test({
@@ -158,15 +167,12 @@ Deno.test({
   async fn() {
     const c = await cluster();
     let d = await daemon(c);
-    const monitor = new Deno.Command("ip", {
-      args: ["-n", c.ns.name, "monitor", "route"],
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
+    let watch: RouteWatch | undefined;
     try {
       await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "initial");
+      watch = await RouteWatch.start(c.ns);
       await d.stop();
-      // Give the monitor a moment to be listening: an unrelated marker route proves it.
+      // Marker routes of another protocol bracket each phase in the monitor's output.
       await c.ns.ip("route", "add", "10.77.0.0/24", "via", "192.168.50.9", "proto", "99");
       d = await daemon(c);
       await d.reconciler.idle();
@@ -176,21 +182,13 @@ Deno.test({
       d = await daemon(c);
       await expectRoutes(c.ns, 202, MAIN_B, "route of the node deleted while down removed");
       await c.ns.ip("route", "add", "10.78.0.0/24", "via", "192.168.50.9", "proto", "99");
+      await watch.seen("10.78.0.0/24");
     } finally {
       await d.stop();
+      await watch?.stop();
+      await c.close();
     }
-    // Read the monitor up to the second marker.
-    const reader = monitor.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    await pollUntil(async () => {
-      const { value, done } = await reader.read();
-      text += value ?? "";
-      return done || text.includes("10.78.0.0/24");
-    }, { timeoutMs: 5000, message: "monitor output" });
-    monitor.kill();
-    await reader.cancel();
-    await monitor.status;
-    await c.close();
+    const text = watch.text;
     const restart = text.slice(text.indexOf("10.77.0.0/24"), text.lastIndexOf("10.77.0.0/24"));
     assert.ok(restart.length > 0, "markers seen");
     assert.ok(!/proto (202|0xca)\b/.test(restart), `restart churned routes:\n${restart}`);

@@ -88,15 +88,14 @@ function info(name: string, cidr: string, ip: string): NodeInfo {
 }
 
 Deno.test("reconciler: the monitor's echo of our own deletion is ignored even before the batch ends", async () => {
-  let reconciler: Reconciler | undefined;
   // The echo of every deletion arrives while `ip -batch` still runs.
   const fake = fakeTable((ops) => {
     for (const op of ops) {
-      if (op.op === "delete") reconciler!.kernelEvent({ kind: "route-deleted", dst: op.route.dst });
+      if (op.op === "delete") reconciler.kernelEvent({ kind: "route-deleted", dst: op.route.dst });
     }
   });
   let nodes = [info("a", "10.0.0.0/24", "192.168.1.1"), info("b", "10.0.1.0/24", "192.168.1.2")];
-  reconciler = new Reconciler({
+  const reconciler: Reconciler = new Reconciler({
     table: fake.table,
     nodes: () => nodes,
     source: { cidrAnnotation: "", addressAnnotation: "" },

@@ -232,6 +232,19 @@ export class RouteWatch {
     return w;
   }
 
+  /** Everything the monitor printed so far. */
+  get text(): string {
+    return this.#text;
+  }
+
+  /** Waits until the monitor has printed `needle` (a marker route proves it is caught up). */
+  async seen(needle: string, timeoutMs = 5000): Promise<void> {
+    await pollUntil(() => this.#text.includes(needle), {
+      timeoutMs,
+      message: `ip monitor printed ${needle}`,
+    });
+  }
+
   /** Routes of `proto` added (or replaced) so far, as `dst via gateway` with prefixes. */
   added(proto: number): { dst: string; via?: string; line: string }[] {
     const out: { dst: string; via?: string; line: string }[] = [];
