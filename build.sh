@@ -97,6 +97,9 @@ cmd_binary() {
 		die "deno compile failed (DENORT_BIN=$DENORT_BIN)"
 	fi
 	cp $tmp/version.json src/version.json
+	# A runtime that is not denort (the deno CLI itself, say) compiles but runs as deno.
+	timeout 10 dist/xcluster-cni version 2>/dev/null | grep -q "^xcluster-cni $version " ||
+		{ rm -f dist/xcluster-cni; die "dist/xcluster-cni does not run as xcluster-cni (is DENORT_BIN a denort $DENO_VERSION?)"; }
 	echo "dist/xcluster-cni $version"
 }
 

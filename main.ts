@@ -5,7 +5,8 @@
  * Subcommands are imported lazily so that the IPAM path loads only what it needs. The
  * specifiers stay string literals so that `deno compile` finds and embeds every module;
  * under `deno run` Deno still resolves the modules they reach (npm packages included) at
- * start-up, unless it runs with `--unstable-lazy-dynamic-imports`.
+ * start-up, unless it runs with `--unstable-lazy-dynamic-imports`, as the development
+ * kube-node wrapper does.
  *
  * @module
  */

@@ -42,6 +42,8 @@ export async function memoryAndIdle(
   try {
     const d0 = await daemon.proc();
     const b0 = await procSample(idle.pid);
+    const mem = (await daemon.stats()).memory;
+    const mib = (bytes: number) => round(bytes / (1 << 20));
     const figures: Figure[] = [{
       figure: 5,
       name: "rss",
@@ -52,7 +54,12 @@ export async function memoryAndIdle(
       baseline: b0.rssMiB,
       baselineWhat: "idle empty Deno program",
       target: { on: "value", max: 64 },
-      details: { peakMiB: round(d0.hwmMiB) },
+      details: {
+        peakMiB: round(d0.hwmMiB),
+        heapUsedMiB: mib(mem.heapUsed),
+        heapTotalMiB: mib(mem.heapTotal),
+        externalMiB: mib(mem.external),
+      },
     }];
     if (restSeconds > 0) {
       const s0 = await daemon.stats();

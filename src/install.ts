@@ -157,7 +157,9 @@ export function devWrapper(mainTs: string, denoPath: string = Deno.execPath()): 
   ];
   if (denoDir !== "") lines.push(`DENO_DIR="\${DENO_DIR:-${denoDir}}"; export DENO_DIR`);
   lines.push(
-    `exec ${shellQuote(denoPath)} run -A --quiet --no-lock ` +
+    // Lazy dynamic imports: the IPAM path then resolves only the modules it loads (about
+    // 5 ms less per CNI call than resolving every subcommand's graph at start).
+    `exec ${shellQuote(denoPath)} run -A --quiet --no-lock --unstable-lazy-dynamic-imports ` +
       `--config ${shellQuote(`${dir}/deno.json`)} ${shellQuote(mainTs)} kube-node "$@"`,
   );
   return lines.join("\n") + "\n";
