@@ -24,5 +24,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=plugins /plugins/ /opt/xcluster-cni/cni/
 COPY --from=build /xcluster-cni /usr/local/bin/xcluster-cni
+# DAEMON_RUNTIME_ENV in src/config.ts: the daemon's memory after the first list.
+ENV DENO_V8_FLAGS=--max-semi-space-size=1 MALLOC_ARENA_MAX=2
 ENTRYPOINT ["/usr/local/bin/xcluster-cni"]
 CMD ["daemon"]

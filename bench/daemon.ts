@@ -12,6 +12,7 @@ import {
   SELF,
 } from "./cluster.ts";
 import { deferCleanup, type ProcSample, procSample, wallMs } from "./lib.ts";
+import { DAEMON_RUNTIME_ENV } from "../src/config.ts";
 
 const CHILD = new URL("./daemon_child.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
@@ -78,6 +79,7 @@ export class DaemonProcess {
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--quiet", "--no-lock", ...flags, "--config", CONFIG, CHILD],
       env: {
+        ...DAEMON_RUNTIME_ENV,
         NODE_NAME: SELF,
         CIDR_ANNOTATION,
         ADDRESS_ANNOTATION,

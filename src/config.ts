@@ -22,6 +22,17 @@ export const DEFAULT_PLUGINS_DIR = "/opt/xcluster-cni/cni";
 export const DEFAULT_STATE_DIR = "/run/xcluster-cni";
 /** Base of the default HTTP port: the port is this plus PROTOCOL, so instances differ. */
 export const HTTP_PORT_BASE = 19000;
+/**
+ * Environment of the runtime under which the daemon runs (set in the image, and for the
+ * daemons of the demo and the benchmark). The daemon's heap is small, but the first list
+ * streams the JSON of every Node (43 MiB at 5,000 nodes): a young generation of 1 MiB
+ * semi-spaces and two malloc arenas keep that transient from becoming resident memory
+ * (159 -> 117 MiB at 5,000 nodes).
+ */
+export const DAEMON_RUNTIME_ENV: Readonly<Record<string, string>> = {
+  DENO_V8_FLAGS: "--max-semi-space-size=1",
+  MALLOC_ARENA_MAX: "2",
+};
 
 /** Protocols the kernel and boot scripts own; an instance must never take them. */
 const RESERVED_PROTOCOLS = new Map([[0, "unspec"], [2, "kernel"], [3, "boot"], [4, "static"]]);

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { KUBECTL, kubectlMissing } from "./helpers/tools.ts";
 import { parseAllDocuments } from "yaml";
 import {
+  DAEMON_RUNTIME_ENV,
   DEFAULT_CNI_BIN_DIR,
   DEFAULT_CNI_CONF_DIR,
   DEFAULT_PLUGINS_DIR,
@@ -188,4 +189,10 @@ Deno.test("Dockerfile: plugins where the installer looks, Deno as pinned in buil
   for (const p of ["bridge", "host-local", "loopback"]) {
     assert.ok(docker.includes(`/usr/lib/cni/${p}`));
   }
+  const env = /^ENV (.+)$/m.exec(docker)?.[1].split(/\s+/) ?? [];
+  assert.deepEqual(
+    env.sort(),
+    Object.entries(DAEMON_RUNTIME_ENV).map(([k, v]) => `${k}=${v}`).sort(),
+    "the image's ENV is DAEMON_RUNTIME_ENV",
+  );
 });

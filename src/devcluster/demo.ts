@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { DAEMON_RUNTIME_ENV } from "../config.ts";
 import { NodeStore } from "./apiserver/mod.ts";
 import { makeNode } from "./nodes.ts";
 import { addPod, type DemoPod, mainConfig, net3Config, ping } from "./demo/pods.ts";
@@ -70,6 +71,7 @@ function startRouter(
   return new Deno.Command("ip", {
     args: ["netns", "exec", r.node.ns, Deno.execPath(), "run", "-A", "--quiet", mainTs, "daemon"],
     env: {
+      ...DAEMON_RUNTIME_ENV,
       [MARKER]: "1",
       NODE_NAME: r.node.name,
       KUBECONFIG: kubeconfig,
