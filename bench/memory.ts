@@ -61,36 +61,46 @@ export async function memoryAndIdle(
         externalMiB: mib(mem.external),
       },
     }];
-    if (restSeconds > 0) {
-      const s0 = await daemon.stats();
+    // Two windows: the first holds V8's one-time collection of what the first list left
+    // behind (its memory reducer runs once the allocation rate drops); the second is the
+    // daemon at rest for good, which the target is about.
+    let from = { daemon: d0, baseline: b0, stats: await daemon.stats() };
+    for (const name of restSeconds > 0 ? ["idle-cpu-first", "idle-cpu"] : []) {
       await sleep(restSeconds * 1000);
-      const d1 = await daemon.proc();
-      const b1 = await procSample(idle.pid);
-      const s1 = await daemon.stats();
-      const cpu = d1.cpuSelf - d0.cpuSelf + d1.cpuChildren - d0.cpuChildren;
-      const base = b1.cpuSelf - b0.cpuSelf;
+      const to = {
+        daemon: await daemon.proc(),
+        baseline: await procSample(idle.pid),
+        stats: await daemon.stats(),
+      };
+      const own = to.daemon.cpuSelf - from.daemon.cpuSelf;
+      const ip = to.daemon.cpuChildren - from.daemon.cpuChildren;
       const reconciles: Record<string, number> = {};
-      for (const [k, v] of Object.entries(s1.reconciles)) {
-        reconciles[k] = v - (s0.reconciles[k] ?? 0);
+      for (const [k, v] of Object.entries(to.stats.reconciles)) {
+        reconciles[k] = v - (from.stats.reconciles[k] ?? 0);
       }
+      const first = name === "idle-cpu-first";
       figures.push({
         figure: 5,
-        name: "idle-cpu",
+        name,
         n: c.n,
-        what: `daemon CPU seconds in ${restSeconds} s at rest`,
+        what: first
+          ? `daemon CPU seconds in the first ${restSeconds} s after converging`
+          : `daemon CPU seconds in ${restSeconds} s at rest (the ${restSeconds} s after that)`,
         unit: "s",
-        value: cpu,
-        baseline: base,
+        value: own + ip,
+        baseline: to.baseline.cpuSelf - from.baseline.cpuSelf,
         baselineWhat: "idle empty Deno program, same window",
-        target: { on: "value", max: 0.1 },
+        target: first ? undefined : { on: "value", max: 0.1 },
         details: {
-          ownS: round(d1.cpuSelf - d0.cpuSelf),
-          ipS: round(d1.cpuChildren - d0.cpuChildren),
+          ownS: round(own),
+          ipS: round(ip),
           reconcilesInWindow: reconciles,
-          rssAfterMiB: round(d1.rssMiB),
+          rssAfterMiB: round(to.daemon.rssMiB),
+          heapUsedAfterMiB: mib(to.stats.memory.heapUsed),
           clockTickS: 0.01,
         },
       });
+      from = to;
     }
     return figures;
   } finally {
