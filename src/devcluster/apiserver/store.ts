@@ -26,7 +26,8 @@ export type EventType = "ADDED" | "MODIFIED" | "DELETED";
 
 interface Entry {
   obj: NodeJson;
-  json: string;
+  /** Its JSON as UTF-8, ready for list and watch bodies (no re-encoding per request). */
+  bytes: Uint8Array<ArrayBuffer>;
 }
 
 interface HistoryEvent {
@@ -48,15 +49,22 @@ export interface Watcher {
 export type PatchType = "merge" | "strategic" | "json";
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 const DNS1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 function isObject(v: unknown): v is Record<string, Json> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** Encodes one watch event line. */
-export function eventLine(type: string, json: string): Uint8Array {
-  return encoder.encode(`{"type":"${type}","object":${json}}\n`);
+/** Encodes one watch event line around an object's UTF-8 JSON. */
+export function eventLine(type: string, json: Uint8Array): Uint8Array {
+  const head = encoder.encode(`{"type":"${type}","object":`);
+  const line = new Uint8Array(head.length + json.length + 2);
+  line.set(head);
+  line.set(json, head.length);
+  line[line.length - 2] = 0x7d; // }
+  line[line.length - 1] = 0x0a; // newline
+  return line;
 }
 
 /** Checks kind, apiVersion and name; returns the object typed. */
@@ -109,7 +117,7 @@ export class NodeStore {
   constructor(opts: { historySize?: number; nodes?: NodeJson[]; resourceVersion?: number } = {}) {
     this.#historySize = opts.historySize ?? 10_000;
     for (const n of opts.nodes ?? []) {
-      this.#nodes.set(n.metadata.name, { obj: n, json: JSON.stringify(n) });
+      this.#nodes.set(n.metadata.name, { obj: n, bytes: encoder.encode(JSON.stringify(n)) });
     }
     this.#rv = opts.resourceVersion ?? 0;
     this.#oldest = this.#rv;
@@ -130,9 +138,9 @@ export class NodeStore {
     return this.#nodes.get(name)?.obj;
   }
 
-  /** Serialized JSON of one node, or undefined. */
-  getJson(name: string): string | undefined {
-    return this.#nodes.get(name)?.json;
+  /** One node's JSON as UTF-8, or undefined. */
+  getBytes(name: string): Uint8Array<ArrayBuffer> | undefined {
+    return this.#nodes.get(name)?.bytes;
   }
 
   /** All nodes in name order. */
@@ -146,10 +154,10 @@ export class NodeStore {
 
   /**
    * One page of the list: serialized items after `after` (a name) matching `selector`.
-   * Returns the JSON texts and the last name when more remain.
+   * Returns their UTF-8 JSON and the last name when more remain.
    */
   page(selector: Selector | undefined, limit: number, after?: string): {
-    items: string[];
+    items: Uint8Array[];
     last?: string;
   } {
     const names = this.#names();
@@ -163,12 +171,12 @@ export class NodeStore {
       }
       i = lo;
     }
-    const items: string[] = [];
+    const items: Uint8Array[] = [];
     for (; i < names.length; i++) {
       const e = this.#nodes.get(names[i])!;
       if (selector && !selector(e.obj)) continue;
       if (limit > 0 && items.length === limit) return { items, last: names[i - 1] };
-      items.push(e.json);
+      items.push(e.bytes);
     }
     return { items };
   }
@@ -231,7 +239,8 @@ export class NodeStore {
     obj.metadata.creationTimestamp = cur.metadata.creationTimestamp;
     obj.metadata.resourceVersion = cur.metadata.resourceVersion;
     // A no-op update keeps the resourceVersion and emits nothing, as the real one does.
-    if (JSON.stringify(obj) === this.#nodes.get(cur.metadata.name)?.json) return cur;
+    const stored = this.#nodes.get(cur.metadata.name)?.bytes;
+    if (stored && JSON.stringify(obj) === decoder.decode(stored)) return cur;
     return this.#commit("MODIFIED", obj);
   }
 
@@ -282,9 +291,9 @@ export class NodeStore {
   #commit(type: EventType, obj: NodeJson, deleted = false): NodeJson {
     this.#rv++;
     obj.metadata.resourceVersion = String(this.#rv);
-    const json = JSON.stringify(obj);
-    if (!deleted) this.#nodes.set(obj.metadata.name, { obj, json });
-    const line = eventLine(type, json);
+    const bytes = encoder.encode(JSON.stringify(obj));
+    if (!deleted) this.#nodes.set(obj.metadata.name, { obj, bytes });
+    const line = eventLine(type, bytes);
     this.#history.push({ rv: this.#rv, type, obj, line });
     if (this.#history.length > this.#historySize * 2) {
       // Trim in chunks so pushes stay O(1) on average.
@@ -307,7 +316,7 @@ export class NodeStore {
     if (from === "" || from === "0") {
       for (const name of this.#names()) {
         const e = this.#nodes.get(name)!;
-        if (!w.selector || w.selector(e.obj)) w.send(eventLine("ADDED", e.json));
+        if (!w.selector || w.selector(e.obj)) w.send(eventLine("ADDED", e.bytes));
       }
     } else {
       if (!/^[0-9]+$/.test(from)) {
@@ -332,11 +341,11 @@ export class NodeStore {
   bookmark(): void {
     const line = eventLine(
       "BOOKMARK",
-      JSON.stringify({
+      encoder.encode(JSON.stringify({
         kind: "Node",
         apiVersion: "v1",
         metadata: { resourceVersion: String(this.#rv) },
-      }),
+      })),
     );
     for (const w of this.#watchers) if (w.bookmarks) w.send(line);
   }
