@@ -119,3 +119,37 @@ Deno.test("reconciler: the monitor's echo of our own deletion is ignored even be
   assert.equal(fake.lists(), 2);
   await reconciler.stop();
 });
+
+Deno.test("reconciler: nodes checked while the list streams in serve the first reconcile, unless the rules changed since", async () => {
+  const fake = fakeTable();
+  let self = "a";
+  const nodes = [
+    info("a", "10.0.0.0/24", "192.168.1.1"),
+    info("b", "10.0.1.0/24", "192.168.1.2"),
+    info("c", "10.0.2.0/24", "192.168.1.3"),
+  ];
+  const reconciler = new Reconciler({
+    table: fake.table,
+    nodes: () => nodes,
+    source: { cidrAnnotation: "", addressAnnotation: "" },
+    rules: () => ({ selfName: self, allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
+    protocol: 202,
+    log: silentLogger,
+  });
+  reconciler.prepare(nodes[0]); // before the host's addresses are known: nothing to do
+  await reconciler.preload();
+  for (const n of nodes) reconciler.prepare(n);
+  reconciler.trigger("start");
+  await reconciler.idle();
+  assert.deepEqual(fake.routes.map((r) => r.dst).sort(), ["10.0.1.0/24", "10.0.2.0/24"]);
+
+  // Checked as node a, but by the next reconcile our node is b (found by machine ID, say):
+  // b's range is ours now, and a's next hop is an address of this host.
+  for (const n of nodes) reconciler.prepare(n);
+  self = "b";
+  reconciler.trigger("resync");
+  await reconciler.idle();
+  assert.deepEqual(fake.routes.map((r) => r.dst), ["10.0.2.0/24"]);
+  assert.ok(reconciler.last?.problems.some((p) => p.node === "a"), "a's next hop refused");
+  await reconciler.stop();
+});

@@ -66,6 +66,8 @@ export class Reconciler {
   #running: Promise<void> | undefined;
   #kernel: KernelIndex | undefined;
   #local: LocalAddress[] = [];
+  /** The rules the checked nodes were made with. */
+  #rules: PlanRules | undefined;
   #reported = new Map<string, Problem>();
   /** Destinations we deleted ourselves, whose "Deleted" the route monitor will echo. */
   #ownDeletions = new Map<string, number>();
@@ -108,6 +110,50 @@ export class Reconciler {
       }
     }
     this.trigger("monitor");
+  }
+
+  /**
+   * Reads the host's addresses ahead of the first reconcile, so that {@link prepare} can
+   * check nodes while the first list is still streaming in.
+   */
+  async preload(): Promise<void> {
+    this.#local = await this.#opts.table.localAddresses();
+    this.#checkRules();
+  }
+
+  /**
+   * Parses and checks a node ahead of the reconcile that will need it, with the rules the
+   * memo holds (a reconcile that finds them changed starts the memo afresh). Before
+   * {@link preload} or a reconcile: nothing.
+   */
+  prepare(node: NodeInfo): void {
+    if (this.#rules) this.#check(node, this.#rules);
+  }
+
+  /** The rules, with the memo of checked nodes reset when they or our addresses changed. */
+  #checkRules(): PlanRules {
+    const rules = this.#opts.rules();
+    const context = JSON.stringify(
+      [rules, this.#local],
+      (_k, v) => typeof v === "bigint" ? String(v) : v,
+    );
+    if (context !== this.#checkContext) {
+      this.#checkContext = context;
+      this.#checked = new WeakMap();
+    }
+    this.#rules = rules;
+    return rules;
+  }
+
+  #check(node: NodeInfo, rules: PlanRules): CheckedNode {
+    // The parsed node is not kept: parsing again when the rules change is cheap, and 5,000
+    // of them would hold megabytes.
+    let c = this.#checked.get(node);
+    if (!c) {
+      c = checkNode(parseNode(node, this.#opts.source), rules, this.#local);
+      this.#checked.set(node, c);
+    }
+    return c;
   }
 
   /** Resolves when no reconcile is pending or running. */
@@ -155,26 +201,9 @@ export class Reconciler {
     const kernel = this.#kernel!;
     const t1 = performance.now();
 
-    const rules = this.#opts.rules();
-    const context = JSON.stringify(
-      [rules, this.#local],
-      (_k, v) => typeof v === "bigint" ? String(v) : v,
-    );
-    if (context !== this.#checkContext) {
-      this.#checkContext = context;
-      this.#checked = new WeakMap();
-    }
+    const rules = this.#checkRules();
     const checked: CheckedNode[] = [];
-    for (const node of this.#opts.nodes()) {
-      // The parsed node is not kept: parsing again when the rules change is cheap, and
-      // 5,000 of them would hold megabytes.
-      let c = this.#checked.get(node);
-      if (!c) {
-        c = checkNode(parseNode(node, this.#opts.source), rules, this.#local);
-        this.#checked.set(node, c);
-      }
-      checked.push(c);
-    }
+    for (const node of this.#opts.nodes()) checked.push(this.#check(node, rules));
     const thePlan = plan(checked, this.#planMemo);
     const { ops, conflicts } = diff(thePlan.routes, kernel);
     const t2 = performance.now();
