@@ -327,6 +327,10 @@ export interface ProcSample {
   /** user + system of children it waited for (the `ip` runs). */
   cpuChildren: number;
   rssMiB: number;
+  /** The part of RSS that is the process's own memory (heaps, stacks). */
+  rssAnonMiB: number;
+  /** The part of RSS that is mapped files: mostly the Deno binary's code, shared and clean. */
+  rssFileMiB: number;
   hwmMiB: number;
 }
 
@@ -345,6 +349,8 @@ export async function procSample(pid: number | "self"): Promise<ProcSample> {
     cpuSelf: (utime + stime) / clkTck,
     cpuChildren: (cutime + cstime) / clkTck,
     rssMiB: kb("VmRSS") / 1024,
+    rssAnonMiB: kb("RssAnon") / 1024,
+    rssFileMiB: kb("RssFile") / 1024,
     hwmMiB: kb("VmHWM") / 1024,
   };
 }

@@ -56,6 +56,10 @@ export async function memoryAndIdle(
       target: { on: "value", max: 64 },
       details: {
         peakMiB: round(d0.hwmMiB),
+        anonMiB: round(d0.rssAnonMiB),
+        fileMiB: round(d0.rssFileMiB),
+        baselineAnonMiB: round(b0.rssAnonMiB),
+        baselineFileMiB: round(b0.rssFileMiB),
         heapUsedMiB: mib(mem.heapUsed),
         heapTotalMiB: mib(mem.heapTotal),
         externalMiB: mib(mem.external),
