@@ -1,9 +1,10 @@
 /**
- * The kubeconfig the embedded API server writes for kubectl and the daemon.
+ * The kubeconfig the embedded API server writes for kubectl and the daemon, as JSON: a
+ * kubeconfig is YAML and JSON is YAML, and the daemon reads JSON without loading a YAML
+ * parser.
  *
  * @module
  */
-import { stringify } from "yaml";
 
 /** Writes a standard kubeconfig (atomically) for `server` with a bearer token. */
 export async function writeKubeconfig(
@@ -24,6 +25,6 @@ export async function writeKubeconfig(
     }],
   };
   const tmp = `${path}.${Deno.pid}.tmp`;
-  await Deno.writeTextFile(tmp, stringify(doc), { mode: 0o600 });
+  await Deno.writeTextFile(tmp, JSON.stringify(doc, null, 2) + "\n", { mode: 0o600 });
   await Deno.rename(tmp, path);
 }
