@@ -20,6 +20,7 @@ import { createLogger } from "../src/log.ts";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
 import { type Cluster, MAIN_B, MAIN_C, routes } from "./helpers/router.ts";
+import { kubeconfigWithTokenFile } from "./helpers/tools.ts";
 
 const notRoot = requireRoot();
 const PROTO = 202;
@@ -216,10 +217,8 @@ async function withBed(fn: (b: Bed) => Promise<void>, opts: { tokenFile?: boolea
     if (opts.tokenFile) {
       tokenFile = `${c.dir}/token`;
       await Deno.writeTextFile(tokenFile, c.api.token);
-      const text = await Deno.readTextFile(kubeconfig);
-      assert.match(text, /token: \S+/);
+      await kubeconfigWithTokenFile(kubeconfig, `${c.dir}/kubeconfig-tokenfile`, tokenFile);
       kubeconfig = `${c.dir}/kubeconfig-tokenfile`;
-      await Deno.writeTextFile(kubeconfig, text.replace(/token: \S+/, `tokenFile: ${tokenFile}`));
     }
     mon = await RouteLog.start(c.ns);
     const log: string[] = [];

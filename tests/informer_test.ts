@@ -8,6 +8,7 @@ import { ListSplitter, pickFields } from "../src/kube/json_list.ts";
 import { loadKubeconfig } from "../src/kube/kubeconfig.ts";
 import { type NodeInfo, toNodeInfo } from "../src/kube/node.ts";
 import { pollUntil } from "./helpers/netns.ts";
+import { kubeconfigWithTokenFile } from "./helpers/tools.ts";
 
 interface Rig {
   api: ApiServer;
@@ -31,9 +32,8 @@ async function rig(
   let kubeconfig = `${dir}/kubeconfig`;
   if (opts.tokenFile) {
     await Deno.writeTextFile(`${dir}/token`, api.token);
-    const text = await Deno.readTextFile(kubeconfig);
+    await kubeconfigWithTokenFile(kubeconfig, `${dir}/kubeconfig-tokenfile`, `${dir}/token`);
     kubeconfig = `${dir}/kubeconfig-tokenfile`;
-    await Deno.writeTextFile(kubeconfig, text.replace(/token: \S+/, `tokenFile: ${dir}/token`));
   }
   const client = new KubeClient(await loadKubeconfig(kubeconfig));
   const informer = new NodeInformer<NodeInfo>(client, {

@@ -30,3 +30,19 @@ export async function runMain(
     err: new TextDecoder().decode(out.stderr),
   };
 }
+
+/**
+ * Writes a copy of the embedded API server's kubeconfig (`from`, JSON) to `to` whose user
+ * reads its token from `tokenFile` instead of carrying it.
+ */
+export async function kubeconfigWithTokenFile(
+  from: string,
+  to: string,
+  tokenFile: string,
+): Promise<void> {
+  const doc = JSON.parse(await Deno.readTextFile(from));
+  const user = doc.users[0].user;
+  if (typeof user.token !== "string") throw new Error(`${from}: no token to replace`);
+  doc.users[0].user = { tokenFile };
+  await Deno.writeTextFile(to, JSON.stringify(doc));
+}
