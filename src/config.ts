@@ -26,8 +26,8 @@ export const HTTP_PORT_BASE = 19000;
  * Environment of the runtime under which the daemon runs (set in the image, and for the
  * daemons of the demo and the benchmark). The daemon's heap is small, but the first list
  * streams the JSON of every Node (43 MiB at 5,000 nodes): a young generation of 1 MiB
- * semi-spaces and two malloc arenas keep that transient from becoming resident memory
- * (159 -> 117 MiB at 5,000 nodes).
+ * semi-spaces and two malloc arenas keep much of that transient from becoming resident
+ * memory (about 150 -> 110 MiB at 5,000 nodes).
  */
 export const DAEMON_RUNTIME_ENV: Readonly<Record<string, string>> = {
   DENO_V8_FLAGS: "--max-semi-space-size=1",
