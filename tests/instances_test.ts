@@ -228,7 +228,7 @@ async function syncs(dir: string, count: number): Promise<void> {
 
 Deno.test({
   name: "instances: after kill -9 a new daemon adopts every route without churn; " +
-    "nodes deleted while it was down lose their routes",
+    "nodes deleted while it was down lose their routes; SIGTERM stops it at once, routes kept",
   ignore: notRoot || kubectlMissing() ? true : false,
   async fn() {
     const c = await isolatedCluster();
@@ -267,6 +267,24 @@ Deno.test({
       await expectRoutes(c.ns, 202, MAIN_B, "c's routes removed on start");
       await watch.seen("Deleted 10.244.2.0/24");
       assert.ok(!watch.text.includes("Deleted 10.244.1.0/24"), "b's route kept");
+
+      // SIGTERM: gone within a second, exit 0, its `ip monitor` with it, routes in place.
+      const monitors = await childrenOf(child.pid);
+      assert.ok(monitors.length > 0, "the daemon runs ip monitor");
+      const t0 = performance.now();
+      child.kill("SIGTERM");
+      const status = await child.status;
+      const ms = performance.now() - t0;
+      child = undefined;
+      assert.equal(status.code, 0);
+      assert.ok(ms < 1000, `stopped in ${Math.round(ms)} ms`);
+      for (const pid of monitors) {
+        await pollUntil(() => Deno.stat(`/proc/${pid}`).then(() => false, () => true), {
+          timeoutMs: 1000,
+          message: `ip monitor ${pid} still running`,
+        });
+      }
+      assert.deepEqual(await routes(c.ns, 202), [...MAIN_B].sort());
     } finally {
       await kill();
       await watch?.stop();
