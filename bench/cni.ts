@@ -4,6 +4,9 @@
  * same bridge calls with `host-local` as the IPAM on the same ranges, plus the start of an
  * empty Deno program (what kube-node adds by being a Deno program that runs host-local).
  *
+ * The sides take turns pod by pod, so that drift in the machine's speed during the run
+ * weighs on both alike (run one after the other, the ratio swung from 1.2x to 1.6x).
+ *
  * kube-node is the development wrapper (`deno run main.ts kube-node`, as `install` writes
  * it), not a compiled binary; the empty program is started by the same wrapper text with
  * the file swapped, so the two starts use the same Deno flags and compare.
@@ -63,29 +66,49 @@ async function callBridge(bin: string, nodeNs: string, c: Call): Promise<number>
   return ms;
 }
 
-/** ADD then DEL of `pods` pods with one IPAM; one warm-up pod first, not counted. */
-async function podRound(
+/** The IPAMs compared: each gets its own bridge network and its own pods. */
+interface Side {
+  conf: Record<string, unknown>;
+  pods: BenchNetns[];
+  tag: string;
+}
+
+/**
+ * ADDs, then DELs, of every pod, the sides taking turns pod by pod (and the empty Deno
+ * program a turn of its own), so that a machine that gets slower or faster during the run
+ * weighs on every side alike. One warm-up pod per side first, not counted.
+ */
+async function podRounds(
   bin: string,
   nodeNs: BenchNetns,
-  pods: BenchNetns[],
-  conf: Record<string, unknown>,
-  tag: string,
-): Promise<{ add: number[]; del: number[] }> {
-  const add: number[] = [];
-  const del: number[] = [];
+  sides: Side[],
+  empty: () => Promise<number>,
+): Promise<{ add: number[][]; del: number[][]; empty: number[] }> {
   const path = (ns: BenchNetns) => `/var/run/netns/${ns.name}`;
-  const warm = { containerId: `${tag}-warm`, netnsPath: path(pods[0]), conf };
-  await callBridge(bin, nodeNs.name, { command: "ADD", ...warm });
-  await callBridge(bin, nodeNs.name, { command: "DEL", ...warm });
-  for (const [i, pod] of pods.entries()) {
-    const c = { containerId: `${tag}-${i}`, netnsPath: path(pod), conf };
-    add.push(await callBridge(bin, nodeNs.name, { command: "ADD", ...c }));
+  const call = (side: Side, command: "ADD" | "DEL", i: number | "warm") =>
+    callBridge(bin, nodeNs.name, {
+      command,
+      containerId: `${side.tag}-${i}`,
+      netnsPath: path(side.pods[i === "warm" ? 0 : i]),
+      conf: side.conf,
+    });
+  for (const side of sides) {
+    await call(side, "ADD", "warm");
+    await call(side, "DEL", "warm");
   }
-  for (const [i, pod] of pods.entries()) {
-    const c = { containerId: `${tag}-${i}`, netnsPath: path(pod), conf };
-    del.push(await callBridge(bin, nodeNs.name, { command: "DEL", ...c }));
+  await empty();
+  const add: number[][] = sides.map(() => []);
+  const del: number[][] = sides.map(() => []);
+  const emptyTimes: number[] = [];
+  const pods = sides[0].pods.length;
+  for (let i = 0; i < pods; i++) {
+    for (const [k, side] of sides.entries()) add[k].push(await call(side, "ADD", i));
+    emptyTimes.push(await empty());
   }
-  return { add, del };
+  for (let i = 0; i < pods; i++) {
+    for (const [k, side] of sides.entries()) del[k].push(await call(side, "DEL", i));
+  }
+  return { add, del, empty: emptyTimes };
 }
 
 /**
@@ -100,20 +123,17 @@ export function emptyWrapper(file: string): string {
   return text.replace(MAIN_TS, file);
 }
 
-/** Times `deno run` of an empty file through kube-node's wrapper. */
-async function emptyDeno(dir: string, reps: number): Promise<number[]> {
+/** An empty Deno program started by kube-node's wrapper; each call times one run. */
+async function emptyDeno(dir: string): Promise<() => Promise<number>> {
   const file = `${dir}/empty.ts`;
   await Deno.writeTextFile(file, "");
   const wrapper = `${dir}/empty-deno`;
   await Deno.writeTextFile(wrapper, emptyWrapper(file), { mode: 0o755 });
-  await run(wrapper, []);
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
+  return async () => {
     const t0 = performance.now();
     await run(wrapper, []);
-    times.push(performance.now() - t0);
-  }
-  return times;
+    return performance.now() - t0;
+  };
 }
 
 /** Runs `pods` pods through bridge + kube-node and through bridge + host-local. */
@@ -139,7 +159,7 @@ export async function cniFigures(pods: number): Promise<Figure[]> {
     });
     const nodeNs = await BenchNetns.create();
     const podNs: BenchNetns[] = [];
-    for (let i = 0; i < pods; i++) podNs.push(await BenchNetns.create());
+    for (let i = 0; i < 2 * pods; i++) podNs.push(await BenchNetns.create());
     namespaces.push(nodeNs, ...podNs);
 
     const bridgeConf = (name: string, bridge: string, ipam: Record<string, unknown>) => ({
@@ -160,9 +180,12 @@ export async function cniFigures(pods: number): Promise<Figure[]> {
       ranges: CIDRS.map((subnet) => [{ subnet }]),
     });
 
-    const kn = await podRound(bin, nodeNs, podNs, kubeNode, "kn");
-    const hl = await podRound(bin, nodeNs, podNs, hostLocal, "hl");
-    const empty = await emptyDeno(dir, pods);
+    const r = await podRounds(bin, nodeNs, [
+      { conf: kubeNode, pods: podNs.slice(0, pods), tag: "kn" },
+      { conf: hostLocal, pods: podNs.slice(pods), tag: "hl" },
+    ], await emptyDeno(dir));
+    const kn = { add: r.add[0], del: r.del[0] }, hl = { add: r.add[1], del: r.del[1] };
+    const empty = r.empty;
     const e50 = percentile(empty, 50), e99 = percentile(empty, 99);
 
     const figure = (cmd: "ADD" | "DEL", mine: number[], theirs: number[]): Figure => ({

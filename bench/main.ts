@@ -198,7 +198,7 @@ async function main(): Promise<number> {
     }
     if (o.only.has("cni")) {
       log("kube-node through bridge");
-      figures.push(...await cniFigures(o.quick ? 20 : 30));
+      figures.push(...await cniFigures(o.quick ? 20 : 60));
     }
     if (o.only.has("apiserver")) {
       const n = sizes[sizes.length - 1];
