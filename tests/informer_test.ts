@@ -189,6 +189,8 @@ Deno.test("list splitter: items one by one at every chunk boundary, the rest kep
     metadata: { resourceVersion: "7", continue: "x", items: [1] },
     items: [
       { x: "\\", y: [1, { z: "]}" }], "é€😀": '\\"', e: "" },
+      // Runs of backslashes, even and odd, before quotes and at the ends of strings.
+      { w: "a\\\\", v: '\\\\\\"q"', u: '"\\' },
       null,
       3,
       's"',
