@@ -88,3 +88,50 @@ Deno.test("splitList tolerates spaces and empty items", () => {
   assert.deepEqual(splitList(" 10.0.0.0/24 , fd00::/64,,"), ["10.0.0.0/24", "fd00::/64"]);
   assert.deepEqual(splitList(""), []);
 });
+
+Deno.test("IPv4 text: four decimal octets, no leading zeros, nothing else", () => {
+  const good: [string, bigint][] = [
+    ["0.0.0.0", 0n],
+    ["255.255.255.255", 0xffffffffn],
+    ["1.20.255.9", 0x0114ff09n],
+    ["10.0.0.1", 0x0a000001n],
+  ];
+  for (const [text, value] of good) {
+    assert.deepEqual(parseIp(text), { family: 4, value }, text);
+    assert.equal(formatIp({ family: 4, value }), text);
+  }
+  for (
+    const bad of [
+      "1.2.3",
+      "1.2.3.4.5",
+      "1.2.3.",
+      ".1.2.3",
+      "1..2.3",
+      "1.2.3.4.",
+      "256.1.1.1",
+      "1.2.3.1000",
+      "01.2.3.4",
+      "1.2.3.00",
+      "+1.2.3.4",
+      "1.2.3.-4",
+      "1.2.3.4 ",
+      "1.2.3.a",
+      "١.٢.٣.٤", // Arabic-Indic digits are not ASCII digits
+      "1.2.3.4\n",
+    ]
+  ) {
+    assert.equal(parseIp(bad), undefined, JSON.stringify(bad));
+  }
+  // Against a plain reading of the rule, over random near-misses.
+  const rule = (t: string) => {
+    const parts = t.split(".");
+    return parts.length === 4 && parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && +p <= 255);
+  };
+  const alphabet = "0123456789..2519 ";
+  for (let k = 0; k < 5000; k++) {
+    let t = "";
+    const len = 1 + Math.floor(Math.random() * 16);
+    for (let j = 0; j < len; j++) t += alphabet[Math.floor(Math.random() * alphabet.length)];
+    assert.equal(parseIp(t)?.family === 4, rule(t), JSON.stringify(t));
+  }
+});

@@ -33,17 +33,31 @@ export function familyBits(family: Family): number {
 }
 
 function parseV4(text: string): bigint | undefined {
-  const parts = text.split(".");
-  if (parts.length !== 4) return undefined;
-  let value = 0n;
-  for (const part of parts) {
-    // Leading zeros are refused: some parsers read them as octal.
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(part)) return undefined;
-    const n = Number(part);
-    if (n > 255) return undefined;
-    value = (value << 8n) | BigInt(n);
+  // Four decimal octets, no leading zeros (some parsers read them as octal).
+  let value = 0;
+  let octets = 0;
+  let i = 0;
+  const n = text.length;
+  while (octets < 4) {
+    const start = i;
+    let octet = 0;
+    while (i < n) {
+      const c = text.charCodeAt(i) - 48;
+      if (c < 0 || c > 9) break;
+      octet = octet * 10 + c;
+      i++;
+    }
+    const digits = i - start;
+    if (digits === 0 || digits > 3 || octet > 255) return undefined;
+    if (digits > 1 && text.charCodeAt(start) === 48) return undefined;
+    value = value * 256 + octet;
+    octets++;
+    if (octets < 4) {
+      if (text.charCodeAt(i) !== 46) return undefined;
+      i++;
+    }
   }
-  return value;
+  return i === n ? BigInt(value) : undefined;
 }
 
 function parseV6(text: string): bigint | undefined {
@@ -141,11 +155,15 @@ export function makeCidr(family: Family, value: bigint, prefix: number): Cidr {
 /** Canonical text of an address (RFC 5952 for IPv6). */
 export function formatIp(ip: Ip): string {
   if (ip.family === 4) {
-    const v = ip.value;
-    return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join(".");
+    const v = Number(ip.value);
+    return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
   }
+  // Four 32-bit numbers, then the groups: far fewer bigint operations than one per group.
   const groups: number[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(Number((ip.value >> BigInt(i * 16)) & 0xffffn));
+  for (let w = 3; w >= 0; w--) {
+    const word = Number((ip.value >> BigInt(w * 32)) & 0xffffffffn);
+    groups.push(word >>> 16, word & 0xffff);
+  }
   // Longest run of two or more zero groups is written as "::" (first one on ties).
   let bestAt = -1, bestLen = 1;
   for (let i = 0; i < 8;) {
