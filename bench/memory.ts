@@ -42,7 +42,8 @@ export async function memoryAndIdle(
   try {
     const d0 = await daemon.proc();
     const b0 = await procSample(idle.pid);
-    const mem = (await daemon.stats()).memory;
+    const s0 = await daemon.stats();
+    const mem = s0.memory;
     const mib = (bytes: number) => round(bytes / (1 << 20));
     const figures: Figure[] = [{
       figure: 5,
@@ -68,7 +69,7 @@ export async function memoryAndIdle(
     // Two windows: the first holds V8's one-time collection of what the first list left
     // behind (its memory reducer runs once the allocation rate drops); the second is the
     // daemon at rest for good, which the target is about.
-    let from = { daemon: d0, baseline: b0, stats: await daemon.stats() };
+    let from = { daemon: d0, baseline: b0, stats: s0 };
     for (const name of restSeconds > 0 ? ["idle-cpu-first", "idle-cpu"] : []) {
       await sleep(restSeconds * 1000);
       const to = {

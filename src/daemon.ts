@@ -89,12 +89,12 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const access = await loadKubeAccess({ kubeconfig: opts.kubeconfig });
   const client = new KubeClient(access, { log });
   const keep = [cfg.cidrAnnotation, cfg.addressAnnotation];
-  // Each node of the first list is checked as it arrives, while the rest streams in.
-  let prepare = (_node: NodeInfo) => {};
   const informer = new NodeInformer<NodeInfo>(client, {
     project: (raw) => {
       const node = toNodeInfo(raw, keep);
-      prepare(node);
+      // Checked as it arrives, while the rest of a list streams in (the reconciler is
+      // there by the time the informer starts).
+      reconciler.prepare(node);
       return node;
     },
     fields: NODE_FIELDS,
@@ -164,12 +164,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   });
 
   let synced = false;
-  reconciler.preload().then(
-    () => {
-      prepare = (node) => reconciler.prepare(node);
-    },
-    (error) => log.warn("reading the host's addresses failed", { error }),
-  );
+  reconciler.preload().catch((error) => log.warn("reading the host's addresses failed", { error }));
   informer.onChange(() => {
     if (synced) reconciler.trigger("watch");
   });

@@ -4,7 +4,9 @@
  * again. Needs root (network namespaces).
  */
 import assert from "node:assert/strict";
+import { DAEMON_RUNTIME_ENV } from "../src/config.ts";
 import type { Daemon } from "../src/daemon.ts";
+import { spawnMainInNetns } from "../src/devcluster/netns_main.ts";
 import { Netns, pollUntil, requireRoot, run } from "./helpers/netns.ts";
 import { KUBECTL, kubectlMissing } from "./helpers/tools.ts";
 import {
@@ -18,7 +20,6 @@ import {
 } from "./helpers/router.ts";
 
 const notRoot = requireRoot();
-const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
 
 /** Network k of eight (1..8): its annotations, protocol, and the CIDRs of node i (0..2). */
 function network(k: number) {
@@ -130,28 +131,15 @@ async function isolatedCluster() {
     JSON.stringify({ resourceVersion: 10, nodes }),
   );
   const kubeconfig = `${dir}/kubeconfig.isolated`;
-  const api = new Deno.Command("ip", {
-    args: [
-      "netns",
-      "exec",
-      ns.name,
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      MAIN_TS,
-      "apiserver",
-      "--listen",
-      "127.0.0.1:6443",
-      "--kubeconfig",
-      kubeconfig,
-      "--state",
-      `${dir}/apiserver.json`,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
+  const api = spawnMainInNetns(ns.name, [
+    "apiserver",
+    "--listen",
+    "127.0.0.1:6443",
+    "--kubeconfig",
+    kubeconfig,
+    "--state",
+    `${dir}/apiserver.json`,
+  ], { stderr: "inherit" });
   const kubectl = (...args: string[]) => ns.exec(KUBECTL, "--kubeconfig", kubeconfig, ...args);
   await pollUntil(async () => {
     try {
@@ -178,9 +166,9 @@ async function isolatedCluster() {
 
 /** `main.ts daemon` as its own process inside the namespace, logging to a file. */
 function startProcess(c: { ns: Netns; dir: string; kubeconfig: string }): Deno.ChildProcess {
-  return new Deno.Command("ip", {
-    args: ["netns", "exec", c.ns.name, Deno.execPath(), "run", "-A", "--quiet", MAIN_TS, "daemon"],
+  return spawnMainInNetns(c.ns.name, ["daemon"], {
     env: {
+      ...DAEMON_RUNTIME_ENV,
       NODE_NAME: "a",
       KUBECONFIG: c.kubeconfig,
       HTTP_ADDRESS: "off",
@@ -190,10 +178,8 @@ function startProcess(c: { ns: Netns; dir: string; kubeconfig: string }): Deno.C
       INSTALL_K8S_NET: "no",
       LOG_FILE: `${c.dir}/daemon.log`,
     },
-    stdin: "null",
-    stdout: "null",
     stderr: "inherit",
-  }).spawn();
+  });
 }
 
 /** The processes whose parent is `pid`, from /proc. */

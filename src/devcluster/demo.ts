@@ -10,6 +10,7 @@
  */
 import { DAEMON_RUNTIME_ENV } from "../config.ts";
 import { NodeStore } from "./apiserver/mod.ts";
+import { spawnMainInNetns } from "./netns_main.ts";
 import { makeNode } from "./nodes.ts";
 import { addPod, type DemoPod, mainConfig, net3Config, ping } from "./demo/pods.ts";
 import {
@@ -67,9 +68,7 @@ function startRouter(
   extra: Record<string, string>,
   log: string,
 ): Deno.ChildProcess {
-  const mainTs = new URL("../../main.ts", import.meta.url).pathname;
-  return new Deno.Command("ip", {
-    args: ["netns", "exec", r.node.ns, Deno.execPath(), "run", "-A", "--quiet", mainTs, "daemon"],
+  return spawnMainInNetns(r.node.ns, ["daemon"], {
     env: {
       ...DAEMON_RUNTIME_ENV,
       [MARKER]: "1",
@@ -82,10 +81,7 @@ function startRouter(
       LOG_FILE: `${r.dir}/${log}`,
       ...extra,
     },
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  });
 }
 
 async function routesOf(ns: string): Promise<string[]> {
@@ -212,30 +208,15 @@ export async function demoCommand(args: string[]): Promise<number> {
       `${top}/apiserver.json`,
       JSON.stringify({ resourceVersion: store.resourceVersion(), nodes: store.list() }),
     );
-    const mainTs = new URL("../../main.ts", import.meta.url).pathname;
-    api = new Deno.Command("ip", {
-      args: [
-        "netns",
-        "exec",
-        LAN_NS,
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        mainTs,
-        "apiserver",
-        "--listen",
-        `${API_ADDRESS}:6443`,
-        "--kubeconfig",
-        `${top}/kubeconfig`,
-        "--state",
-        `${top}/apiserver.json`,
-      ],
-      env: { [MARKER]: "1" },
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    api = spawnMainInNetns(LAN_NS, [
+      "apiserver",
+      "--listen",
+      `${API_ADDRESS}:6443`,
+      "--kubeconfig",
+      `${top}/kubeconfig`,
+      "--state",
+      `${top}/apiserver.json`,
+    ], { env: { [MARKER]: "1" } });
     await pollUntilDone(
       async () => {
         await Deno.stat(`${top}/kubeconfig`);

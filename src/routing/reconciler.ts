@@ -114,7 +114,9 @@ export class Reconciler {
 
   /**
    * Reads the host's addresses ahead of the first reconcile, so that {@link prepare} can
-   * check nodes while the first list is still streaming in.
+   * check nodes while the first list is still streaming in. The first reconcile reads them
+   * again with the routes, so that its view is fresh; when they are the same, the nodes
+   * checked meanwhile are used as they are.
    */
   async preload(): Promise<void> {
     this.#local = await this.#opts.table.localAddresses();
