@@ -8,7 +8,16 @@
  */
 import { KubeClient } from "../src/kube/client.ts";
 import { loadKubeconfig } from "../src/kube/kubeconfig.ts";
-import { baselineLines, type BenchCluster, hostNamespace, PROTOCOL } from "./cluster.ts";
+import { readsMetadataOnly } from "../src/config.ts";
+import {
+  ADDRESS_ANNOTATION,
+  baselineLines,
+  type BenchCluster,
+  CIDR_ANNOTATION,
+  hostNamespace,
+  PROTOCOL,
+  SELF,
+} from "./cluster.ts";
 import { DaemonProcess } from "./daemon.ts";
 import { type BenchNetns, type Figure, median, pollUntil, round, wallMs } from "./lib.ts";
 
@@ -31,8 +40,17 @@ export async function baselineBatch(
   return { times, ns: keep! };
 }
 
-/** Times a paged list (500 per page) of every Node with the project's client. */
+/**
+ * Times a paged list (500 per page) of every Node with the project's client, in the form
+ * the daemon asks for with the bench's configuration (metadata only: both annotations and
+ * NODE_NAME are set).
+ */
 export async function listTimes(c: BenchCluster, reps: number): Promise<number[]> {
+  const metadataOnly = readsMetadataOnly({
+    nodeName: SELF,
+    cidrAnnotation: CIDR_ANNOTATION,
+    addressAnnotation: ADDRESS_ANNOTATION,
+  });
   const client = new KubeClient(await loadKubeconfig(c.kubeconfig));
   const times: number[] = [];
   try {
@@ -41,7 +59,7 @@ export async function listTimes(c: BenchCluster, reps: number): Promise<number[]
       let cont: string | undefined;
       let items = 0;
       do {
-        const page = await client.listNodes({ limit: 500, continue: cont });
+        const page = await client.listNodes({ limit: 500, continue: cont, metadataOnly });
         items += page.items.length;
         cont = page.continue;
       } while (cont);
@@ -154,7 +172,7 @@ export async function convergence(
         figure: 1,
         name: "list",
         n: c.n,
-        what: "paged list (500) of all nodes, KubeClient",
+        what: "paged list (500) of all nodes as the daemon reads them (metadata only), KubeClient",
         unit: "ms",
         value: list,
         details: {},

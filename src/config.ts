@@ -313,6 +313,17 @@ export const ENV: readonly EnvVar[] = SPECS.map(({ name, default: d, description
 }));
 
 /**
+ * Whether the nodes' metadata is all the configuration reads: CIDRs and addresses both from
+ * annotations and the own node named. Then lists and watches ask for metadata only, a sixth
+ * of a real Node's bytes (spec.podCIDRs, InternalIP and the machine ID are in the rest).
+ */
+export function readsMetadataOnly(
+  cfg: Pick<DaemonConfig, "nodeName" | "cidrAnnotation" | "addressAnnotation">,
+): boolean {
+  return cfg.nodeName !== "" && cfg.cidrAnnotation !== "" && cfg.addressAnnotation !== "";
+}
+
+/**
  * Parses the daemon's environment. Throws {@link ConfigError} naming the first bad variable.
  *
  * @example

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ConfigError, type DaemonConfig, parseDaemonConfig } from "./config.ts";
+import { ConfigError, type DaemonConfig, parseDaemonConfig, readsMetadataOnly } from "./config.ts";
 import { NODE_FIELDS, type NodeInfo, toNodeInfo } from "./kube/node.ts";
 import { createLogger, fileSink, type Logger, stderrSink } from "./log.ts";
 import { Metrics } from "./metrics.ts";
@@ -98,6 +98,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       return node;
     },
     fields: NODE_FIELDS,
+    metadataOnly: readsMetadataOnly(cfg),
     log,
     onProblem: (name, error) => log.warn("node object not understood", { node: name, error }),
   });

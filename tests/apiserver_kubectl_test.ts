@@ -7,6 +7,21 @@ import { pollUntil } from "./helpers/netns.ts";
 
 const noKubectl = !!kubectlMissing();
 
+/** Reads a process's output until it has matched a pattern (all output so far counts). */
+function outputReader(child: Deno.ChildProcess) {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const readUntil = async (re: RegExp) => {
+    while (!re.test(seen)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += value;
+    }
+    assert.match(seen, re);
+  };
+  return { readUntil, reader };
+}
+
 Deno.test({
   name: "kubectl: get, yaml, watch, annotate, label, create, replace conflict, delete",
   ignore: noKubectl,
@@ -32,8 +47,20 @@ Deno.test({
     };
     let watch: Deno.ChildProcess | undefined;
     try {
-      api.nodes.create(makeNode({ name: "vm-001", podCIDRs: ["10.244.1.0/24"] }));
-      assert.match(await ok("get", "nodes"), /^NAME\s+AGE\s*\nvm-001\s/);
+      api.nodes.create(makeNode({
+        name: "vm-001",
+        podCIDRs: ["10.244.1.0/24"],
+        internalIPs: ["192.168.7.1"],
+      }));
+      // Served as a Table: kubectl prints the server's columns and cells.
+      assert.match(
+        await ok("get", "nodes"),
+        /^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION\s*\nvm-001\s+Ready\s+<none>\s+\d+s\s+v1\.32\.0\s*\n$/,
+      );
+      assert.match(
+        await ok("get", "nodes", "-o", "wide"),
+        /INTERNAL-IP\s+EXTERNAL-IP\s+OS-IMAGE[^\n]*\nvm-001\s+Ready[^\n]*192\.168\.7\.1\s+<none>\s+Debian/,
+      );
       assert.match(
         await ok("get", "node", "vm-001", "-o", "yaml"),
         /podCIDRs:\n\s*- 10\.244\.1\.0\/24/,
@@ -44,16 +71,7 @@ Deno.test({
         stdout: "piped",
         stderr: "null",
       }).spawn();
-      const reader = watch.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      let seen = "";
-      const readUntil = async (re: RegExp) => {
-        while (!re.test(seen)) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          seen += value;
-        }
-        assert.match(seen, re);
-      };
+      const { readUntil, reader } = outputReader(watch);
       await readUntil(/node\/vm-001/);
       await pollUntil(() => api.nodes.watcherCount() > 0, { message: "kubectl watching" });
 
@@ -96,6 +114,40 @@ Deno.test({
         watch?.kill();
       } catch { /* ended when its output was closed */ }
       await watch?.status;
+      await api.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "kubectl: get nodes -w prints a row per change from the server's Table watch",
+  ignore: noKubectl,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "xcluster-kubectl-" });
+    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+    api.nodes.create(makeNode({ name: "vm-001" }));
+    const watch = new Deno.Command(KUBECTL, {
+      args: ["--kubeconfig", `${dir}/kubeconfig`, "get", "nodes", "-w"],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const { readUntil, reader } = outputReader(watch);
+    try {
+      await readUntil(/^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION\s*\nvm-001\s+Ready\s+<none>/);
+      await pollUntil(() => api.nodes.watcherCount() > 0, { message: "kubectl watching" });
+      api.nodes.patch("vm-001", "merge", {
+        metadata: { labels: { "node-role.kubernetes.io/worker": "" } },
+      });
+      await readUntil(/\nvm-001\s+Ready\s+worker\s/);
+      api.nodes.patch("vm-001", "merge", { spec: { unschedulable: true } });
+      await readUntil(/\nvm-001\s+Ready,SchedulingDisabled\s+worker\s/);
+      await reader.cancel();
+    } finally {
+      try {
+        watch.kill();
+      } catch { /* ended when its output was closed */ }
+      await watch.status;
       await api.close();
       await Deno.remove(dir, { recursive: true });
     }

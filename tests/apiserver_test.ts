@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
+import { humanAge } from "../src/devcluster/apiserver/views.ts";
 import { pollUntil } from "./helpers/netns.ts";
 
 interface Reply {
@@ -404,4 +405,204 @@ Deno.test("apiserver: state persists across a restart", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+const META_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+const META_ITEM = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+const TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1";
+
+Deno.test("apiserver: metadata only for list (paged), get and watch, as a metadata informer asks", () =>
+  withServer(async (api, http) => {
+    for (const name of ["a", "b", "c"]) {
+      api.nodes.create(makeNode({
+        name,
+        podCIDRs: ["10.244.1.0/24"],
+        annotations: { "cidr.example.com/net3": `10.55.${name.charCodeAt(0)}.0/24` },
+        realistic: true,
+      }));
+    }
+    const accept = { accept: `${META_LIST},application/json` };
+    const first = await call(api, http, "GET", "/api/v1/nodes?limit=2", undefined, accept);
+    assert.equal(first.status, 200);
+    assert.equal(first.body.kind, "PartialObjectMetadataList");
+    assert.equal(first.body.apiVersion, "meta.k8s.io/v1");
+    const items = first.body.items as Record<string, unknown>[];
+    assert.deepEqual(names(first), ["a", "b"]);
+    for (const item of items) {
+      assert.deepEqual(Object.keys(item).sort(), ["apiVersion", "kind", "metadata"]);
+      assert.equal(item.kind, "PartialObjectMetadata");
+    }
+    const meta = items[0].metadata as Record<string, unknown>;
+    assert.deepEqual(meta.annotations, { "cidr.example.com/net3": "10.55.97.0/24" });
+    assert.deepEqual(meta, api.nodes.get("a")!.metadata, "all of the metadata, nothing else");
+    const cont = (first.body.metadata as { continue: string }).continue;
+    const second = await call(
+      api,
+      http,
+      "GET",
+      `/api/v1/nodes?limit=2&continue=${encodeURIComponent(cont)}`,
+      undefined,
+      accept,
+    );
+    assert.deepEqual(names(second), ["c"]);
+    assert.equal(second.body.kind, "PartialObjectMetadataList");
+
+    const one = await call(api, http, "GET", "/api/v1/nodes/b", undefined, { accept: META_ITEM });
+    assert.equal(one.body.kind, "PartialObjectMetadata");
+    assert.equal(one.body.spec, undefined);
+    assert.equal((one.body.metadata as { name: string }).name, "b");
+
+    const from = api.nodes.resourceVersion();
+    const res = await fetch(
+      `${api.url}/api/v1/nodes?watch=true&resourceVersion=${from}&allowWatchBookmarks=true`,
+      { client: http, headers: { authorization: `Bearer ${api.token}`, accept: META_ITEM } },
+    );
+    const full = await fetch(`${api.url}/api/v1/nodes?watch=true&resourceVersion=${from}`, {
+      client: http,
+      headers: { authorization: `Bearer ${api.token}` },
+    });
+    api.nodes.patch("a", "merge", { metadata: { annotations: { x: "1" } } });
+    api.nodes.delete("c");
+    const events = await readWatch(res, (e) => e.some((x) => x.type === "BOOKMARK"));
+    assert.deepEqual(
+      events.map((e) => `${e.type} ${e.object.kind} ${Object.keys(e.object).sort().join(",")}`),
+      [
+        "MODIFIED PartialObjectMetadata apiVersion,kind,metadata",
+        "DELETED PartialObjectMetadata apiVersion,kind,metadata",
+        "BOOKMARK PartialObjectMetadata apiVersion,kind,metadata",
+      ],
+    );
+    assert.equal((events[0].object.metadata as { annotations: { x: string } }).annotations.x, "1");
+    // A watcher of whole objects on the same events still gets Nodes.
+    const whole = await readWatch(full, (e) => e.length >= 2);
+    assert.deepEqual(whole.map((e) => `${e.type} ${e.object.kind}`), [
+      "MODIFIED Node",
+      "DELETED Node",
+    ]);
+    assert.ok(whole[0].object.status, "the Node's status is there");
+  }));
+
+Deno.test("apiserver: content negotiation by quality and order; 406 when nothing fits", () =>
+  withServer(async (api, http) => {
+    api.nodes.create(makeNode({ name: "a" }));
+    const kind = async (path: string, accept: string) => {
+      const r = await call(api, http, "GET", path, undefined, { accept });
+      return `${r.status} ${r.body.kind}`;
+    };
+    assert.equal(await kind("/api/v1/nodes", "application/json"), "200 NodeList");
+    assert.equal(await kind("/api/v1/nodes", "*/*"), "200 NodeList");
+    assert.equal(await kind("/api/v1/nodes", `${META_LIST};q=0, application/json`), "200 NodeList");
+    assert.equal(
+      await kind("/api/v1/nodes", `application/json;q=0.5, ${META_LIST}`),
+      "200 PartialObjectMetadataList",
+    );
+    // kubectl's own header: protobuf first, then Table, then JSON.
+    assert.equal(
+      await kind(
+        "/api/v1/nodes",
+        `application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,${TABLE},application/json`,
+      ),
+      "200 Table",
+    );
+    // The list form is PartialObjectMetadataList; the item form does not fit a list.
+    assert.equal(await kind("/api/v1/nodes", META_ITEM), "406 Status");
+    assert.equal(await kind("/api/v1/nodes/a", META_LIST), "406 Status");
+    const refused = await call(api, http, "GET", "/api/v1/nodes", undefined, {
+      accept: "application/vnd.kubernetes.protobuf",
+    });
+    assert.equal(refused.status, 406);
+    assert.equal(refused.body.reason, "NotAcceptable");
+    assert.match(String(refused.body.message), /application\/vnd\.kubernetes\.protobuf/);
+    assert.equal(
+      await kind("/api/v1/nodes", "application/json;as=Table;g=meta.k8s.io;v=v1beta9"),
+      "406 Status",
+    );
+    const bad = await call(api, http, "GET", "/api/v1/nodes?includeObject=All", undefined, {
+      accept: TABLE,
+    });
+    assert.equal(bad.status, 400);
+    assert.match(String(bad.body.message), /includeObject="All"/);
+  }));
+
+Deno.test("apiserver: Tables for kubectl get: columns, cells, rows' objects, watch", () =>
+  withServer(async (api, http) => {
+    api.nodes.create(makeNode({
+      name: "cp1",
+      internalIPs: ["192.168.1.1"],
+      labels: { "node-role.kubernetes.io/control-plane": "", "kubernetes.io/role": "master" },
+    }));
+    api.nodes.create(makeNode({ name: "w1" }));
+    api.nodes.patch("w1", "merge", {
+      spec: { unschedulable: true },
+      status: { conditions: [{ type: "Ready", status: "False" }] },
+    });
+    const list = await call(api, http, "GET", "/api/v1/nodes", undefined, { accept: TABLE });
+    assert.equal(list.body.kind, "Table");
+    const columns = list.body.columnDefinitions as { name: string; priority: number }[];
+    assert.deepEqual(
+      columns.filter((c) => c.priority === 0).map((c) => c.name),
+      ["Name", "Status", "Roles", "Age", "Version"],
+    );
+    const rows = list.body.rows as { cells: string[]; object: Record<string, unknown> }[];
+    const byName = Object.fromEntries(rows.map((r) => [r.cells[0], r.cells]));
+    assert.deepEqual(byName.cp1.slice(1, 3), ["Ready", "control-plane,master"]);
+    assert.equal(byName.cp1[5], "192.168.1.1", "-o wide: INTERNAL-IP");
+    assert.deepEqual(byName.w1.slice(1, 3), ["NotReady,SchedulingDisabled", "<none>"]);
+    assert.match(byName.w1[3], /^\d+s$/);
+    assert.equal(rows[0].object.kind, "PartialObjectMetadata");
+    assert.equal((list.body.metadata as { resourceVersion: string }).resourceVersion, "3");
+
+    const none = await call(api, http, "GET", "/api/v1/nodes/w1?includeObject=None", undefined, {
+      accept: TABLE,
+    });
+    assert.equal((none.body.rows as unknown[]).length, 1);
+    assert.equal((none.body.rows as { object?: unknown }[])[0].object, undefined);
+    const whole = await call(api, http, "GET", "/api/v1/nodes?includeObject=Object", undefined, {
+      accept: TABLE,
+    });
+    assert.equal((whole.body.rows as { object: { kind: string } }[])[0].object.kind, "Node");
+
+    const res = await fetch(`${api.url}/api/v1/nodes?watch=true&resourceVersion=3`, {
+      client: http,
+      headers: { authorization: `Bearer ${api.token}`, accept: TABLE },
+    });
+    api.nodes.patch("w1", "merge", { spec: { unschedulable: false } });
+    api.nodes.delete("cp1");
+    const events = await readWatch(res, (e) => e.length >= 2);
+    assert.deepEqual(events.map((e) => `${e.type} ${e.object.kind}`), [
+      "MODIFIED Table",
+      "DELETED Table",
+    ]);
+    const cells = (e: { object: Record<string, unknown> }) =>
+      (e.object.rows as { cells: string[] }[])[0].cells;
+    assert.deepEqual(cells(events[0]).slice(0, 2), ["w1", "NotReady"]);
+    assert.equal(cells(events[1])[0], "cp1");
+    assert.equal((events[0].object.columnDefinitions as unknown[]).length, columns.length);
+    assert.deepEqual(events[1].object.columnDefinitions, [], "columns on the first event only");
+  }));
+
+Deno.test("apiserver: ages as kubectl prints them, at each change of unit", () => {
+  const s = 1000, m = 60 * s, h = 60 * m, d = 24 * h;
+  const cases: [number, string][] = [
+    [-5 * s, "<invalid>"],
+    [-0.5 * s, "0s"],
+    [0, "0s"],
+    [119 * s, "119s"],
+    [2 * m, "2m"],
+    [3 * m + 12 * s, "3m12s"],
+    [10 * m + 59 * s, "10m"],
+    [179 * m, "179m"],
+    [3 * h, "3h"],
+    [7 * h + 59 * m, "7h59m"],
+    [8 * h + 30 * m, "8h"],
+    [47 * h, "47h"],
+    [2 * d + 5 * h, "2d5h"],
+    [7 * d, "7d"],
+    [8 * d + 5 * h, "8d"],
+    [729 * d, "729d"],
+    [730 * d, "2y"],
+    [731 * d, "2y1d"],
+    [8 * 365 * d + 40 * d, "8y"],
+  ];
+  assert.deepEqual(cases.map(([ms]) => humanAge(ms)), cases.map(([, want]) => want));
 });

@@ -5,6 +5,7 @@ import {
   parseDaemonConfig,
   parseProtocol,
   parseRtProtos,
+  readsMetadataOnly,
 } from "../src/config.ts";
 
 Deno.test("defaults are Nordix's: protocol 202, podCIDRs, InternalIP", () => {
@@ -90,4 +91,12 @@ Deno.test("every variable is documented once", () => {
   ) {
     assert.ok(names.includes(n), n);
   }
+});
+
+Deno.test("config: nodes are read as metadata only when nothing else is needed", () => {
+  const all = { nodeName: "n1", cidrAnnotation: "a/cidrs", addressAnnotation: "a/addrs" };
+  assert.equal(readsMetadataOnly(all), true);
+  assert.equal(readsMetadataOnly({ ...all, nodeName: "" }), false, "machine ID is in status");
+  assert.equal(readsMetadataOnly({ ...all, cidrAnnotation: "" }), false, "spec.podCIDRs");
+  assert.equal(readsMetadataOnly({ ...all, addressAnnotation: "" }), false, "InternalIP");
 });

@@ -6,7 +6,7 @@ import { KubeClient } from "../src/kube/client.ts";
 import { NodeInformer, type StoreChange } from "../src/kube/informer.ts";
 import { ListSplitter, pickFields } from "../src/kube/json_list.ts";
 import { loadKubeconfig } from "../src/kube/kubeconfig.ts";
-import { type NodeInfo, toNodeInfo } from "../src/kube/node.ts";
+import { NODE_FIELDS, type NodeInfo, toNodeInfo } from "../src/kube/node.ts";
 import { pollUntil } from "./helpers/netns.ts";
 import { kubeconfigWithTokenFile } from "./helpers/tools.ts";
 
@@ -88,6 +88,55 @@ Deno.test("informer: adds, updates and deletes; updates touching nothing kept em
     ]);
     assert.equal(cidrs(r, "n1"), "10.8.0.0/24");
   }));
+
+Deno.test("informer: metadata only lists and watches annotations without spec or status", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-informer-" });
+  const api = await startApiServer({
+    kubeconfigPath: `${dir}/kubeconfig`,
+    bookmarkIntervalMs: 100,
+  });
+  const ann = "cidr.example.com/net3";
+  for (let i = 0; i < 3; i++) {
+    api.nodes.create(makeNode({
+      name: `n${i}`,
+      podCIDRs: [`10.0.${i}.0/24`],
+      annotations: { [ann]: `10.55.${i}.0/24` },
+      realistic: true,
+    }));
+  }
+  const client = new KubeClient(await loadKubeconfig(`${dir}/kubeconfig`));
+  // What the informer was given of each object, besides what it kept.
+  const seen: string[] = [];
+  const informer = new NodeInformer<NodeInfo>(client, {
+    project: (raw) => {
+      seen.push(Object.keys(raw as object).sort().join(","));
+      return toNodeInfo(raw, [ann]);
+    },
+    fields: NODE_FIELDS,
+    metadataOnly: true,
+  });
+  informer.start();
+  try {
+    await informer.synced;
+    assert.deepEqual(
+      [...informer.store.values()].map((n) => n.annotations[ann]),
+      ["10.55.0.0/24", "10.55.1.0/24", "10.55.2.0/24"],
+    );
+    assert.deepEqual(informer.store.get("n1")!.podCIDRs, [], "spec.podCIDRs was not sent");
+    await pollUntil(() => api.nodes.watcherCount() === 1, { message: "watching" });
+    api.nodes.patch("n1", "merge", { metadata: { annotations: { [ann]: "10.66.1.0/24" } } });
+    await pollUntil(() => informer.store.get("n1")!.annotations[ann] === "10.66.1.0/24", {
+      message: "watch event seen",
+    });
+    // Listed items come through the field picker; the watched one whole, as sent.
+    assert.deepEqual(seen, ["metadata", "metadata", "metadata", "apiVersion,kind,metadata"]);
+  } finally {
+    await informer.stop();
+    client.close();
+    await api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 Deno.test("informer: dropped watches resume from the last version without loss", () =>
   rig(async (r) => {

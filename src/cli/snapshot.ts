@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ConfigError, type DaemonConfig, parseDaemonConfig } from "../config.ts";
+import { ConfigError, type DaemonConfig, parseDaemonConfig, readsMetadataOnly } from "../config.ts";
 import { findSelf, readMachineId } from "../daemon.ts";
 import { type NodeInfo, toNodeInfo } from "../kube/node.ts";
 import { parseNode } from "../routing/node_parse.ts";
@@ -66,7 +66,11 @@ export async function listNodes(cfg: DaemonConfig, kubeconfig?: string): Promise
     const nodes: NodeInfo[] = [];
     let cont: string | undefined;
     do {
-      const page = await client.listNodes({ limit: 500, continue: cont });
+      const page = await client.listNodes({
+        limit: 500,
+        continue: cont,
+        metadataOnly: readsMetadataOnly(cfg),
+      });
       for (const item of page.items) nodes.push(toNodeInfo(item, keep));
       cont = page.continue || undefined;
     } while (cont);

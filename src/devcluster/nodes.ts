@@ -74,6 +74,8 @@ export function makeNode(o: MakeNodeOptions): NodeJson {
     spec: o.podCIDRs?.length ? { podCIDR: o.podCIDRs[0], podCIDRs: o.podCIDRs } : {},
     status: {
       addresses,
+      // What `kubectl get nodes` reads for STATUS; a running kubelet keeps it True.
+      conditions: [{ type: "Ready", status: "True", reason: "KubeletReady" }],
       nodeInfo: {
         machineID: o.machineID ?? "",
         kubeletVersion: "v1.32.0",

@@ -37,6 +37,11 @@ export interface InformerOptions<T> {
    * never parsed. Default: everything.
    */
   fields?: Fields;
+  /**
+   * List and watch the nodes' metadata only (see `ListOptions.metadataOnly`), for a
+   * `project` that reads nothing else.
+   */
+  metadataOnly?: boolean;
   /** Page size of lists (default 500). */
   pageSize?: number;
   /** Server-side timeout of a watch (default 300 s). */
@@ -189,6 +194,7 @@ export class NodeInformer<T> {
     const signal = AbortSignal.any([outer, local.signal]);
     const open = (cont: string | undefined) => {
       const res = this.#client.openNodeList({
+        metadataOnly: this.#opts.metadataOnly,
         limit: this.#opts.pageSize ?? 500,
         continue: cont,
         labelSelector: this.#opts.labelSelector,
@@ -265,6 +271,7 @@ export class NodeInformer<T> {
 
   async #watch(signal: AbortSignal): Promise<void> {
     const events = this.#client.watchNodes({
+      metadataOnly: this.#opts.metadataOnly,
       resourceVersion: this.#rv,
       timeoutSeconds: this.#opts.watchTimeoutSeconds ?? 300,
       allowWatchBookmarks: true,

@@ -11,7 +11,22 @@ import {
   SelectorError,
 } from "./selectors.ts";
 import { badRequest, expired, status, StatusError } from "./status.ts";
-import type { NodeStore, PatchType, Watcher } from "./store.ts";
+import {
+  eventLine,
+  type NodeStore,
+  type PatchType,
+  type StoredNode,
+  type StoreEvent,
+  type Watcher,
+} from "./store.ts";
+import {
+  includeObject,
+  listHead,
+  metadataBytes,
+  negotiate,
+  nodeTable,
+  type View,
+} from "./views.ts";
 
 /** What the routes need besides the store. */
 export interface RouteContext {
@@ -210,7 +225,14 @@ function listBody(head: Uint8Array, items: Uint8Array[]): ReadableStream<Uint8Ar
   });
 }
 
-function list(ctx: RouteContext, url: URL): Response {
+/** A stored node's JSON in the view (the object, or its metadata, made once). */
+function itemBytes(node: StoredNode, view: View): Uint8Array<ArrayBuffer> {
+  return view === "metadata" ? (node.meta ??= metadataBytes(node.obj)) : node.bytes;
+}
+
+function list(ctx: RouteContext, req: Request, url: URL): Response {
+  const view = negotiate(req.headers.get("accept"), "list");
+  const include = includeObject(url.searchParams.get("includeObject"));
   const selector = selectors(url);
   const limit = Number(url.searchParams.get("limit") ?? "0");
   if (!Number.isInteger(limit) || limit < 0) throw badRequest("limit must be a positive integer");
@@ -226,13 +248,49 @@ function list(ctx: RouteContext, url: URL): Response {
   const page = ctx.store.page(selector, limit, after);
   const meta: Record<string, string> = { resourceVersion: String(rv) };
   if (page.last !== undefined) meta.continue = encodeContinue(rv, page.last);
-  const head = encoder.encode(
-    `{"kind":"NodeList","apiVersion":"v1","metadata":${JSON.stringify(meta)},"items":[`,
-  );
-  return new Response(listBody(head, page.items), { headers: JSON_HEADERS });
+  if (view === "table") {
+    return json(nodeTable(page.items.map((n) => n.obj), { meta, include, columns: true }));
+  }
+  const head = encoder.encode(listHead(view, meta));
+  const items = page.items.map((n) => itemBytes(n, view));
+  return new Response(listBody(head, items), { headers: JSON_HEADERS });
 }
 
-function watch(ctx: RouteContext, url: URL): Response {
+/**
+ * The line of a watch event in the view. Object and metadata lines are made once per event
+ * for every watcher; a Table line is each watcher's own, its first with the columns.
+ */
+function watchLine(
+  ev: StoreEvent,
+  view: View,
+  table: { include: ReturnType<typeof includeObject>; first: boolean },
+): Uint8Array {
+  if (view === "table") {
+    const meta = { resourceVersion: ev.obj.metadata.resourceVersion ?? String(ev.rv) };
+    const rows = ev.type === "BOOKMARK" ? [] : [ev.obj];
+    const t = nodeTable(rows, { meta, include: table.include, columns: table.first });
+    table.first = false;
+    return eventLine(ev.type, encoder.encode(JSON.stringify(t)));
+  }
+  let line = ev.lines.get(view);
+  if (line === undefined) {
+    const bytes = view === "metadata"
+      ? (ev.type === "BOOKMARK"
+        ? encoder.encode(
+          `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":` +
+            `{"resourceVersion":"${ev.rv}"}}`,
+        )
+        : metadataBytes(ev.obj))
+      : ev.bytes;
+    line = eventLine(ev.type, bytes);
+    ev.lines.set(view, line);
+  }
+  return line;
+}
+
+function watch(ctx: RouteContext, req: Request, url: URL): Response {
+  const view = negotiate(req.headers.get("accept"), "item");
+  const table = { include: includeObject(url.searchParams.get("includeObject")), first: true };
   const selector = selectors(url);
   const from = url.searchParams.get("resourceVersion") ?? "";
   const bookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
@@ -245,8 +303,8 @@ function watch(ctx: RouteContext, url: URL): Response {
       const w: Watcher = {
         selector,
         bookmarks,
-        send: (bytes) => {
-          if (!closed) controller.enqueue(bytes);
+        send: (ev) => {
+          if (!closed) controller.enqueue(watchLine(ev, view, table));
         },
         close: () => {
           if (closed) return;
@@ -300,7 +358,7 @@ export async function route(ctx: RouteContext, req: Request): Promise<Response> 
   if (path === "/api/v1/nodes") {
     if (m === "GET") {
       const w = url.searchParams.get("watch");
-      return w === "true" || w === "1" ? watch(ctx, url) : list(ctx, url);
+      return w === "true" || w === "1" ? watch(ctx, req, url) : list(ctx, req, url);
     }
     if (m === "POST") return json(ctx.store.create(await readBody(req, ctx.maxBodyBytes)), 201);
     throw new StatusError(405, "MethodNotAllowed", `${m} is not supported on nodes`);
@@ -310,14 +368,20 @@ export async function route(ctx: RouteContext, req: Request): Promise<Response> 
     const name = decodeURIComponent(node[1]);
     const part = node[2] ? "status" : "spec";
     if (m === "GET") {
-      const bytes = ctx.store.getBytes(name);
-      if (bytes === undefined) {
+      const view = negotiate(req.headers.get("accept"), "item");
+      const stored = ctx.store.stored(name);
+      if (stored === undefined) {
         throw new StatusError(404, "NotFound", `nodes "${name}" not found`, {
           name,
           kind: "nodes",
         });
       }
-      return new Response(bytes, { headers: JSON_HEADERS });
+      if (view === "table") {
+        const include = includeObject(url.searchParams.get("includeObject"));
+        const meta = { resourceVersion: stored.obj.metadata.resourceVersion ?? "" };
+        return json(nodeTable([stored.obj], { meta, include, columns: true }));
+      }
+      return new Response(itemBytes(stored, view), { headers: JSON_HEADERS });
     }
     if (m === "PUT") {
       return json(ctx.store.update(name, await readBody(req, ctx.maxBodyBytes), part));

@@ -24,24 +24,31 @@ export interface NodeJson {
 /** Watch event types. */
 export type EventType = "ADDED" | "MODIFIED" | "DELETED";
 
-interface Entry {
-  obj: NodeJson;
+/** A stored node. */
+export interface StoredNode {
+  readonly obj: NodeJson;
   /** Its JSON as UTF-8, ready for list and watch bodies (no re-encoding per request). */
-  bytes: Uint8Array<ArrayBuffer>;
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  /** Its PartialObjectMetadata as UTF-8, made when first asked for. */
+  meta?: Uint8Array<ArrayBuffer>;
 }
 
-interface HistoryEvent {
-  rv: number;
-  type: EventType;
-  obj: NodeJson;
-  line: Uint8Array;
+/** One change (or bookmark) as watchers get it. */
+export interface StoreEvent {
+  readonly rv: number;
+  readonly type: EventType | "BOOKMARK";
+  readonly obj: NodeJson;
+  /** The object's JSON as UTF-8. */
+  readonly bytes: Uint8Array;
+  /** The event's line per view, made once for all the watchers that share the view. */
+  readonly lines: Map<string, Uint8Array>;
 }
 
 /** One open watch. */
 export interface Watcher {
   selector?: Selector;
   bookmarks: boolean;
-  send(bytes: Uint8Array): void;
+  send(ev: StoreEvent): void;
   close(): void;
 }
 
@@ -103,10 +110,10 @@ function validate(body: unknown, nameHint = ""): NodeJson {
 
 /** The Nodes of the embedded API server. */
 export class NodeStore {
-  #nodes = new Map<string, Entry>();
+  #nodes = new Map<string, StoredNode>();
   #sorted: string[] | undefined;
   #rv = 0;
-  #history: HistoryEvent[] = [];
+  #history: StoreEvent[] = [];
   /** Events with rv > this are in the history. */
   #oldest = 0;
   readonly #historySize: number;
@@ -138,9 +145,9 @@ export class NodeStore {
     return this.#nodes.get(name)?.obj;
   }
 
-  /** One node's JSON as UTF-8, or undefined. */
-  getBytes(name: string): Uint8Array<ArrayBuffer> | undefined {
-    return this.#nodes.get(name)?.bytes;
+  /** One node as stored (with its JSON as UTF-8), or undefined. */
+  stored(name: string): StoredNode | undefined {
+    return this.#nodes.get(name);
   }
 
   /** All nodes in name order. */
@@ -153,11 +160,11 @@ export class NodeStore {
   }
 
   /**
-   * One page of the list: serialized items after `after` (a name) matching `selector`.
-   * Returns their UTF-8 JSON and the last name when more remain.
+   * One page of the list: the nodes after `after` (a name) matching `selector`, and the
+   * last name when more remain.
    */
   page(selector: Selector | undefined, limit: number, after?: string): {
-    items: Uint8Array[];
+    items: StoredNode[];
     last?: string;
   } {
     const names = this.#names();
@@ -171,12 +178,12 @@ export class NodeStore {
       }
       i = lo;
     }
-    const items: Uint8Array[] = [];
+    const items: StoredNode[] = [];
     for (; i < names.length; i++) {
       const e = this.#nodes.get(names[i])!;
       if (selector && !selector(e.obj)) continue;
       if (limit > 0 && items.length === limit) return { items, last: names[i - 1] };
-      items.push(e.bytes);
+      items.push(e);
     }
     return { items };
   }
@@ -293,8 +300,8 @@ export class NodeStore {
     obj.metadata.resourceVersion = String(this.#rv);
     const bytes = encoder.encode(JSON.stringify(obj));
     if (!deleted) this.#nodes.set(obj.metadata.name, { obj, bytes });
-    const line = eventLine(type, bytes);
-    this.#history.push({ rv: this.#rv, type, obj, line });
+    const ev: StoreEvent = { rv: this.#rv, type, obj, bytes, lines: new Map() };
+    this.#history.push(ev);
     if (this.#history.length > this.#historySize * 2) {
       // Trim in chunks so pushes stay O(1) on average.
       const drop = this.#history.length - this.#historySize;
@@ -302,7 +309,7 @@ export class NodeStore {
       this.#history = this.#history.slice(drop);
     }
     for (const w of this.#watchers) {
-      if (!w.selector || w.selector(obj)) w.send(line);
+      if (!w.selector || w.selector(obj)) w.send(ev);
     }
     this.onChange();
     return obj;
@@ -316,7 +323,9 @@ export class NodeStore {
     if (from === "" || from === "0") {
       for (const name of this.#names()) {
         const e = this.#nodes.get(name)!;
-        if (!w.selector || w.selector(e.obj)) w.send(eventLine("ADDED", e.bytes));
+        if (!w.selector || w.selector(e.obj)) {
+          w.send({ rv: this.#rv, type: "ADDED", obj: e.obj, bytes: e.bytes, lines: new Map() });
+        }
       }
     } else {
       if (!/^[0-9]+$/.test(from)) {
@@ -325,7 +334,7 @@ export class NodeStore {
       const rv = Number(from);
       if (rv < this.#oldest) throw expired(from);
       for (const ev of this.#history) {
-        if (ev.rv > rv && (!w.selector || w.selector(ev.obj))) w.send(ev.line);
+        if (ev.rv > rv && (!w.selector || w.selector(ev.obj))) w.send(ev);
       }
     }
     this.#watchers.add(w);
@@ -339,15 +348,16 @@ export class NodeStore {
 
   /** Sends a bookmark with the current version to every watcher that asked for them. */
   bookmark(): void {
-    const line = eventLine(
-      "BOOKMARK",
-      encoder.encode(JSON.stringify({
-        kind: "Node",
-        apiVersion: "v1",
-        metadata: { resourceVersion: String(this.#rv) },
-      })),
+    const obj: NodeJson = {
+      kind: "Node",
+      apiVersion: "v1",
+      metadata: { name: "", resourceVersion: String(this.#rv) },
+    };
+    const bytes = encoder.encode(
+      JSON.stringify({ ...obj, metadata: { resourceVersion: String(this.#rv) } }),
     );
-    for (const w of this.#watchers) if (w.bookmarks) w.send(line);
+    const ev: StoreEvent = { rv: this.#rv, type: "BOOKMARK", obj, bytes, lines: new Map() };
+    for (const w of this.#watchers) if (w.bookmarks) w.send(ev);
   }
 
   /** Ends every open watch. */

@@ -1,0 +1,239 @@
+/**
+ * The forms a response can give Nodes in, chosen by the Accept header as kube-apiserver
+ * chooses them: the objects themselves, their metadata only (`as=PartialObjectMetadata`,
+ * what metadata informers ask for), or a Table (`as=Table`, what `kubectl get` asks for).
+ *
+ * @module
+ */
+import { StatusError } from "./status.ts";
+import type { NodeJson } from "./store.ts";
+
+/** How Nodes are rendered in a response. */
+export type View = "object" | "metadata" | "table";
+
+/** What a request reads: a list, or one object (get, and every event of a watch). */
+export type Target = "list" | "item";
+
+const META_GROUP = "meta.k8s.io";
+const META_VERSION = "v1";
+
+interface Clause {
+  type: string;
+  params: Record<string, string>;
+  q: number;
+  order: number;
+}
+
+function parseAccept(header: string): Clause[] {
+  const clauses: Clause[] = [];
+  header.split(",").forEach((part, order) => {
+    const [type, ...rest] = part.split(";").map((s) => s.trim());
+    if (type === "") return;
+    const params: Record<string, string> = {};
+    for (const p of rest) {
+      const eq = p.indexOf("=");
+      if (eq > 0) params[p.slice(0, eq).trim().toLowerCase()] = p.slice(eq + 1).trim();
+    }
+    const q = params.q === undefined ? 1 : Number(params.q);
+    clauses.push({ type: type.toLowerCase(), params, q: Number.isFinite(q) ? q : 0, order });
+  });
+  return clauses.sort((a, b) => b.q - a.q || a.order - b.order);
+}
+
+function viewOf(c: Clause, target: Target): View | undefined {
+  if (c.q <= 0) return undefined;
+  if (c.type !== "application/json" && c.type !== "application/*" && c.type !== "*/*") {
+    return undefined;
+  }
+  const as = c.params.as;
+  if (as === undefined) return "object";
+  if (c.params.g !== META_GROUP || c.params.v !== META_VERSION) return undefined;
+  if (as === "Table") return "table";
+  if (as === (target === "list" ? "PartialObjectMetadataList" : "PartialObjectMetadata")) {
+    return "metadata";
+  }
+  return undefined;
+}
+
+/**
+ * The view the Accept header asks for: its first acceptable clause by quality, then
+ * order. No header is JSON objects. Throws 406 when no clause can be served (protobuf,
+ * YAML, or an `as` this target has no form for, e.g. PartialObjectMetadata for a list).
+ */
+export function negotiate(accept: string | null, target: Target): View {
+  if (accept === null || accept.trim() === "") return "object";
+  for (const c of parseAccept(accept)) {
+    const view = viewOf(c, target);
+    if (view !== undefined) return view;
+  }
+  throw new StatusError(
+    406,
+    "NotAcceptable",
+    `the server cannot respond in any of the accepted media types (${accept}); it speaks ` +
+      `application/json, as=${
+        target === "list" ? "PartialObjectMetadataList" : "PartialObjectMetadata"
+      }` +
+      ` or as=Table (g=${META_GROUP}, v=${META_VERSION})`,
+  );
+}
+
+const encoder = new TextEncoder();
+
+/** A Node's PartialObjectMetadata as UTF-8 JSON. */
+export function metadataBytes(obj: NodeJson): Uint8Array<ArrayBuffer> {
+  return encoder.encode(
+    `{"kind":"PartialObjectMetadata","apiVersion":"${META_GROUP}/${META_VERSION}",` +
+      `"metadata":${JSON.stringify(obj.metadata)}}`,
+  );
+}
+
+/** The head of a list body, up to the opening bracket of its items. */
+export function listHead(view: View, meta: Record<string, string>): string {
+  const kind = view === "object"
+    ? `"kind":"NodeList","apiVersion":"v1"`
+    : `"kind":"PartialObjectMetadataList","apiVersion":"${META_GROUP}/${META_VERSION}"`;
+  return `{${kind},"metadata":${JSON.stringify(meta)},"items":[`;
+}
+
+/** What each Table row carries besides its cells (the `includeObject` parameter). */
+export type IncludeObject = "None" | "Metadata" | "Object";
+
+/** Reads `includeObject`; throws 400 naming a bad value. */
+export function includeObject(value: string | null): IncludeObject {
+  if (value === null || value === "") return "Metadata";
+  if (value === "None" || value === "Metadata" || value === "Object") return value;
+  throw new StatusError(
+    400,
+    "BadRequest",
+    `includeObject=${JSON.stringify(value)}: must be None, Metadata or Object`,
+  );
+}
+
+/** The columns of `kubectl get nodes` (priority 1: `-o wide` only). */
+const COLUMNS = [
+  ["Name", 0, "Name must be unique within a namespace."],
+  ["Status", 0, "The status of the node."],
+  ["Roles", 0, "The roles of the node."],
+  ["Age", 0, "Time since the node was created."],
+  ["Version", 0, "Kubelet version reported by the node."],
+  ["Internal-IP", 1, "The node's first InternalIP address."],
+  ["External-IP", 1, "The node's first ExternalIP address."],
+  ["OS-Image", 1, "OS image reported by the node."],
+  ["Kernel-Version", 1, "Kernel version reported by the node."],
+  ["Container-Runtime", 1, "Container runtime and version reported by the node."],
+].map(([name, priority, description]) => ({
+  name,
+  type: "string",
+  format: name === "Name" ? "name" : "",
+  description,
+  priority,
+}));
+
+type Json = Record<string, unknown>;
+
+function asObject(v: unknown): Json {
+  return typeof v === "object" && v !== null && !Array.isArray(v) ? v as Json : {};
+}
+
+function text(v: unknown, otherwise: string): string {
+  return typeof v === "string" && v !== "" ? v : otherwise;
+}
+
+/** Age as kubectl shows it: "45s", "3m12s", "5h", "12d", "2y30d". */
+export function humanAge(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < -1) return "<invalid>";
+  if (s < 0) return "0s"; // a second of clock skew between server and node
+  if (s < 120) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 10) return s % 60 === 0 ? `${m}m` : `${m}m${s % 60}s`;
+  if (m < 180) return `${m}m`;
+  const h = Math.floor(m / 60);
+  if (h < 8) return m % 60 === 0 ? `${h}h` : `${h}h${m % 60}m`;
+  if (h < 48) return `${h}h`;
+  if (h < 24 * 8) {
+    return h % 24 === 0 ? `${Math.floor(h / 24)}d` : `${Math.floor(h / 24)}d${h % 24}h`;
+  }
+  const d = Math.floor(h / 24);
+  if (d < 365 * 2) return `${d}d`;
+  if (d < 365 * 8) {
+    return d % 365 === 0 ? `${Math.floor(d / 365)}y` : `${Math.floor(d / 365)}y${d % 365}d`;
+  }
+  return `${Math.floor(d / 365)}y`;
+}
+
+/** Ready, NotReady or Unknown from the Ready condition, with SchedulingDisabled. */
+function nodeStatus(node: NodeJson): string {
+  const conditions = asObject(node.status).conditions;
+  const ready = Array.isArray(conditions)
+    ? conditions.map(asObject).find((c) => c.type === "Ready")
+    : undefined;
+  let s = ready?.status === "True" ? "Ready" : ready?.status === "False" ? "NotReady" : "Unknown";
+  if (asObject(node.spec).unschedulable === true) s += ",SchedulingDisabled";
+  return s;
+}
+
+function roles(node: NodeJson): string {
+  const found = new Set<string>();
+  for (const [k, v] of Object.entries(node.metadata.labels ?? {})) {
+    if (k.startsWith("node-role.kubernetes.io/") && k.length > 24) found.add(k.slice(24));
+    else if (k === "kubernetes.io/role" && v !== "") found.add(v);
+  }
+  return found.size === 0 ? "<none>" : [...found].sort().join(",");
+}
+
+function firstAddress(node: NodeJson, type: string): string {
+  const addresses = asObject(node.status).addresses;
+  const a = Array.isArray(addresses)
+    ? addresses.map(asObject).find((x) => x.type === type)
+    : undefined;
+  return text(a?.address, "<none>");
+}
+
+/** The cells of one node's row, in the order of the columns. */
+export function nodeCells(node: NodeJson, now: number): string[] {
+  const info = asObject(asObject(node.status).nodeInfo);
+  const created = Date.parse(node.metadata.creationTimestamp ?? "");
+  return [
+    node.metadata.name,
+    nodeStatus(node),
+    roles(node),
+    Number.isNaN(created) ? "<unknown>" : humanAge(now - created),
+    text(info.kubeletVersion, ""),
+    firstAddress(node, "InternalIP"),
+    firstAddress(node, "ExternalIP"),
+    text(info.osImage, "<unknown>"),
+    text(info.kernelVersion, "<unknown>"),
+    text(info.containerRuntimeVersion, "<unknown>"),
+  ];
+}
+
+function row(node: NodeJson, include: IncludeObject, now: number): Json {
+  const r: Json = { cells: nodeCells(node, now) };
+  if (include === "Metadata") {
+    r.object = {
+      kind: "PartialObjectMetadata",
+      apiVersion: `${META_GROUP}/${META_VERSION}`,
+      metadata: node.metadata,
+    };
+  } else if (include === "Object") r.object = node;
+  return r;
+}
+
+/**
+ * A Table of nodes. `columns` false leaves the column definitions out, as a watch does
+ * after its first event.
+ */
+export function nodeTable(
+  nodes: readonly NodeJson[],
+  opts: { meta: Record<string, string>; include: IncludeObject; columns: boolean; now?: number },
+): Json {
+  const now = opts.now ?? Date.now();
+  return {
+    kind: "Table",
+    apiVersion: `${META_GROUP}/${META_VERSION}`,
+    metadata: opts.meta,
+    columnDefinitions: opts.columns ? COLUMNS : [],
+    rows: nodes.map((n) => row(n, opts.include, now)),
+  };
+}
