@@ -27,8 +27,10 @@ Deno.test("parseCidr clears host bits and keeps the prefix", () => {
 });
 
 Deno.test("IPv4-mapped IPv6 counts as IPv4", () => {
-  assert.deepEqual(parseIp("::ffff:10.0.0.1"), { family: 4, value: 0x0a000001n });
-  assert.deepEqual(parseIp("::ffff:a00:1"), { family: 4, value: 0x0a000001n });
+  const mapped = { family: 4, value: 0x0a000001n, text: "10.0.0.1" };
+  assert.deepEqual(parseIp("::ffff:10.0.0.1"), mapped);
+  assert.deepEqual(parseIp("::ffff:a00:1"), mapped);
+  assert.deepEqual(parseIp("0:0:0:0:0:FFFF:10.0.0.1"), mapped);
   assert.equal(canon("::ffff:10.1.2.0/120"), "10.1.2.0/24");
   assert.equal(canon("::ffff:10.1.2.3"), "10.1.2.3/32");
 });
@@ -97,7 +99,7 @@ Deno.test("IPv4 text: four decimal octets, no leading zeros, nothing else", () =
     ["10.0.0.1", 0x0a000001n],
   ];
   for (const [text, value] of good) {
-    assert.deepEqual(parseIp(text), { family: 4, value }, text);
+    assert.deepEqual(parseIp(text), { family: 4, value, text }, text);
     assert.equal(formatIp({ family: 4, value }), text);
   }
   for (
@@ -133,5 +135,114 @@ Deno.test("IPv4 text: four decimal octets, no leading zeros, nothing else", () =
     const len = 1 + Math.floor(Math.random() * 16);
     for (let j = 0; j < len; j++) t += alphabet[Math.floor(Math.random() * alphabet.length)];
     assert.equal(parseIp(t)?.family === 4, rule(t), JSON.stringify(t));
+  }
+});
+
+/** IPv6 text read the plain way (RFC 4291 section 2.2), as the value, or undefined. */
+function plainV6(text: string): bigint | undefined {
+  if (!/^[0-9a-fA-F:.]+$/.test(text)) return undefined;
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const groups = (half: string): number[] | undefined => {
+    if (half === "") return [];
+    const items = half.split(":");
+    const out: number[] = [];
+    for (const [i, item] of items.entries()) {
+      if (i === items.length - 1 && item.includes(".")) {
+        const parts = item.split(".");
+        if (
+          parts.length !== 4 || !parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && +p < 256)
+        ) return undefined;
+        out.push(+parts[0] * 256 + +parts[1], +parts[2] * 256 + +parts[3]);
+      } else if (/^[0-9a-fA-F]{1,4}$/.test(item)) out.push(parseInt(item, 16));
+      else return undefined;
+    }
+    return out;
+  };
+  const head = groups(halves[0]), tail = halves.length === 2 ? groups(halves[1]) : [];
+  if (!head || !tail) return undefined;
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;
+  const all = [...head, ...Array(halves.length === 2 ? missing : 0).fill(0), ...tail];
+  return all.reduce((v: bigint, g: number) => (v << 16n) | BigInt(g), 0n);
+}
+
+Deno.test("IPv6 text: the parser against a plain reading of the rule, over random near-misses", () => {
+  for (
+    const [text, want] of [
+      ["::", "::"],
+      ["::1", "::1"],
+      ["1::", "1::"],
+      ["1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:0"],
+      ["::2:3:4:5:6:7:8", "0:2:3:4:5:6:7:8"],
+      ["FD00:0:0:0:0:0:0:1", "fd00::1"],
+      ["1:0:0:2:0:0:0:3", "1:0:0:2::3"],
+      ["64:ff9b::192.0.2.33", "64:ff9b::c000:221"],
+      ["0000:0000::0001", "::1"],
+    ]
+  ) {
+    assert.equal(parseIp(text)?.text, want, text);
+  }
+  for (
+    const bad of [
+      ":",
+      ":::",
+      "1:",
+      ":1",
+      "1:::2",
+      "1::2::3",
+      "12345::",
+      "1:2:3:4:5:6:7:8:9",
+      "1:2:3:4:5:6:7",
+      "::1.2.3",
+      "1.2.3.4::",
+      "::1.2.3.4:5",
+      "g::",
+      "1:2:3:4:5:6:7:1.2.3.4",
+    ]
+  ) {
+    assert.equal(parseIp(bad), undefined, bad);
+  }
+  // Random texts from an alphabet that makes near-misses likely; both readings agree, and
+  // the parser's text is the canonical text of the value.
+  const alphabet = "0:1:f:F::a.9.2550";
+  let valid = 0;
+  for (let k = 0; k < 20000; k++) {
+    let t = "";
+    const len = 1 + Math.floor(Math.random() * 24);
+    for (let j = 0; j < len; j++) t += alphabet[Math.floor(Math.random() * alphabet.length)];
+    const plain = /^\d+\.\d+\.\d+\.\d+$/.test(t) ? undefined : plainV6(t);
+    const ip = parseIp(t);
+    if (ip?.family === 4 && !t.includes(":")) continue; // dotted IPv4, tested above
+    if (plain === undefined) {
+      assert.equal(ip, undefined, JSON.stringify(t));
+      continue;
+    }
+    valid++;
+    assert.ok(ip, JSON.stringify(t));
+    const value = ip.family === 4 ? (0xffffn << 32n) | ip.value : ip.value;
+    assert.equal(value, plain, JSON.stringify(t));
+    assert.equal(ip.text, formatIp({ family: ip.family, value: ip.value }), JSON.stringify(t));
+  }
+  assert.ok(valid > 100, `only ${valid} valid texts drawn`);
+});
+
+Deno.test("CIDR text: kept when canonical, made from the value when host bits were set", () => {
+  for (
+    const [text, want] of [
+      ["10.1.2.0/24", "10.1.2.0/24"],
+      ["10.1.2.9/24", "10.1.2.0/24"],
+      ["FD00::/64", "fd00::/64"],
+      ["fd00::1:0/96", "fd00::/96"],
+      ["::ffff:10.1.2.3/120", "10.1.2.0/24"],
+      ["::ffff:10.1.2.0/120", "10.1.2.0/24"],
+      ["::ffff:10.1.2.0/64", "::/64"],
+    ]
+  ) {
+    const r = parseCidr(text);
+    assert.ok(r.ok, text);
+    assert.equal(formatCidr(r.cidr), want, text);
+    const { family, value, prefix } = r.cidr;
+    assert.equal(formatCidr({ family, value, prefix }), want, `${text} from the value`);
   }
 });

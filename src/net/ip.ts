@@ -15,6 +15,11 @@ export type Family = 4 | 6;
 export interface Ip {
   readonly family: Family;
   readonly value: bigint;
+  /**
+   * Canonical text, when the parser already had it: turning a bigint back into text is
+   * the costly part of formatting, and most addresses are read once and printed often.
+   */
+  readonly text?: string;
 }
 
 /** One CIDR in canonical form: host bits cleared. */
@@ -23,6 +28,8 @@ export interface Cidr {
   /** Network address, host bits zero. */
   readonly value: bigint;
   readonly prefix: number;
+  /** Canonical `address/prefix`, when the parser already had it (see {@link Ip.text}). */
+  readonly text?: string;
 }
 
 const BITS: Record<Family, number> = { 4: 32, 6: 128 };
@@ -32,14 +39,17 @@ export function familyBits(family: Family): number {
   return BITS[family];
 }
 
-function parseV4(text: string): bigint | undefined {
-  // Four decimal octets, no leading zeros (some parsers read them as octal).
+/**
+ * Four decimal octets from `start` to the end of `text`, no leading zeros (some parsers
+ * read them as octal), as a number; -1 when it is not.
+ */
+function parseV4At(text: string, start: number): number {
   let value = 0;
   let octets = 0;
-  let i = 0;
+  let i = start;
   const n = text.length;
   while (octets < 4) {
-    const start = i;
+    const first = i;
     let octet = 0;
     while (i < n) {
       const c = text.charCodeAt(i) - 48;
@@ -47,53 +57,137 @@ function parseV4(text: string): bigint | undefined {
       octet = octet * 10 + c;
       i++;
     }
-    const digits = i - start;
-    if (digits === 0 || digits > 3 || octet > 255) return undefined;
-    if (digits > 1 && text.charCodeAt(start) === 48) return undefined;
+    const digits = i - first;
+    if (digits === 0 || digits > 3 || octet > 255) return -1;
+    if (digits > 1 && text.charCodeAt(first) === 48) return -1;
     value = value * 256 + octet;
     octets++;
     if (octets < 4) {
-      if (text.charCodeAt(i) !== 46) return undefined;
+      if (text.charCodeAt(i) !== 46) return -1;
       i++;
     }
   }
-  return i === n ? BigInt(value) : undefined;
+  return i === n ? value : -1;
 }
 
-function parseV6(text: string): bigint | undefined {
-  if (text.length > 45 || !/^[0-9a-fA-F:.]+$/.test(text)) return undefined;
-  const halves = text.split("::");
-  if (halves.length > 2) return undefined;
-  const groups = (half: string): bigint[] | undefined => {
-    if (half === "") return [];
-    const out: bigint[] = [];
-    const items = half.split(":");
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i];
-      if (i === items.length - 1 && item.includes(".")) {
-        const v4 = parseV4(item);
-        if (v4 === undefined) return undefined;
-        out.push(v4 >> 16n, v4 & 0xffffn);
-      } else if (/^[0-9a-fA-F]{1,4}$/.test(item)) {
-        out.push(BigInt(parseInt(item, 16)));
-      } else {
-        return undefined;
-      }
+/** Value of a hex digit's character code, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  const lower = c | 32;
+  return lower >= 97 && lower <= 102 ? lower - 87 : -1;
+}
+
+/**
+ * The eight 16-bit groups of an IPv6 address (RFC 4291 text: hex groups of one to four
+ * digits, one "::" at most, a dotted IPv4 tail allowed), or undefined.
+ */
+function parseV6Groups(text: string): number[] | undefined {
+  const n = text.length;
+  if (n < 2 || n > 45) return undefined;
+  const groups: number[] = [];
+  let gap = -1; // where "::" stands, as a group index
+  let i = 0;
+  if (text.charCodeAt(0) === 58) {
+    if (text.charCodeAt(1) !== 58) return undefined;
+    gap = 0;
+    i = 2;
+    if (i === n) return [0, 0, 0, 0, 0, 0, 0, 0];
+  }
+  for (;;) {
+    if (groups.length === 8) return undefined;
+    const first = i;
+    let g = 0;
+    while (i < n && i - first < 5) {
+      const d = hexDigit(text.charCodeAt(i));
+      if (d < 0) break;
+      g = g * 16 + d;
+      i++;
     }
+    const digits = i - first;
+    if (i < n && text.charCodeAt(i) === 46) {
+      // The dotted IPv4 tail: the last 32 bits.
+      if (groups.length > 6) return undefined;
+      const v4 = parseV4At(text, first);
+      if (v4 < 0) return undefined;
+      groups.push(v4 >>> 16, v4 & 0xffff);
+      break;
+    }
+    if (digits === 0 || digits > 4) return undefined;
+    groups.push(g);
+    if (i === n) break;
+    if (text.charCodeAt(i) !== 58) return undefined;
+    i++;
+    if (i < n && text.charCodeAt(i) === 58) {
+      if (gap >= 0) return undefined;
+      gap = groups.length;
+      i++;
+      if (i === n) break;
+    } else if (i === n) {
+      return undefined; // a single trailing ":"
+    }
+  }
+  if (gap < 0) return groups.length === 8 ? groups : undefined;
+  const missing = 8 - groups.length;
+  if (missing < 1) return undefined;
+  groups.splice(gap, 0, ...new Array<number>(missing).fill(0));
+  return groups;
+}
+
+/** The 128-bit value of eight 16-bit groups: four 32-bit words, four bigint steps. */
+function groupsValue(g: readonly number[]): bigint {
+  return (BigInt(g[0] * 65536 + g[1]) << 96n) | (BigInt(g[2] * 65536 + g[3]) << 64n) |
+    (BigInt(g[4] * 65536 + g[5]) << 32n) | BigInt(g[6] * 65536 + g[7]);
+}
+
+/** RFC 5952 text of eight groups: lower case, the longest run of 2+ zero groups as "::". */
+function formatGroups(groups: readonly number[]): string {
+  let bestAt = -1, bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) [bestAt, bestLen] = [i, j - i];
+    i = j;
+  }
+  const hex = (from: number, to: number) => {
+    let out = "";
+    for (let k = from; k < to; k++) out += (k > from ? ":" : "") + groups[k].toString(16);
     return out;
   };
-  const head = groups(halves[0]);
-  const tail = halves.length === 2 ? groups(halves[1]) : [];
-  if (!head || !tail) return undefined;
-  const missing = 8 - head.length - tail.length;
-  if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;
-  let value = 0n;
-  for (
-    const g of [...head, ...Array<bigint>(halves.length === 2 ? missing : 0).fill(0n), ...tail]
-  ) {
-    value = (value << 16n) | g;
-  }
-  return value;
+  if (bestAt < 0) return hex(0, 8);
+  return `${hex(0, bestAt)}::${hex(bestAt + bestLen, 8)}`;
+}
+
+function formatV4(v: number): string {
+  return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+}
+
+/** An address read from text, before the IPv4-mapped rule: family, value and text. */
+interface Read {
+  family: Family;
+  value: bigint;
+  /** Canonical text of the address as read (IPv6 still, when IPv4-mapped). */
+  text: string;
+  /** The IPv4 value of an IPv4-mapped IPv6 address, else -1. */
+  mapped: number;
+}
+
+function readAddress(text: string): Read | undefined {
+  const v4 = parseV4At(text, 0);
+  if (v4 >= 0) return { family: 4, value: BigInt(v4), text, mapped: -1 };
+  const g = parseV6Groups(text);
+  if (g === undefined) return undefined;
+  const isMapped = g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 &&
+    g[5] === 0xffff;
+  return {
+    family: 6,
+    value: groupsValue(g),
+    text: formatGroups(g),
+    mapped: isMapped ? g[6] * 65536 + g[7] : -1,
+  };
 }
 
 /**
@@ -101,16 +195,14 @@ function parseV6(text: string): bigint | undefined {
  *
  * @example
  * ```ts
- * parseIp("::ffff:10.0.0.1"); // { family: 4, value: 167772161n }
+ * parseIp("::ffff:10.0.0.1"); // { family: 4, value: 167772161n, text: "10.0.0.1" }
  * ```
  */
 export function parseIp(text: string): Ip | undefined {
-  const v4 = parseV4(text);
-  if (v4 !== undefined) return { family: 4, value: v4 };
-  const v6 = parseV6(text);
-  if (v6 === undefined) return undefined;
-  if (v6 >> 32n === 0xffffn) return { family: 4, value: v6 & 0xffffffffn };
-  return { family: 6, value: v6 };
+  const r = readAddress(text);
+  if (r === undefined) return undefined;
+  if (r.mapped >= 0) return { family: 4, value: BigInt(r.mapped), text: formatV4(r.mapped) };
+  return { family: r.family, value: r.value, text: r.text };
 }
 
 /** Why a CIDR text was refused, or the CIDR. */
@@ -124,11 +216,11 @@ export function parseCidr(text: string): CidrResult {
   const slash = text.indexOf("/");
   const addrText = slash < 0 ? text : text.slice(0, slash);
   if (addrText.includes("%")) return { ok: false, reason: "zone index not allowed" };
-  const v4 = parseV4(addrText);
-  const v6 = v4 === undefined ? parseV6(addrText) : undefined;
-  if (v4 === undefined && v6 === undefined) return { ok: false, reason: "not an IP address" };
-  let family: Family = v4 !== undefined ? 4 : 6;
-  let value = v4 ?? v6!;
+  const r = readAddress(addrText);
+  if (r === undefined) return { ok: false, reason: "not an IP address" };
+  let family = r.family;
+  let value = r.value;
+  let addr = r.text;
   let prefix = BITS[family];
   if (slash >= 0) {
     const p = text.slice(slash + 1);
@@ -138,12 +230,16 @@ export function parseCidr(text: string): CidrResult {
       return { ok: false, reason: `prefix /${prefix} exceeds ${BITS[family]}` };
     }
   }
-  if (family === 6 && value >> 32n === 0xffffn && (slash < 0 || prefix >= 96)) {
+  if (r.mapped >= 0 && (slash < 0 || prefix >= 96)) {
     family = 4;
-    value &= 0xffffffffn;
+    value = BigInt(r.mapped);
+    addr = formatV4(r.mapped);
     prefix = slash < 0 ? 32 : prefix - 96;
   }
-  return { ok: true, cidr: makeCidr(family, value, prefix) };
+  const cidr = makeCidr(family, value, prefix);
+  // Host bits set: the text read is not the network's; it is made from the value instead.
+  if (cidr.value !== value) return { ok: true, cidr };
+  return { ok: true, cidr: { family, value, prefix, text: `${addr}/${prefix}` } };
 }
 
 /** Builds a canonical CIDR, clearing host bits. */
@@ -154,36 +250,19 @@ export function makeCidr(family: Family, value: bigint, prefix: number): Cidr {
 
 /** Canonical text of an address (RFC 5952 for IPv6). */
 export function formatIp(ip: Ip): string {
-  if (ip.family === 4) {
-    const v = Number(ip.value);
-    return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
-  }
-  // Four 32-bit numbers, then the groups: far fewer bigint operations than one per group.
+  if (ip.text !== undefined) return ip.text;
+  if (ip.family === 4) return formatV4(Number(ip.value));
   const groups: number[] = [];
   for (let w = 3; w >= 0; w--) {
     const word = Number((ip.value >> BigInt(w * 32)) & 0xffffffffn);
     groups.push(word >>> 16, word & 0xffff);
   }
-  // Longest run of two or more zero groups is written as "::" (first one on ties).
-  let bestAt = -1, bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) [bestAt, bestLen] = [i, j - i];
-    i = j;
-  }
-  const hex = (g: number[]) => g.map((n) => n.toString(16)).join(":");
-  if (bestAt < 0) return hex(groups);
-  return `${hex(groups.slice(0, bestAt))}::${hex(groups.slice(bestAt + bestLen))}`;
+  return formatGroups(groups);
 }
 
 /** Canonical text of a CIDR, always with its prefix. */
 export function formatCidr(cidr: Cidr): string {
-  return `${formatIp(cidr)}/${cidr.prefix}`;
+  return cidr.text ?? `${formatIp({ family: cidr.family, value: cidr.value })}/${cidr.prefix}`;
 }
 
 /** Whether `ip` lies inside `cidr` (same family only). */
