@@ -227,7 +227,7 @@ function listBody(head: Uint8Array, items: Uint8Array[]): ReadableStream<Uint8Ar
 
 /** A stored node's JSON in the view (the object, or its metadata, made once). */
 function itemBytes(node: StoredNode, view: View): Uint8Array<ArrayBuffer> {
-  return view === "metadata" ? (node.meta ??= metadataBytes(node.obj)) : node.bytes;
+  return view === "metadata" ? (node.meta ??= metadataBytes(node.obj.metadata)) : node.bytes;
 }
 
 function list(ctx: RouteContext, req: Request, url: URL): Response {
@@ -274,14 +274,9 @@ function watchLine(
   }
   let line = ev.lines.get(view);
   if (line === undefined) {
-    const bytes = view === "metadata"
-      ? (ev.type === "BOOKMARK"
-        ? encoder.encode(
-          `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":` +
-            `{"resourceVersion":"${ev.rv}"}}`,
-        )
-        : metadataBytes(ev.obj))
-      : ev.bytes;
+    const bytes = view === "object" ? ev.bytes : metadataBytes(
+      ev.type === "BOOKMARK" ? { resourceVersion: String(ev.rv) } : ev.obj.metadata,
+    );
     line = eventLine(ev.type, bytes);
     ev.lines.set(view, line);
   }

@@ -66,24 +66,22 @@ export function negotiate(accept: string | null, target: Target): View {
     const view = viewOf(c, target);
     if (view !== undefined) return view;
   }
+  const partial = target === "list" ? "PartialObjectMetadataList" : "PartialObjectMetadata";
   throw new StatusError(
     406,
     "NotAcceptable",
-    `the server cannot respond in any of the accepted media types (${accept}); it speaks ` +
-      `application/json, as=${
-        target === "list" ? "PartialObjectMetadataList" : "PartialObjectMetadata"
-      }` +
-      ` or as=Table (g=${META_GROUP}, v=${META_VERSION})`,
+    `the server cannot respond in any of the accepted media types (${accept}): it serves ` +
+      `application/json as Nodes, as=${partial} or as=Table (g=${META_GROUP}, v=${META_VERSION})`,
   );
 }
 
 const encoder = new TextEncoder();
 
-/** A Node's PartialObjectMetadata as UTF-8 JSON. */
-export function metadataBytes(obj: NodeJson): Uint8Array<ArrayBuffer> {
+/** A PartialObjectMetadata with this metadata (a Node's, or a bookmark's) as UTF-8 JSON. */
+export function metadataBytes(metadata: Record<string, unknown>): Uint8Array<ArrayBuffer> {
   return encoder.encode(
     `{"kind":"PartialObjectMetadata","apiVersion":"${META_GROUP}/${META_VERSION}",` +
-      `"metadata":${JSON.stringify(obj.metadata)}}`,
+      `"metadata":${JSON.stringify(metadata)}}`,
   );
 }
 
