@@ -308,30 +308,32 @@ function startOrder(a: Claim, b: Claim): number {
 function resolveConflicts(families: readonly (readonly Claim[])[]): Map<Claim, Claim> {
   const losers = new Map<Claim, Claim>();
   for (const sorted of families) {
-    // Sweep into groups of transitively overlapping ranges; most groups hold one claim.
-    let group: Claim[] = [];
-    let groupEnd = -1n;
-    const settle = () => {
-      if (group.length > 1 && new Set(group.map((c) => c.node.name)).size > 1) {
-        const kept: Claim[] = [];
-        for (const c of group.sort(claimOrder)) {
-          const winner = kept.find((k) => k.node !== c.node && cidrsOverlap(k.cidr, c.cidr));
-          if (winner) losers.set(c, winner);
-          else kept.push(c);
-        }
+    // Sweep into groups of transitively overlapping ranges, each a run of the sorted list
+    // (most runs hold one claim; nothing is allocated for those).
+    const settle = (from: number, to: number) => {
+      if (to - from < 2) return;
+      const group = sorted.slice(from, to);
+      if (group.every((c) => c.node === group[0].node)) return;
+      const kept: Claim[] = [];
+      for (const c of group.sort(claimOrder)) {
+        const winner = kept.find((k) => k.node !== c.node && cidrsOverlap(k.cidr, c.cidr));
+        if (winner) losers.set(c, winner);
+        else kept.push(c);
       }
-      group = [];
     };
-    for (const c of sorted) {
+    let from = 0;
+    let groupEnd = -1n;
+    for (let i = 0; i < sorted.length; i++) {
+      const c = sorted[i];
       if (c.start > groupEnd) {
-        settle();
+        settle(from, i);
+        from = i;
         groupEnd = c.end;
       } else if (c.end > groupEnd) {
         groupEnd = c.end;
       }
-      group.push(c);
     }
-    settle();
+    settle(from, sorted.length);
   }
   return losers;
 }
@@ -342,36 +344,72 @@ function resolveConflicts(families: readonly (readonly Claim[])[]): Map<Claim, C
  * every node that is in no conflict (which then depends on that node alone).
  */
 export class PlanMemo {
-  /** The nodes of the last call. */
-  nodes = new Set<CheckedNode>();
+  /** The nodes of the last call, in its order. */
+  nodes: readonly CheckedNode[] = [];
   /** Their claims by family (IPv4, IPv6), sorted by {@link startOrder}. */
   sorted: Claim[][] = [[], []];
   nodePlans = new WeakMap<CheckedNode, NodePlan>();
 }
 
+/**
+ * The nodes that came and went since the memo's call. The informer keeps its nodes in one
+ * order and an update in its place, so with as many nodes as before a walk side by side
+ * finds the changes without building sets of 5,000 nodes.
+ */
+function changedNodes(
+  nodes: readonly CheckedNode[],
+  before: readonly CheckedNode[],
+): { added: CheckedNode[]; removed: CheckedNode[] } {
+  const added: CheckedNode[] = [], removed: CheckedNode[] = [];
+  if (nodes.length === before.length) {
+    for (let i = 0; i < nodes.length; i++) {
+      if (nodes[i] !== before[i]) {
+        added.push(nodes[i]);
+        removed.push(before[i]);
+      }
+    }
+    return { added, removed };
+  }
+  const now = new Set(nodes), then = new Set(before);
+  for (const n of nodes) if (!then.has(n)) added.push(n);
+  for (const n of before) if (!now.has(n)) removed.push(n);
+  return { added, removed };
+}
+
+/** Where `c` stands, or should stand, in a list sorted by {@link startOrder}. */
+function sortedIndex(list: readonly Claim[], c: Claim): number {
+  let lo = 0, hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (startOrder(list[mid], c) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 function sortedClaims(nodes: readonly CheckedNode[], memo: PlanMemo | undefined): Claim[][] {
   if (memo) {
-    const current = new Set(nodes);
-    const added = nodes.filter((n) => !memo.nodes.has(n));
-    const removed = [...memo.nodes].filter((n) => !current.has(n));
-    memo.nodes = current;
-    // A few changes: edit the sorted lists; many (the first call, a relist): sort afresh.
+    const { added, removed } = changedNodes(nodes, memo.nodes);
+    memo.nodes = nodes.slice(); // a copy: the caller may reuse its array
+    // A few changes: edit the sorted lists in place; many (the first call, a relist): sort
+    // afresh.
     if (added.length + removed.length <= Math.max(16, nodes.length >> 4)) {
-      const gone = new Set(removed);
-      const sorted = gone.size > 0
-        ? memo.sorted.map((list) => list.filter((c) => !gone.has(c.node)))
-        : memo.sorted;
-      for (const c of added.flatMap((n) => n.claims)) {
-        const list = sorted[c.cidr.family === 4 ? 0 : 1];
-        let lo = 0, hi = list.length;
-        while (lo < hi) {
-          const mid = (lo + hi) >> 1;
-          if (startOrder(list[mid], c) < 0) lo = mid + 1;
-          else hi = mid;
+      const family = (c: Claim) => memo.sorted[c.cidr.family === 4 ? 0 : 1];
+      for (const n of removed) {
+        for (const c of n.claims) {
+          const list = family(c);
+          let at = sortedIndex(list, c);
+          if (list[at] !== c) at = list.indexOf(c);
+          if (at >= 0) list.splice(at, 1);
         }
-        list.splice(lo, 0, c);
       }
-      return memo.sorted = sorted;
+      for (const n of added) {
+        for (const c of n.claims) {
+          const list = family(c);
+          list.splice(sortedIndex(list, c), 0, c);
+        }
+      }
+      return memo.sorted;
     }
   }
   const sorted: Claim[][] = [[], []];
@@ -413,11 +451,14 @@ export function plan(nodes: readonly CheckedNode[], memo?: PlanMemo): Plan {
     });
   }
 
-  const routes: Route[] = [];
-  const nodePlans: NodePlan[] = [];
+  // Sized up front: grown push by push, the two arrays of 5,000 and 10,000 would be copied
+  // a dozen times on every reconcile.
+  const nodePlans = new Array<NodePlan>(nodes.length);
   const problems: Problem[] = [];
   let selfCidrs: readonly string[] | undefined;
-  for (const node of nodes) {
+  let routeCount = 0;
+  for (let i = 0; i < nodes.length; i++) {
+    const node = nodes[i];
     // A node in a conflict depends on others too: planned afresh, never memoized.
     const conflicted = extra.has(node);
     let np = conflicted ? undefined : memo?.nodePlans.get(node);
@@ -425,11 +466,14 @@ export function plan(nodes: readonly CheckedNode[], memo?: PlanMemo): Plan {
       np = planNode(node, losers, extra.get(node));
       if (memo && !conflicted) memo.nodePlans.set(node, np);
     }
-    nodePlans.push(np);
+    nodePlans[i] = np;
     if (np.self) selfCidrs = np.cidrs;
-    for (const r of np.routes) routes.push(r);
+    routeCount += np.routes.length;
     for (const p of np.problems) problems.push(p);
   }
+  const routes = new Array<Route>(routeCount);
+  let at = 0;
+  for (const np of nodePlans) for (const r of np.routes) routes[at++] = r;
   return { routes, nodes: nodePlans, problems, selfCidrs };
 }
 
