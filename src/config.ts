@@ -27,11 +27,15 @@ export const HTTP_PORT_BASE = 19000;
  * daemons of the demo and the benchmark). The daemon's heap is small, but the first list
  * streams the JSON of every Node (43 MiB at 5,000 nodes): a young generation of 1 MiB
  * semi-spaces and two malloc arenas keep much of that transient from becoming resident
- * memory (about 150 -> 110 MiB at 5,000 nodes).
+ * memory (about 150 -> 110 MiB at 5,000 nodes). Buffers of 64 KiB and more (reads of pipes
+ * and sockets) are mapped on their own, so that freeing one gives its memory back instead
+ * of leaving holes in malloc's heap: under 100 node updates a second the daemon at 1,000
+ * nodes held about 120 MiB without it and 90 MiB with it, for the same CPU.
  */
 export const DAEMON_RUNTIME_ENV: Readonly<Record<string, string>> = {
   DENO_V8_FLAGS: "--max-semi-space-size=1",
   MALLOC_ARENA_MAX: "2",
+  MALLOC_MMAP_THRESHOLD_: "65536",
 };
 
 /** Protocols the kernel and boot scripts own; an instance must never take them. */
