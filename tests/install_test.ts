@@ -140,6 +140,30 @@ Deno.test({
   },
 });
 
+Deno.test("install: one changed byte anywhere in a large binary replaces it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "install-test-" });
+  try {
+    await Deno.mkdir(`${dir}/from`);
+    // Past one read chunk (1 MiB), and not a whole number of words.
+    const bytes = new Uint8Array((1 << 20) + 7).map((_, i) => (i * 7919) & 255);
+    const install = async () => {
+      await Deno.writeFile(`${dir}/self`, bytes);
+      return (await installBinaries({ from: `${dir}/from`, to: `${dir}/to`, self: `${dir}/self` }))
+        .installed;
+    };
+    assert.deepEqual(await install(), ["kube-node"]);
+    assert.deepEqual(await install(), [], "identical: left alone");
+    for (const at of [0, 5, (1 << 20) - 1, (1 << 20) + 1, bytes.length - 1]) {
+      bytes[at] ^= 0x40;
+      assert.deepEqual(await install(), ["kube-node"], `byte ${at} changed`);
+      assert.deepEqual(await Deno.readFile(`${dir}/to/kube-node`), bytes);
+      assert.deepEqual(await install(), [], `byte ${at}: then identical`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("install: conflist written once, with the MTU; skipped when ours is there", async () => {
   const dir = await Deno.makeTempDir({ prefix: "install-test-" });
   const a = await installConflist({ confDir: `${dir}/a`, mtu: 1450 });
