@@ -522,6 +522,9 @@ Deno.test("apiserver: content negotiation by quality and order; 406 when nothing
     });
     assert.equal(bad.status, 400);
     assert.match(String(bad.body.message), /includeObject="All"/);
+    // Only Tables read it.
+    const plain = await call(api, http, "GET", "/api/v1/nodes?includeObject=All");
+    assert.equal(`${plain.status} ${plain.body.kind}`, "200 NodeList");
   }));
 
 Deno.test("apiserver: Tables for kubectl get: columns, cells, rows' objects, watch", () =>

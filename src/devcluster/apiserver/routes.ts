@@ -20,6 +20,7 @@ import {
   type Watcher,
 } from "./store.ts";
 import {
+  type IncludeObject,
   includeObject,
   listHead,
   metadataBytes,
@@ -232,7 +233,6 @@ function itemBytes(node: StoredNode, view: View): Uint8Array<ArrayBuffer> {
 
 function list(ctx: RouteContext, req: Request, url: URL): Response {
   const view = negotiate(req.headers.get("accept"), "list");
-  const include = includeObject(url.searchParams.get("includeObject"));
   const selector = selectors(url);
   const limit = Number(url.searchParams.get("limit") ?? "0");
   if (!Number.isInteger(limit) || limit < 0) throw badRequest("limit must be a positive integer");
@@ -249,6 +249,7 @@ function list(ctx: RouteContext, req: Request, url: URL): Response {
   const meta: Record<string, string> = { resourceVersion: String(rv) };
   if (page.last !== undefined) meta.continue = encodeContinue(rv, page.last);
   if (view === "table") {
+    const include = includeObject(url.searchParams.get("includeObject"));
     return json(nodeTable(page.items.map((n) => n.obj), { meta, include, columns: true }));
   }
   const head = encoder.encode(listHead(view, meta));
@@ -263,7 +264,7 @@ function list(ctx: RouteContext, req: Request, url: URL): Response {
 function watchLine(
   ev: StoreEvent,
   view: View,
-  table: { include: ReturnType<typeof includeObject>; first: boolean },
+  table: { include: IncludeObject; first: boolean },
 ): Uint8Array {
   if (view === "table") {
     const meta = { resourceVersion: ev.obj.metadata.resourceVersion ?? String(ev.rv) };
@@ -285,7 +286,11 @@ function watchLine(
 
 function watch(ctx: RouteContext, req: Request, url: URL): Response {
   const view = negotiate(req.headers.get("accept"), "item");
-  const table = { include: includeObject(url.searchParams.get("includeObject")), first: true };
+  // includeObject means something to Tables only, as on the real server.
+  const table: { include: IncludeObject; first: boolean } = {
+    include: view === "table" ? includeObject(url.searchParams.get("includeObject")) : "None",
+    first: true,
+  };
   const selector = selectors(url);
   const from = url.searchParams.get("resourceVersion") ?? "";
   const bookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
