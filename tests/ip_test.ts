@@ -89,6 +89,14 @@ Deno.test("containment and overlap", () => {
 Deno.test("splitList tolerates spaces and empty items", () => {
   assert.deepEqual(splitList(" 10.0.0.0/24 , fd00::/64,,"), ["10.0.0.0/24", "fd00::/64"]);
   assert.deepEqual(splitList(""), []);
+  const plain = (t: string) => t.split(",").map((x) => x.trim()).filter((x) => x !== "");
+  for (let k = 0; k < 2000; k++) {
+    let t = "";
+    for (let j = Math.floor(Math.random() * 12); j > 0; j--) {
+      t += "a, \t"[Math.floor(Math.random() * 4)];
+    }
+    assert.deepEqual(splitList(t), plain(t), JSON.stringify(t));
+  }
 });
 
 Deno.test("IPv4 text: four decimal octets, no leading zeros, nothing else", () => {
