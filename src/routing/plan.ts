@@ -156,10 +156,14 @@ function refuseSpan(
     const min = cidr.family === 4 ? rules.minPrefixV4 : rules.minPrefixV6;
     if (cidr.prefix < min) return `prefix /${cidr.prefix} is shorter than the minimum /${min}`;
   }
-  for (const s of SPECIAL_CIDRS) {
+  // Indexed loops: these run for every CIDR of every node on the first list, mostly before
+  // V8 optimizes them, and an array iterator there allocates a result object per step.
+  for (let i = 0; i < SPECIAL_CIDRS.length; i++) {
+    const s = SPECIAL_CIDRS[i];
     if (spansOverlap(s.span, range)) return `overlaps the ${s.what} ${formatCidr(s.cidr)}`;
   }
-  for (const n of host.networks) {
+  for (let i = 0; i < host.networks.length; i++) {
+    const n = host.networks[i];
     if (spansOverlap(n.span, range)) {
       return `overlaps this host's network ${formatCidr(n.net)} (${n.dev})`;
     }
@@ -179,7 +183,8 @@ export function refuseNextHop(ip: Ip, local: readonly LocalAddress[]): string | 
 }
 
 function refuseHop(ip: Ip, text: string, host: HostView): string | undefined {
-  for (const s of SPECIAL_CIDRS) {
+  for (let i = 0; i < SPECIAL_CIDRS.length; i++) {
+    const s = SPECIAL_CIDRS[i];
     if (s.span.family === ip.family && s.span.start <= ip.value && ip.value <= s.span.end) {
       return s.what.endsWith("address") ? s.what : `${s.what} address`;
     }
