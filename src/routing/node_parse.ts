@@ -83,6 +83,21 @@ function capped(items: string[], node: string, field: string, problems: Problem[
   return items.slice(0, MAX_ITEMS_PER_NODE);
 }
 
+function hasCidr(list: readonly Cidr[], c: Cidr): boolean {
+  for (let i = 0; i < list.length; i++) {
+    const x = list[i];
+    if (x.family === c.family && x.value === c.value && x.prefix === c.prefix) return true;
+  }
+  return false;
+}
+
+function hasIp(list: readonly Ip[], ip: Ip): boolean {
+  for (let i = 0; i < list.length; i++) {
+    if (list[i].family === ip.family && list[i].value === ip.value) return true;
+  }
+  return false;
+}
+
 /**
  * Reads a node's CIDRs and addresses for the network. Malformed entries are reported and
  * dropped; the valid ones are kept in the node's order, duplicates removed.
@@ -92,36 +107,39 @@ export function parseNode(node: NodeInfo, source: NetworkSource): ParsedNode {
   const cidrField = fieldName(source.cidrAnnotation, "spec.podCIDRs");
   const addressField = fieldName(source.addressAnnotation, "status.addresses[InternalIP]");
 
+  // Indexed loops and no callbacks: this runs for every node of the first list, mostly
+  // before V8 optimizes it, where iterators and closures allocate at every step.
   const cidrs: Cidr[] = [];
-  const cidrTexts = readList(node, source.cidrAnnotation, node.podCIDRs, cidrField, problems);
-  for (const text of capped(cidrTexts, node.name, cidrField, problems)) {
-    const r = parseCidr(text);
+  const cidrTexts = capped(
+    readList(node, source.cidrAnnotation, node.podCIDRs, cidrField, problems),
+    node.name,
+    cidrField,
+    problems,
+  );
+  for (let i = 0; i < cidrTexts.length; i++) {
+    const r = parseCidr(cidrTexts[i]);
     if (!r.ok) {
       problems.push({
         node: node.name,
         kind: "malformed",
         field: cidrField,
-        value: text,
+        value: cidrTexts[i],
         reason: r.reason,
       });
-    } else if (
-      !cidrs.some((c) =>
-        c.family === r.cidr.family && c.value === r.cidr.value && c.prefix === r.cidr.prefix
-      )
-    ) {
+    } else if (!hasCidr(cidrs, r.cidr)) {
       cidrs.push(r.cidr);
     }
   }
 
   const addresses: Ip[] = [];
-  const addrTexts = readList(
-    node,
-    source.addressAnnotation,
-    node.internalIPs,
+  const addrTexts = capped(
+    readList(node, source.addressAnnotation, node.internalIPs, addressField, problems),
+    node.name,
     addressField,
     problems,
   );
-  for (const text of capped(addrTexts, node.name, addressField, problems)) {
+  for (let i = 0; i < addrTexts.length; i++) {
+    const text = addrTexts[i];
     const ip = text.includes("/") || text.includes("%") ? undefined : parseIp(text);
     if (!ip) {
       problems.push({
@@ -131,7 +149,7 @@ export function parseNode(node: NodeInfo, source: NetworkSource): ParsedNode {
         value: text,
         reason: "not an IP address",
       });
-    } else if (!addresses.some((a) => a.family === ip.family && a.value === ip.value)) {
+    } else if (!hasIp(addresses, ip)) {
       addresses.push(ip);
     }
   }
