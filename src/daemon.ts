@@ -76,6 +76,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     node: cfg.nodeName || "(by machine-id)",
     cidrAnnotation: cfg.cidrAnnotation || "spec.podCIDRs",
     addressAnnotation: cfg.addressAnnotation || "InternalIP",
+    // Whole Nodes are read only when spec.podCIDRs, InternalIP or the machine ID is needed.
+    reads: readsMetadataOnly(cfg) ? "node metadata" : "whole nodes",
   });
 
   const install = opts.install ?? true;

@@ -75,13 +75,22 @@ Deno.test({
     await c.ns.ip("route", "add", "10.98.0.0/24", "via", "192.168.50.9", "proto", "99");
     // A foreign route to a destination an instance wants: reported, never taken over.
     await c.ns.ip("route", "add", "10.55.2.0/24", "via", "192.168.60.9", "proto", "boot");
-    const main = await daemon(c);
+    const logs = { main: [] as string[], net3: [] as string[] };
+    const capture = (lines: string[]) => ({
+      log: createLogger("info", { write: (l) => lines.push(l), text: false }),
+    });
+    const main = await daemon(c, {}, capture(logs.main));
     const net3 = await daemon(c, {
       PROTOCOL: "200",
       CIDR_ANNOTATION: NET3.cidr,
       ADDRESS_ANNOTATION: NET3.adr,
-    });
+    }, capture(logs.net3));
     try {
+      // The main network needs spec.podCIDRs and InternalIP; the secondary one, with both
+      // annotations and NODE_NAME, lists and watches the nodes' metadata only.
+      const reads = (lines: string[]) => JSON.parse(lines[0]).reads;
+      assert.equal(reads(logs.main), "whole nodes");
+      assert.equal(reads(logs.net3), "node metadata");
       await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "main network");
       await expectRoutes(c.ns, 200, [
         "10.55.1.0/24 via 192.168.60.2",
