@@ -156,9 +156,11 @@ Deno.test({
     const seen: KernelEvent[] = [];
     const m = watchRoutes({ netns: ns.name, protocol: 202, onEvent: (e) => seen.push(e) });
     try {
-      // The monitor is listening once it reports a marker change.
+      // The monitor is listening once it reports a marker change. Each try sets another MTU:
+      // setting the one a link has already changes nothing, and reports nothing.
+      let tries = 0;
       await pollUntil(async () => {
-        await ns.ip("link", "set", "lan0p", "mtu", String(1400 + (seen.length % 50)));
+        await ns.ip("link", "set", "lan0p", "mtu", String(1400 + (tries++ % 2)));
         return seen.some((e) => e.kind === "link-change");
       }, { message: "monitor running" });
       await ns.ip("route", "add", "10.7.0.0/24", "via", "192.168.9.7", "proto", "200");
