@@ -71,13 +71,14 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     cfg.logFile === "" ? stderrSink() : fileSink(cfg.logFile),
     { protocol: cfg.protocol },
   );
+  // Whole Nodes are read only when spec.podCIDRs, InternalIP or the machine ID is needed.
+  const metadataOnly = readsMetadataOnly(cfg);
   log.info("starting", {
     version: VERSION,
     node: cfg.nodeName || "(by machine-id)",
     cidrAnnotation: cfg.cidrAnnotation || "spec.podCIDRs",
     addressAnnotation: cfg.addressAnnotation || "InternalIP",
-    // Whole Nodes are read only when spec.podCIDRs, InternalIP or the machine ID is needed.
-    reads: readsMetadataOnly(cfg) ? "node metadata" : "whole nodes",
+    reads: metadataOnly ? "node metadata" : "whole nodes",
   });
 
   const install = opts.install ?? true;
@@ -100,7 +101,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       return node;
     },
     fields: NODE_FIELDS,
-    metadataOnly: readsMetadataOnly(cfg),
+    metadataOnly,
     log,
     onProblem: (name, error) => log.warn("node object not understood", { node: name, error }),
   });

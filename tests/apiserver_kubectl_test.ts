@@ -7,19 +7,39 @@ import { pollUntil } from "./helpers/netns.ts";
 
 const noKubectl = !!kubectlMissing();
 
-/** Reads a process's output until it has matched a pattern (all output so far counts). */
-function outputReader(child: Deno.ChildProcess) {
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  const readUntil = async (re: RegExp) => {
-    while (!re.test(seen)) {
-      const { value, done } = await reader.read();
+/** A `kubectl get -w` running against `kubeconfig`, read until its output matches. */
+class KubectlWatch {
+  readonly #child: Deno.ChildProcess;
+  readonly #reader: ReadableStreamDefaultReader<string>;
+  #seen = "";
+
+  constructor(kubeconfig: string, args: string[]) {
+    this.#child = new Deno.Command(KUBECTL, {
+      args: ["--kubeconfig", kubeconfig, ...args],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    this.#reader = this.#child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** Reads until all the output so far matches `re`. */
+  async readUntil(re: RegExp): Promise<void> {
+    while (!re.test(this.#seen)) {
+      const { value, done } = await this.#reader.read();
       if (done) break;
-      seen += value;
+      this.#seen += value;
     }
-    assert.match(seen, re);
-  };
-  return { readUntil, reader };
+    assert.match(this.#seen, re);
+  }
+
+  /** Stops reading and ends kubectl. */
+  async stop(): Promise<void> {
+    await this.#reader.cancel().catch(() => {});
+    try {
+      this.#child.kill();
+    } catch { /* ended when its output was closed */ }
+    await this.#child.status;
+  }
 }
 
 Deno.test({
@@ -45,7 +65,7 @@ Deno.test({
       assert.equal(r.code, 0, `kubectl ${args.join(" ")}: ${r.err}`);
       return r.out;
     };
-    let watch: Deno.ChildProcess | undefined;
+    let watch: KubectlWatch | undefined;
     try {
       api.nodes.create(makeNode({
         name: "vm-001",
@@ -66,13 +86,8 @@ Deno.test({
         /podCIDRs:\n\s*- 10\.244\.1\.0\/24/,
       );
 
-      watch = new Deno.Command(KUBECTL, {
-        args: ["--kubeconfig", `${dir}/kubeconfig`, "get", "nodes", "-w", "-o", "name"],
-        stdout: "piped",
-        stderr: "null",
-      }).spawn();
-      const { readUntil, reader } = outputReader(watch);
-      await readUntil(/node\/vm-001/);
+      watch = new KubectlWatch(`${dir}/kubeconfig`, ["get", "nodes", "-w", "-o", "name"]);
+      await watch.readUntil(/node\/vm-001/);
       await pollUntil(() => api.nodes.watcherCount() > 0, { message: "kubectl watching" });
 
       await ok("annotate", "node", "vm-001", "cidr.example.com/net3=10.55.1.0/24", "--overwrite");
@@ -84,8 +99,8 @@ Deno.test({
       assert.equal(api.nodes.get("vm-001")!.metadata.labels?.zone, "a");
 
       // The watch saw the changes as lines of their own.
-      await readUntil(/(node\/vm-001\n){4}/);
-      await reader.cancel();
+      await watch.readUntil(/(node\/vm-001\n){4}/);
+      await watch.stop();
 
       await Deno.writeTextFile(
         `${dir}/node.yaml`,
@@ -110,10 +125,7 @@ Deno.test({
       const missing = await kubectl("delete", "node", "vm-002");
       assert.match(missing.err, /NotFound|not found/);
     } finally {
-      try {
-        watch?.kill();
-      } catch { /* ended when its output was closed */ }
-      await watch?.status;
+      await watch?.stop();
       await api.close();
       await Deno.remove(dir, { recursive: true });
     }
@@ -127,27 +139,18 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "xcluster-kubectl-" });
     const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
     api.nodes.create(makeNode({ name: "vm-001" }));
-    const watch = new Deno.Command(KUBECTL, {
-      args: ["--kubeconfig", `${dir}/kubeconfig`, "get", "nodes", "-w"],
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    const { readUntil, reader } = outputReader(watch);
+    const watch = new KubectlWatch(`${dir}/kubeconfig`, ["get", "nodes", "-w"]);
     try {
-      await readUntil(/^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION\s*\nvm-001\s+Ready\s+<none>/);
+      await watch.readUntil(/^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION\s*\nvm-001\s+Ready\s+<none>/);
       await pollUntil(() => api.nodes.watcherCount() > 0, { message: "kubectl watching" });
       api.nodes.patch("vm-001", "merge", {
         metadata: { labels: { "node-role.kubernetes.io/worker": "" } },
       });
-      await readUntil(/\nvm-001\s+Ready\s+worker\s/);
+      await watch.readUntil(/\nvm-001\s+Ready\s+worker\s/);
       api.nodes.patch("vm-001", "merge", { spec: { unschedulable: true } });
-      await readUntil(/\nvm-001\s+Ready,SchedulingDisabled\s+worker\s/);
-      await reader.cancel();
+      await watch.readUntil(/\nvm-001\s+Ready,SchedulingDisabled\s+worker\s/);
     } finally {
-      try {
-        watch.kill();
-      } catch { /* ended when its output was closed */ }
-      await watch.status;
+      await watch.stop();
       await api.close();
       await Deno.remove(dir, { recursive: true });
     }

@@ -9,6 +9,15 @@ import {
   splitList,
 } from "../src/net/ip.ts";
 
+/** A text of `min` to `max` characters drawn from `alphabet`. */
+function randomText(alphabet: string, min: number, max: number): string {
+  let t = "";
+  for (let n = min + Math.floor(Math.random() * (max - min + 1)); n > 0; n--) {
+    t += alphabet[Math.floor(Math.random() * alphabet.length)];
+  }
+  return t;
+}
+
 function canon(text: string): string {
   const r = parseCidr(text);
   if (!r.ok) throw new Error(`${text}: ${r.reason}`);
@@ -91,10 +100,7 @@ Deno.test("splitList tolerates spaces and empty items", () => {
   assert.deepEqual(splitList(""), []);
   const plain = (t: string) => t.split(",").map((x) => x.trim()).filter((x) => x !== "");
   for (let k = 0; k < 2000; k++) {
-    let t = "";
-    for (let j = Math.floor(Math.random() * 12); j > 0; j--) {
-      t += "a, \t"[Math.floor(Math.random() * 4)];
-    }
+    const t = randomText("a, \t", 0, 11);
     assert.deepEqual(splitList(t), plain(t), JSON.stringify(t));
   }
 });
@@ -139,9 +145,7 @@ Deno.test("IPv4 text: four decimal octets, no leading zeros, nothing else", () =
   };
   const alphabet = "0123456789..2519 ";
   for (let k = 0; k < 5000; k++) {
-    let t = "";
-    const len = 1 + Math.floor(Math.random() * 16);
-    for (let j = 0; j < len; j++) t += alphabet[Math.floor(Math.random() * alphabet.length)];
+    const t = randomText(alphabet, 1, 16);
     assert.equal(parseIp(t)?.family === 4, rule(t), JSON.stringify(t));
   }
 });
@@ -216,9 +220,7 @@ Deno.test("IPv6 text: the parser against a plain reading of the rule, over rando
   const alphabet = "0:1:f:F::a.9.2550";
   let valid = 0;
   for (let k = 0; k < 20000; k++) {
-    let t = "";
-    const len = 1 + Math.floor(Math.random() * 24);
-    for (let j = 0; j < len; j++) t += alphabet[Math.floor(Math.random() * alphabet.length)];
+    const t = randomText(alphabet, 1, 24);
     const plain = /^\d+\.\d+\.\d+\.\d+$/.test(t) ? undefined : plainV6(t);
     const ip = parseIp(t);
     if (ip?.family === 4 && !t.includes(":")) continue; // dotted IPv4, tested above

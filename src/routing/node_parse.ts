@@ -48,6 +48,15 @@ function fieldName(annotation: string, fallback: string): string {
   return name;
 }
 
+/** A malformed entry of a node's field, for the report. */
+function malformed(node: NodeInfo, field: string, value: string, reason: string): Problem {
+  return { node: node.name, kind: "malformed", field, value, reason };
+}
+
+/**
+ * The items of the field: the annotation's list, or the fallback's when the annotation name
+ * is "". Overlong values and lists beyond {@link MAX_ITEMS_PER_NODE} are reported.
+ */
 function readList(
   node: NodeInfo,
   annotation: string,
@@ -55,31 +64,32 @@ function readList(
   field: string,
   problems: Problem[],
 ): string[] {
-  if (annotation === "") return fallback.flatMap(splitList);
-  const value = node.annotations[annotation];
-  if (value === undefined) return [];
-  if (value.length > MAX_VALUE_LENGTH) {
-    problems.push({
-      node: node.name,
-      kind: "malformed",
-      field,
-      value: `${value.slice(0, 40)}... (${value.length} characters)`,
-      reason: `longer than ${MAX_VALUE_LENGTH} characters`,
-    });
-    return [];
+  let items: string[];
+  if (annotation === "") {
+    items = fallback.flatMap(splitList);
+  } else {
+    const value = node.annotations[annotation];
+    if (value === undefined) return [];
+    if (value.length > MAX_VALUE_LENGTH) {
+      problems.push(malformed(
+        node,
+        field,
+        `${value.slice(0, 40)}... (${value.length} characters)`,
+        `longer than ${MAX_VALUE_LENGTH} characters`,
+      ));
+      return [];
+    }
+    items = splitList(value);
   }
-  return splitList(value);
-}
-
-function capped(items: string[], node: string, field: string, problems: Problem[]): string[] {
   if (items.length <= MAX_ITEMS_PER_NODE) return items;
-  problems.push({
-    node,
-    kind: "malformed",
-    field,
-    value: `${items.length} items`,
-    reason: `only the first ${MAX_ITEMS_PER_NODE} are used`,
-  });
+  problems.push(
+    malformed(
+      node,
+      field,
+      `${items.length} items`,
+      `only the first ${MAX_ITEMS_PER_NODE} are used`,
+    ),
+  );
   return items.slice(0, MAX_ITEMS_PER_NODE);
 }
 
@@ -110,31 +120,21 @@ export function parseNode(node: NodeInfo, source: NetworkSource): ParsedNode {
   // Indexed loops and no callbacks: this runs for every node of the first list, mostly
   // before V8 optimizes it, where iterators and closures allocate at every step.
   const cidrs: Cidr[] = [];
-  const cidrTexts = capped(
-    readList(node, source.cidrAnnotation, node.podCIDRs, cidrField, problems),
-    node.name,
-    cidrField,
-    problems,
-  );
+  const cidrTexts = readList(node, source.cidrAnnotation, node.podCIDRs, cidrField, problems);
   for (let i = 0; i < cidrTexts.length; i++) {
     const r = parseCidr(cidrTexts[i]);
     if (!r.ok) {
-      problems.push({
-        node: node.name,
-        kind: "malformed",
-        field: cidrField,
-        value: cidrTexts[i],
-        reason: r.reason,
-      });
+      problems.push(malformed(node, cidrField, cidrTexts[i], r.reason));
     } else if (!hasCidr(cidrs, r.cidr)) {
       cidrs.push(r.cidr);
     }
   }
 
   const addresses: Ip[] = [];
-  const addrTexts = capped(
-    readList(node, source.addressAnnotation, node.internalIPs, addressField, problems),
-    node.name,
+  const addrTexts = readList(
+    node,
+    source.addressAnnotation,
+    node.internalIPs,
     addressField,
     problems,
   );
@@ -142,13 +142,7 @@ export function parseNode(node: NodeInfo, source: NetworkSource): ParsedNode {
     const text = addrTexts[i];
     const ip = text.includes("/") || text.includes("%") ? undefined : parseIp(text);
     if (!ip) {
-      problems.push({
-        node: node.name,
-        kind: "malformed",
-        field: addressField,
-        value: text,
-        reason: "not an IP address",
-      });
+      problems.push(malformed(node, addressField, text, "not an IP address"));
     } else if (!hasIp(addresses, ip)) {
       addresses.push(ip);
     }
