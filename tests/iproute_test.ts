@@ -122,6 +122,32 @@ Deno.test({
 });
 
 Deno.test({
+  name: "iproute: a batch of 5,000 refused lines returns every failure (stderr is drained)",
+  ignore: !!notRoot,
+  async fn() {
+    const ns = await host();
+    try {
+      const table = createIprouteTable({ netns: ns.name });
+      // Next hops off every link: each line fails, and ip's report of them (about 400 KB)
+      // overflows the stderr pipe long before the batch has been read.
+      const ops: RouteOp[] = [];
+      for (let i = 0; i < 5000; i++) {
+        ops.push({
+          op: "replace",
+          route: { family: 4, dst: `10.${i >> 8}.${i & 255}.0/24`, via: "192.168.99.2", node: "x" },
+        });
+      }
+      const failures = await table.apply(ops, 202);
+      assert.equal(failures.length, ops.length);
+      assert.equal(failures[4999].op, ops[4999]);
+      assert.match(failures[4999].error, /gateway|unreachable/i);
+    } finally {
+      await ns.delete();
+    }
+  },
+});
+
+Deno.test({
   name: "iproute: 2,000 routes in one batch",
   ignore: !!notRoot,
   async fn() {

@@ -49,12 +49,20 @@ async function runIp(opts: IprouteOptions, args: string[], stdin?: string): Prom
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  // Read while writing: ip reports each failed batch line on stderr as it goes, and once
+  // the pipe is full it stops reading stdin until someone drains it.
+  const output = child.output();
   if (stdin !== undefined) {
     const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
+    try {
+      await w.write(new TextEncoder().encode(stdin));
+      await w.close();
+    } catch (e) {
+      // ip exited without reading all of it: its exit status and stderr tell why.
+      if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+    }
   }
-  const out = await child.output();
+  const out = await output;
   return {
     code: out.code,
     stdout: new TextDecoder().decode(out.stdout),
