@@ -92,9 +92,12 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const access = await loadKubeAccess({ kubeconfig: opts.kubeconfig });
   const client = new KubeClient(access, { log });
   const keep = [cfg.cidrAnnotation, cfg.addressAnnotation];
+  // Resolved when the informer projects our own node (see the head start below).
+  const selfInList = Promise.withResolvers<NodeInfo>();
   const informer = new NodeInformer<NodeInfo>(client, {
     project: (raw) => {
       const node = toNodeInfo(raw, keep);
+      if (node.name === cfg.nodeName) selfInList.resolve(node);
       // Checked as it arrives, while the rest of a list streams in (the reconciler is
       // there by the time the informer starts).
       reconciler.prepare(node);
@@ -168,7 +171,21 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   });
 
   let synced = false;
-  reconciler.preload().catch((error) => log.warn("reading the host's addresses failed", { error }));
+  // Our own node, from a GET or from the list, whichever has it first: with its CIDRs known, sure
+  // routes go into the kernel while the list still comes in (see routing/head_start.ts).
+  const self = cfg.nodeName === "" ? undefined : Promise.race([
+    client.getNode(cfg.nodeName, { metadataOnly }).then(
+      (raw) => toNodeInfo(raw, keep),
+      (error) => {
+        log.debug("own node not read ahead of the list", { error });
+        return selfInList.promise;
+      },
+    ),
+    selfInList.promise,
+  ]);
+  reconciler.preload(self).catch((error) =>
+    log.warn("reading the host's addresses and routes failed", { error })
+  );
   informer.onChange(() => {
     if (synced) reconciler.trigger("watch");
   });

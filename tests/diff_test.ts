@@ -71,6 +71,13 @@ function fakeTable(duringApply: (ops: readonly RouteOp[]) => void = () => {}) {
       }
       return Promise.resolve([]);
     },
+    openBatch(protocol) {
+      const sent: RouteOp[] = [];
+      return {
+        write: (ops) => void sent.push(...ops),
+        close: () => table.apply(sent, protocol),
+      };
+    },
   };
   return { table, routes, lists: () => lists };
 }

@@ -229,9 +229,18 @@ export class KubeClient {
     );
   }
 
-  /** GET one Node as raw JSON; ApiError 404 when absent. */
-  async getNode(name: string, signal?: AbortSignal): Promise<unknown> {
-    const res = await this.request("GET", `/api/v1/nodes/${encodeURIComponent(name)}`, { signal });
+  /**
+   * GET one Node as raw JSON (with `metadataOnly`, its PartialObjectMetadata where the
+   * server can); ApiError 404 when absent.
+   */
+  async getNode(
+    name: string,
+    opts: { metadataOnly?: boolean; signal?: AbortSignal } = {},
+  ): Promise<unknown> {
+    const res = await this.request("GET", `/api/v1/nodes/${encodeURIComponent(name)}`, {
+      accept: opts.metadataOnly ? METADATA_ITEM : undefined,
+      signal: opts.signal,
+    });
     return await res.json();
   }
 

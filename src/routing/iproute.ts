@@ -7,7 +7,14 @@
 import { z } from "zod";
 import type { Logger } from "../log.ts";
 import { type Family, formatCidr, formatIp, parseCidr, parseIp } from "../net/ip.ts";
-import type { KernelRoute, LocalAddress, OpFailure, RouteOp, RouteTable } from "./types.ts";
+import type {
+  KernelRoute,
+  LocalAddress,
+  OpFailure,
+  RouteBatch,
+  RouteOp,
+  RouteTable,
+} from "./types.ts";
 
 /** Where and how `ip` runs. */
 export interface IprouteOptions {
@@ -38,47 +45,28 @@ const AddrJson = z.array(z.object({
   })).optional(),
 }));
 
-/** Runs `ip`; returns stdout, throws with the command and stderr on failure. */
-async function runIp(opts: IprouteOptions, args: string[], stdin?: string): Promise<
-  { code: number; stdout: string; stderr: string }
-> {
-  const full = opts.netns ? ["-n", opts.netns, ...args] : args;
-  const child = new Deno.Command(opts.ipPath ?? "ip", {
-    args: full,
-    stdin: stdin === undefined ? "null" : "piped",
+/** `ip ARGS` (in the namespace, if any) with its args prefixed as the options say. */
+function ipCommand(opts: IprouteOptions, args: string[], stdin: "null" | "piped"): Deno.Command {
+  return new Deno.Command(opts.ipPath ?? "ip", {
+    args: opts.netns ? ["-n", opts.netns, ...args] : args,
+    stdin,
     stdout: "piped",
     stderr: "piped",
-  }).spawn();
-  // Read while writing: ip reports each failed batch line on stderr as it goes, and once
-  // the pipe is full it stops reading stdin until someone drains it.
-  const output = child.output();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    try {
-      await w.write(new TextEncoder().encode(stdin));
-      await w.close();
-    } catch (e) {
-      // ip exited without reading all of it: its exit status and stderr tell why.
-      if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
-    }
-  }
-  const out = await output;
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+  });
 }
 
+/** Runs `ip -json ...`; returns its decoded output, throws with the command and stderr. */
 async function ipJson(opts: IprouteOptions, args: string[]): Promise<unknown> {
-  const r = await runIp(opts, args);
+  const r = await ipCommand(opts, args, "null").output();
+  const decoder = new TextDecoder();
   if (r.code !== 0) {
-    throw new Error(`ip ${args.join(" ")}: exit ${r.code}: ${r.stderr.trim()}`);
+    throw new Error(`ip ${args.join(" ")}: exit ${r.code}: ${decoder.decode(r.stderr).trim()}`);
   }
+  const stdout = decoder.decode(r.stdout);
   try {
-    return JSON.parse(r.stdout || "[]");
+    return JSON.parse(stdout || "[]");
   } catch {
-    throw new Error(`ip ${args.join(" ")}: output is not JSON: ${r.stdout.slice(0, 200)}`);
+    throw new Error(`ip ${args.join(" ")}: output is not JSON: ${stdout.slice(0, 200)}`);
   }
 }
 
@@ -202,6 +190,72 @@ export function parseBatchErrors(stderr: string): Map<number, string> {
   return failed;
 }
 
+/**
+ * One `ip -force -batch -` process fed as operations come: lines are queued and written one
+ * chunk at a time while ip reads them. The process starts with the first operation.
+ */
+function openBatch(opts: IprouteOptions, protocol: number): RouteBatch {
+  const encoder = new TextEncoder();
+  const sent: RouteOp[] = [];
+  let ip: { writer: WritableStreamDefaultWriter<Uint8Array>; output: Promise<Deno.CommandOutput> };
+  let queued = "";
+  let writing: Promise<void> | undefined;
+  let writeError: unknown;
+  const start = () => {
+    const child = ipCommand(opts, ["-force", "-batch", "-"], "piped").spawn();
+    // Read while writing: ip reports each failed line on stderr as it goes, and once that
+    // pipe is full it stops reading its input until someone drains it.
+    return { output: child.output(), writer: child.stdin.getWriter() };
+  };
+  const drain = async () => {
+    while (queued !== "" && writeError === undefined) {
+      const text = queued;
+      queued = "";
+      try {
+        await ip.writer.write(encoder.encode(text));
+      } catch (e) {
+        // A broken pipe means ip exited early: its exit status and stderr say why.
+        writeError = e;
+      }
+    }
+    writing = undefined;
+  };
+  return {
+    write(ops) {
+      if (ops.length === 0) return;
+      // Formatted first: a delete of a route that is not ours throws before anything is sent.
+      let text = "";
+      for (const op of ops) text += batchLine(op, protocol) + "\n";
+      ip ??= start();
+      for (const op of ops) sent.push(op);
+      queued += text;
+      writing ??= drain();
+    },
+    async close() {
+      if (!ip) return [];
+      while (writing) await writing;
+      if (writeError === undefined) await ip.writer.close().catch(() => {});
+      const out = await ip.output;
+      if (writeError !== undefined && !(writeError instanceof Deno.errors.BrokenPipe)) {
+        throw writeError;
+      }
+      if (out.code === 0) return [];
+      const stderr = new TextDecoder().decode(out.stderr);
+      const errors = parseBatchErrors(stderr);
+      if (errors.size === 0) {
+        throw new Error(`ip -batch: exit ${out.code}: ${stderr.trim().slice(0, 500)}`);
+      }
+      const failures: OpFailure[] = [];
+      for (const [n, error] of errors) {
+        const op = sent[n - 1];
+        if (op) failures.push({ op, error });
+      }
+      opts.log?.debug("ip -batch had failures", { lines: sent.length, failed: failures.length });
+      return failures;
+    },
+  };
+}
+
 /** A {@link RouteTable} over iproute2. */
 export function createIprouteTable(opts: IprouteOptions = {}): RouteTable {
   const canonical = routeTextCache();
@@ -218,21 +272,13 @@ export function createIprouteTable(opts: IprouteOptions = {}): RouteTable {
     },
 
     async apply(ops, protocol) {
-      if (ops.length === 0) return [];
-      const lines = ops.map((op) => batchLine(op, protocol));
-      const r = await runIp(opts, ["-force", "-batch", "-"], lines.join("\n") + "\n");
-      if (r.code === 0) return [];
-      const errors = parseBatchErrors(r.stderr);
-      if (errors.size === 0) {
-        throw new Error(`ip -batch: exit ${r.code}: ${r.stderr.trim().slice(0, 500)}`);
-      }
-      const failures: OpFailure[] = [];
-      for (const [n, error] of errors) {
-        const op = ops[n - 1];
-        if (op) failures.push({ op, error });
-      }
-      opts.log?.debug("ip -batch had failures", { lines: lines.length, failed: failures.length });
-      return failures;
+      const batch = openBatch(opts, protocol);
+      batch.write(ops);
+      return await batch.close();
+    },
+
+    openBatch(protocol) {
+      return openBatch(opts, protocol);
     },
 
     async localAddresses() {

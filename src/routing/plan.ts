@@ -194,7 +194,7 @@ function refuseHop(ip: Ip, text: string, host: HostView): string | undefined {
 }
 
 /** A CIDR a node claims, with its address range for the overlap sweep. */
-interface Claim {
+export interface Claim {
   readonly node: CheckedNode;
   readonly cidr: Cidr;
   readonly text: string;

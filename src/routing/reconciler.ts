@@ -12,10 +12,18 @@
 import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
 import { diff, indexKernel, type KernelIndex, routeKey } from "./diff.ts";
+import { HeadStart } from "./head_start.ts";
 import { type NetworkSource, parseNode } from "./node_parse.ts";
 import { type CheckedNode, checkNode, type Plan, plan, PlanMemo, type PlanRules } from "./plan.ts";
 import { describeProblem, type Problem, problemKey } from "./problem.ts";
-import type { LocalAddress, OpFailure, RouteTable } from "./types.ts";
+import type {
+  KernelRoute,
+  LocalAddress,
+  OpFailure,
+  RouteBatch,
+  RouteOp,
+  RouteTable,
+} from "./types.ts";
 
 /** What asked for a reconcile. */
 export type Trigger = "start" | "watch" | "monitor" | "resync";
@@ -73,6 +81,14 @@ export class Reconciler {
   #ownDeletions = new Map<string, number>();
   #last: ReconcileResult | undefined;
   #stopped = false;
+  /** Whether a reconcile has begun (the head start is over then, or never was). */
+  #begun = false;
+  /** Nodes prepared before the rules could be made (the host's addresses unread). */
+  #waiting: NodeInfo[] | undefined;
+  /** Nodes checked before the head start could begin (our own node unseen). */
+  #early: CheckedNode[] | undefined;
+  /** The first list's head start: its batch stays open until the first reconcile ends it. */
+  #head: { decide: HeadStart; batch: RouteBatch; ops: RouteOp[] } | undefined;
 
   constructor(opts: ReconcilerOptions) {
     this.#opts = opts;
@@ -113,23 +129,75 @@ export class Reconciler {
   }
 
   /**
-   * Reads the host's addresses ahead of the first reconcile, so that {@link prepare} can
-   * check nodes while the first list is still streaming in. The first reconcile reads them
-   * again with the routes, so that its view is fresh; when they are the same, the nodes
-   * checked meanwhile are used as they are.
+   * Gets ready for the first list, so that {@link prepare} can check nodes while it is still
+   * streaming in.
+   *
+   * Without `self`, reads the host's addresses; the first reconcile reads them again with
+   * the routes, so that its view is fresh (when they are the same, the nodes checked
+   * meanwhile are used as they are).
+   *
+   * With `self` (resolving to our own node, however it is found first), also reads the
+   * kernel's table, and once our node is there starts the head start (see head_start.ts):
+   * sure routes go into one open batch as their nodes arrive, and the first reconcile plans
+   * against that table plus them and ends the batch with the rest. When our node is not
+   * there (undefined) or comes after the list, it is as without.
    */
-  async preload(): Promise<void> {
-    this.#local = await this.#opts.table.localAddresses();
-    this.#checkRules();
+  async preload(self?: Promise<NodeInfo | undefined>): Promise<void> {
+    const { table, protocol } = this.#opts;
+    if (self === undefined) {
+      this.#local = await table.localAddresses();
+      this.#checkRules();
+      return;
+    }
+    this.#waiting = [];
+    this.#early = [];
+    try {
+      const [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
+      if (this.#begun || this.#stopped) return;
+      this.#local = local;
+      const rules = this.#checkRules();
+      for (const node of this.#waiting) this.#early.push(this.#check(node, rules));
+      this.#waiting = undefined;
+      const own = await self;
+      if (this.#begun || this.#stopped || own === undefined) return;
+      // The table as read before the list: whatever changes in it meanwhile, the full read
+      // that follows the first reconcile (see the daemon's route monitor) catches.
+      this.#kernel = indexKernel(routes, protocol);
+      this.#full = false;
+      this.#ownDeletions.clear();
+      const decide = new HeadStart(this.#kernel, this.#check(own, rules));
+      this.#head = { decide, batch: table.openBatch(protocol), ops: [] };
+      for (const node of this.#early) this.#headStart(node);
+    } finally {
+      this.#waiting = undefined;
+      this.#early = undefined;
+    }
   }
 
   /**
    * Parses and checks a node ahead of the reconcile that will need it, with the rules the
-   * memo holds (a reconcile that finds them changed starts the memo afresh). Before
-   * {@link preload} or a reconcile: nothing.
+   * memo holds (a reconcile that finds them changed starts the memo afresh); during the
+   * head start, also sends its sure routes to the kernel. Before {@link preload} or a
+   * reconcile: nothing.
    */
   prepare(node: NodeInfo): void {
-    if (this.#rules) this.#check(node, this.#rules);
+    if (!this.#rules) {
+      this.#waiting?.push(node);
+      return;
+    }
+    const checked = this.#check(node, this.#rules);
+    if (this.#early) this.#early.push(checked);
+    else this.#headStart(checked);
+  }
+
+  #headStart(node: CheckedNode): void {
+    const head = this.#head;
+    if (!head || head.decide.off) return;
+    const routes = head.decide.routes(node);
+    if (routes.length === 0) return;
+    const ops: RouteOp[] = routes.map((route) => ({ op: "replace", route }));
+    for (const op of ops) head.ops.push(op);
+    head.batch.write(ops);
   }
 
   /** The rules, with the memo of checked nodes reset when they or our addresses changed. */
@@ -163,11 +231,15 @@ export class Reconciler {
     while (this.#running) await this.#running;
   }
 
-  /** Stops taking triggers; waits for a running reconcile to end. */
+  /** Stops taking triggers; waits for a running reconcile (or head start) to end. */
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#pending = undefined;
     await this.idle();
+    const head = this.#head;
+    this.#head = undefined;
+    // Routes already sent stay, as every route does when the daemon stops.
+    await head?.batch.close().catch(() => {});
   }
 
   async #loop(): Promise<void> {
@@ -192,6 +264,14 @@ export class Reconciler {
   async #reconcile(trigger: Trigger): Promise<ReconcileResult> {
     const t0 = performance.now();
     const { table, protocol, log } = this.#opts;
+    this.#begun = true;
+    this.#waiting = undefined;
+    this.#early = undefined;
+    const head = this.#head;
+    this.#head = undefined;
+    // The head start's view was read just before the list, and nothing else has written
+    // since; a read now would also catch its batch half done.
+    if (head) this.#full = false;
     const fullRead = this.#full || this.#kernel === undefined;
     if (fullRead) {
       this.#full = false;
@@ -201,6 +281,9 @@ export class Reconciler {
       this.#local = local;
     }
     const kernel = this.#kernel!;
+    // Planned as if the head start's routes were in; those the kernel refused come out of
+    // the view below, like any refused operation.
+    for (const op of head?.ops ?? []) kernel.ours.set(routeKey(op.route), [ourRoute(op, protocol)]);
     const t1 = performance.now();
 
     const rules = this.#checkRules();
@@ -215,7 +298,12 @@ export class Reconciler {
     this.#expectEchoes(deletions, 1);
     let failures: OpFailure[] = [];
     try {
-      if (ops.length > 0) failures = await table.apply(ops, protocol);
+      if (head) {
+        head.batch.write(ops);
+        failures = await head.batch.close();
+      } else if (ops.length > 0) {
+        failures = await table.apply(ops, protocol);
+      }
     } catch (e) {
       this.#expectEchoes(deletions, -1);
       throw e;
@@ -223,6 +311,9 @@ export class Reconciler {
     const t3 = performance.now();
 
     const failed = new Set(failures.map((f) => f.op));
+    for (const op of head?.ops ?? []) {
+      if (failed.has(op)) kernel.ours.delete(routeKey(op.route));
+    }
     for (const op of ops) {
       const key = routeKey(op.route);
       if (failed.has(op)) {
@@ -234,8 +325,7 @@ export class Reconciler {
         if (left.length > 0) kernel.ours.set(key, left);
         else kernel.ours.delete(key);
       } else {
-        const { family, dst, via } = op.route;
-        kernel.ours.set(key, [{ family, dst, via, protocol }]);
+        kernel.ours.set(key, [ourRoute(op, protocol)]);
       }
     }
     // A refused batch line changes nothing, so the view stays true; it is retried next time.
@@ -265,22 +355,24 @@ export class Reconciler {
     }
     this.#report(problems);
 
+    const sent = ops.length + (head?.ops.length ?? 0);
     const result: ReconcileResult = {
       trigger,
       plan: thePlan,
       installed: kernel.ours.size,
-      applied: ops.length - failures.length,
+      applied: sent - failures.length,
       failures,
       problems,
       durationMs: performance.now() - t0,
       fullRead,
     };
-    if (ops.length > 0 || log.enabled("debug")) {
+    if (sent > 0 || log.enabled("debug")) {
       log.info("reconciled", {
         trigger,
         nodes: checked.length,
         desired: thePlan.routes.length,
         applied: result.applied,
+        ...(head ? { early: head.ops.length } : {}),
         failed: failures.length,
         ms: Math.round(result.durationMs * 10) / 10,
         // Where the time went: reading the kernel, planning and diffing, the batch.
@@ -325,4 +417,10 @@ export class Reconciler {
     this.#reported = now;
     if (fresh.length > 0) this.#opts.onNewProblems?.(fresh);
   }
+}
+
+/** The kernel's route for a replace of ours, as a read would show it. */
+function ourRoute(op: RouteOp, protocol: number): KernelRoute {
+  const { family, dst, via } = op.route;
+  return { family, dst, via, protocol };
 }

@@ -57,6 +57,19 @@ export interface RouteTable {
   list(): Promise<KernelRoute[]>;
   /** Applies all operations in one batch; returns the ones that failed. */
   apply(ops: readonly RouteOp[], protocol: number): Promise<OpFailure[]>;
+  /** Starts a batch that takes operations as they come (see {@link RouteBatch}). */
+  openBatch(protocol: number): RouteBatch;
   /** Addresses configured on this host (all links, both families). */
   localAddresses(): Promise<LocalAddress[]>;
+}
+
+/** A batch being written: one process applying operations in the order they are sent. */
+export interface RouteBatch {
+  /** Sends operations; they apply after those sent before. Throws for a delete not ours. */
+  write(ops: readonly RouteOp[]): void;
+  /**
+   * Ends the batch once everything sent is applied; resolves to the operations that failed,
+   * in the order sent. Rejects when the batch could not run at all.
+   */
+  close(): Promise<OpFailure[]>;
 }
