@@ -167,3 +167,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "head start: without our own node the first reconcile routes everything, and preload ends",
+  ignore: !!notRoot,
+  async fn() {
+    const ns = await Netns.create("xhs");
+    try {
+      await ns.lan("lan0", ["192.168.9.1/24", "fd00:9::1/64"]);
+      const nodes = [SELF, node("b", ["10.1.1.0/24"], ["192.168.9.2"])];
+      const reconciler = reconcilerIn(ns, nodes);
+      // Our node is in no list and its GET failed: the promise never settles.
+      const preloaded = reconciler.preload(new Promise<NodeInfo | undefined>(() => {}));
+      for (const n of nodes) reconciler.prepare(n);
+      // Time for the reads at start (a few ms), so that preload is waiting for our node.
+      await new Promise((r) => setTimeout(r, 500));
+      reconciler.trigger("start");
+      await reconciler.idle();
+      await preloaded;
+      assert.deepEqual(await routes(ns, 202), ["10.1.1.0/24 via 192.168.9.2"]);
+      assert.equal(reconciler.last!.applied, 1);
+      await reconciler.stop();
+    } finally {
+      await ns.delete();
+    }
+  },
+});

@@ -81,8 +81,10 @@ export class Reconciler {
   #ownDeletions = new Map<string, number>();
   #last: ReconcileResult | undefined;
   #stopped = false;
-  /** Whether a reconcile has begun (the head start is over then, or never was). */
-  #begun = false;
+  /** Whether a reconcile has begun or the reconciler stopped: no head start from then on. */
+  #over = false;
+  /** Resolves (to undefined) when {@link #over} becomes true. */
+  #overSignal = Promise.withResolvers<undefined>();
   /** Nodes prepared before the rules could be made (the host's addresses unread). */
   #waiting: NodeInfo[] | undefined;
   /** Nodes checked before the head start could begin (our own node unseen). */
@@ -153,13 +155,14 @@ export class Reconciler {
     this.#early = [];
     try {
       const [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
-      if (this.#begun || this.#stopped) return;
+      if (this.#over) return;
       this.#local = local;
       const rules = this.#checkRules();
       for (const node of this.#waiting) this.#early.push(this.#check(node, rules));
       this.#waiting = undefined;
-      const own = await self;
-      if (this.#begun || this.#stopped || own === undefined) return;
+      // Not waited for past the first reconcile: our node may be in no list at all.
+      const own = await Promise.race([self, this.#overSignal.promise]);
+      if (this.#over || own === undefined) return;
       // The table as read before the list: whatever changes in it meanwhile, the full read
       // that follows the first reconcile (see the daemon's route monitor) catches.
       this.#kernel = indexKernel(routes, protocol);
@@ -234,6 +237,7 @@ export class Reconciler {
   /** Stops taking triggers; waits for a running reconcile (or head start) to end. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#end();
     this.#pending = undefined;
     await this.idle();
     const head = this.#head;
@@ -264,7 +268,7 @@ export class Reconciler {
   async #reconcile(trigger: Trigger): Promise<ReconcileResult> {
     const t0 = performance.now();
     const { table, protocol, log } = this.#opts;
-    this.#begun = true;
+    this.#end();
     this.#waiting = undefined;
     this.#early = undefined;
     const head = this.#head;
@@ -382,6 +386,12 @@ export class Reconciler {
       });
     }
     return result;
+  }
+
+  /** Marks the head start over (or never to be). */
+  #end(): void {
+    this.#over = true;
+    this.#overSignal.resolve(undefined);
   }
 
   /** Counts (+1) or uncounts (-1) the monitor echoes expected for our own deletions. */
