@@ -7,22 +7,20 @@
  * the kernel, go early:
  * - never our own node's, and none overlapping our own CIDRs (our node is read first);
  * - only CIDRs of the family's usual size (that of our own node's, else of the first one
- *   seen), so that two claims overlap only when they are equal; a CIDR of another size waits for the plan,
- *   and so does anything it overlaps (more than {@link MAX_ODD} of those: no more head
- *   start, the plan does the rest);
+ *   seen), so that two claims overlap only when they are equal; a CIDR of another size
+ *   waits for the plan, and so does anything it overlaps (more than {@link MAX_ODD} of
+ *   those: no more head start, the plan does the rest);
  * - never a destination the kernel already has a route to, ours or not, and never a
  *   destination an earlier node claimed.
  *
- * What the plan alone can know: which of two nodes claiming the same CIDR is the older. A
- * claim listed after an earlier one for the same CIDR waits; when it turns out older, the
- * first reconcile moves the route to it. Until then (at most the rest of the first list) the
- * route leads to the node listed first. Every other route the head start installs is the
- * one the plan makes.
+ * What only the whole list tells: whether a node listed later, and older, claims the same
+ * range (the same CIDR, or one of another size over it). Its claim waits, and the first
+ * reconcile then moves or removes the early route; until then (at most the rest of the first
+ * list) that route leads to the node listed first.
  *
  * @module
  */
-import type { KernelIndex } from "./diff.ts";
-import { routeKey } from "./diff.ts";
+import { type KernelIndex, routeKey } from "./diff.ts";
 import type { CheckedNode, Claim } from "./plan.ts";
 import type { Route } from "./types.ts";
 
