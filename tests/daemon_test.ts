@@ -9,6 +9,7 @@ import { makeNode } from "../src/devcluster/nodes.ts";
 import { createLogger } from "../src/log.ts";
 import { pollUntil, requireRoot } from "./helpers/netns.ts";
 import {
+  capturedLog,
   cluster,
   daemon,
   expectRoutes,
@@ -288,6 +289,42 @@ Deno.test({
         "change applied",
       );
       assert.equal(lines.filter((l) => l.includes("node far:")).length, 1, lines.join("\n"));
+    } finally {
+      await d.stop();
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "daemon: with NODE_NAME, every route goes in while a slow first list still streams",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    // Two pages of 500 nodes, each answered 150 ms late: the list takes 300 ms or more, the
+    // reads of the kernel at start a few ms.
+    for (let i = 10; i < 610; i++) {
+      const hop = (i % 200) + 10;
+      c.api.nodes.create(makeNode({
+        name: `n${i}`,
+        podCIDRs: [`10.${100 + (i >> 8)}.${i & 255}.0/24`, `fd00:245:0:${i.toString(16)}::/64`],
+        internalIPs: [`192.168.50.${hop}`, `fd00:50::${hop.toString(16)}`],
+      }));
+    }
+    c.api.faults.setLatency(150);
+    const log = capturedLog();
+    const d = await daemon(c, {}, { log: log.log });
+    try {
+      c.api.faults.setLatency(0);
+      const first = log.records().find((r) => r.msg === "reconciled")!;
+      assert.equal(first.trigger, "start");
+      assert.equal(first.desired, 2 * 602);
+      assert.equal(first.early, first.desired, "every route sent before the list ended");
+      assert.equal(first.applied, first.desired);
+      const ours = await routes(c.ns, 202);
+      assert.equal(ours.length, 2 * 602);
+      assert.ok(ours.includes("10.102.97.0/24 via 192.168.50.19"), "node n609");
+      assert.ok(ours.includes(MAIN_B[1]));
     } finally {
       await d.stop();
       await c.close();
