@@ -155,12 +155,13 @@ function plainV6(text: string): bigint | undefined {
   if (!/^[0-9a-fA-F:.]+$/.test(text)) return undefined;
   const halves = text.split("::");
   if (halves.length > 2) return undefined;
-  const groups = (half: string): number[] | undefined => {
+  // Dotted IPv4 only as the last 32 bits: the last item of the last half.
+  const groups = (half: string, last: boolean): number[] | undefined => {
     if (half === "") return [];
     const items = half.split(":");
     const out: number[] = [];
     for (const [i, item] of items.entries()) {
-      if (i === items.length - 1 && item.includes(".")) {
+      if (last && i === items.length - 1 && item.includes(".")) {
         const parts = item.split(".");
         if (
           parts.length !== 4 || !parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && +p < 256)
@@ -171,7 +172,8 @@ function plainV6(text: string): bigint | undefined {
     }
     return out;
   };
-  const head = groups(halves[0]), tail = halves.length === 2 ? groups(halves[1]) : [];
+  const head = groups(halves[0], halves.length === 1);
+  const tail = halves.length === 2 ? groups(halves[1], true) : [];
   if (!head || !tail) return undefined;
   const missing = 8 - head.length - tail.length;
   if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;
