@@ -13,7 +13,7 @@ import { type CheckedNode, checkNode, plan, type PlanRules } from "../src/routin
 import { Reconciler } from "../src/routing/reconciler.ts";
 import type { KernelRoute, LocalAddress } from "../src/routing/types.ts";
 import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
-import { routes } from "./helpers/router.ts";
+import { capturedLog, routes } from "./helpers/router.ts";
 
 const SOURCE: NetworkSource = { cidrAnnotation: "", addressAnnotation: "" };
 const RULES: PlanRules = { selfName: "a", allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 };
@@ -185,6 +185,40 @@ Deno.test({
       reconciler.trigger("start");
       await reconciler.idle();
       await preloaded;
+      assert.deepEqual(await routes(ns, 202), ["10.1.1.0/24 via 192.168.9.2"]);
+      assert.equal(reconciler.last!.applied, 1);
+      await reconciler.stop();
+    } finally {
+      await ns.delete();
+    }
+  },
+});
+
+Deno.test({
+  name: "head start: an ip that cannot start stops it, and the first reconcile routes everything",
+  ignore: !!notRoot,
+  async fn() {
+    const ns = await Netns.create("xhs");
+    try {
+      await ns.lan("lan0", ["192.168.9.1/24", "fd00:9::1/64"]);
+      const nodes = [SELF, node("b", ["10.1.1.0/24"], ["192.168.9.2"])];
+      const table = createIprouteTable({ netns: ns.name });
+      // Reads work; the head start's batch runs a program that is not there.
+      const missing = createIprouteTable({ netns: ns.name, ipPath: "/nonexistent/ip" });
+      const log = capturedLog();
+      const reconciler = new Reconciler({
+        table: { ...table, openBatch: (p) => missing.openBatch(p) },
+        nodes: () => nodes,
+        source: SOURCE,
+        rules: () => RULES,
+        protocol: 202,
+        log: log.log,
+      });
+      await reconciler.preload(Promise.resolve(SELF));
+      for (const n of nodes) reconciler.prepare(n);
+      assert.ok(log.records().some((r) => r.msg === "head start stopped: the batch did not start"));
+      reconciler.trigger("start");
+      await reconciler.idle();
       assert.deepEqual(await routes(ns, 202), ["10.1.1.0/24 via 192.168.9.2"]);
       assert.equal(reconciler.last!.applied, 1);
       await reconciler.stop();

@@ -199,8 +199,17 @@ export class Reconciler {
     const routes = head.decide.routes(node);
     if (routes.length === 0) return;
     const ops: RouteOp[] = routes.map((route) => ({ op: "replace", route }));
+    try {
+      head.batch.write(ops);
+    } catch (error) {
+      // Only starting `ip` can fail here, before anything was sent: the first reconcile then
+      // applies everything as it would have without a head start. Never thrown to the
+      // informer, which would take the node for a bad object.
+      this.#head = undefined;
+      this.#opts.log.warn("head start stopped: the batch did not start", { error });
+      return;
+    }
     for (const op of ops) head.ops.push(op);
-    head.batch.write(ops);
   }
 
   /** The rules, with the memo of checked nodes reset when they or our addresses changed. */
