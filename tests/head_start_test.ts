@@ -4,14 +4,14 @@
  */
 import assert from "node:assert/strict";
 import type { NodeInfo } from "../src/kube/node.ts";
-import { silentLogger } from "../src/log.ts";
+import { type Logger, silentLogger } from "../src/log.ts";
 import { indexKernel } from "../src/routing/diff.ts";
 import { HeadStart, MAX_ODD } from "../src/routing/head_start.ts";
 import { createIprouteTable } from "../src/routing/iproute.ts";
 import { type NetworkSource, parseNode } from "../src/routing/node_parse.ts";
 import { type CheckedNode, checkNode, plan, type PlanRules } from "../src/routing/plan.ts";
 import { Reconciler } from "../src/routing/reconciler.ts";
-import type { KernelRoute, LocalAddress } from "../src/routing/types.ts";
+import type { KernelRoute, LocalAddress, RouteTable } from "../src/routing/types.ts";
 import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
 import { capturedLog, routes } from "./helpers/router.ts";
 
@@ -92,24 +92,49 @@ Deno.test("head start: stops after too many CIDRs of unusual sizes", () => {
 
 const notRoot = requireRoot();
 
-function reconcilerIn(ns: Netns, nodes: NodeInfo[]): Reconciler {
+/** A reconciler in `ns` over real iproute2, with a table and log that tests may swap. */
+function reconcilerIn(
+  ns: Netns,
+  nodes: NodeInfo[],
+  o: { table?: RouteTable; log?: Logger } = {},
+): Reconciler {
   return new Reconciler({
-    table: createIprouteTable({ netns: ns.name }),
+    table: o.table ?? createIprouteTable({ netns: ns.name }),
     nodes: () => nodes,
     source: SOURCE,
     rules: () => RULES,
     protocol: 202,
-    log: silentLogger,
+    log: o.log ?? silentLogger,
   });
+}
+
+/** Runs `fn` in a fresh host namespace with LAN lan0 (this host 192.168.9.1, fd00:9::1). */
+async function inHost(fn: (ns: Netns) => Promise<void>): Promise<void> {
+  const ns = await Netns.create("xhs");
+  try {
+    await ns.lan("lan0", ["192.168.9.1/24", "fd00:9::1/64"]);
+    await fn(ns);
+  } finally {
+    await ns.delete();
+  }
+}
+
+/** Our node and one other, whose route the first reconcile must install in any case. */
+const PAIR = [SELF, node("b", ["10.1.1.0/24"], ["192.168.9.2"])];
+
+async function firstReconcileRoutesAll(reconciler: Reconciler, ns: Netns): Promise<void> {
+  reconciler.trigger("start");
+  await reconciler.idle();
+  assert.deepEqual(await routes(ns, 202), ["10.1.1.0/24 via 192.168.9.2"]);
+  assert.equal(reconciler.last!.applied, 1);
+  await reconciler.stop();
 }
 
 Deno.test({
   name: "head start: routes reach the kernel before the first reconcile, which settles the rest",
   ignore: !!notRoot,
-  async fn() {
-    const ns = await Netns.create("xhs");
-    try {
-      await ns.lan("lan0", ["192.168.9.1/24", "fd00:9::1/64"]);
+  fn: () =>
+    inHost(async (ns) => {
       await ns.ip("route", "add", "10.1.6.0/24", "via", "192.168.9.66", "proto", "static");
       const nodes = [
         SELF,
@@ -162,68 +187,42 @@ Deno.test({
       assert.equal(again.last!.applied, 0);
       assert.deepEqual(await routes(ns, 202), want);
       await again.stop();
-    } finally {
-      await ns.delete();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "head start: without our own node the first reconcile routes everything, and preload ends",
   ignore: !!notRoot,
-  async fn() {
-    const ns = await Netns.create("xhs");
-    try {
-      await ns.lan("lan0", ["192.168.9.1/24", "fd00:9::1/64"]);
-      const nodes = [SELF, node("b", ["10.1.1.0/24"], ["192.168.9.2"])];
-      const reconciler = reconcilerIn(ns, nodes);
+  fn: () =>
+    inHost(async (ns) => {
+      const reconciler = reconcilerIn(ns, PAIR);
       // Our node is in no list and its GET failed: the promise never settles.
       const preloaded = reconciler.preload(new Promise<NodeInfo | undefined>(() => {}));
-      for (const n of nodes) reconciler.prepare(n);
+      for (const n of PAIR) reconciler.prepare(n);
       // Time for the reads at start (a few ms), so that preload is waiting for our node.
       await new Promise((r) => setTimeout(r, 500));
-      reconciler.trigger("start");
-      await reconciler.idle();
+      const done = firstReconcileRoutesAll(reconciler, ns);
       await preloaded;
-      assert.deepEqual(await routes(ns, 202), ["10.1.1.0/24 via 192.168.9.2"]);
-      assert.equal(reconciler.last!.applied, 1);
-      await reconciler.stop();
-    } finally {
-      await ns.delete();
-    }
-  },
+      await done;
+    }),
 });
 
 Deno.test({
   name: "head start: an ip that cannot start stops it, and the first reconcile routes everything",
   ignore: !!notRoot,
-  async fn() {
-    const ns = await Netns.create("xhs");
-    try {
-      await ns.lan("lan0", ["192.168.9.1/24", "fd00:9::1/64"]);
-      const nodes = [SELF, node("b", ["10.1.1.0/24"], ["192.168.9.2"])];
+  fn: () =>
+    inHost(async (ns) => {
       const table = createIprouteTable({ netns: ns.name });
       // Reads work; the head start's batch runs a program that is not there.
       const missing = createIprouteTable({ netns: ns.name, ipPath: "/nonexistent/ip" });
       const log = capturedLog();
-      const reconciler = new Reconciler({
+      const reconciler = reconcilerIn(ns, PAIR, {
         table: { ...table, openBatch: (p) => missing.openBatch(p) },
-        nodes: () => nodes,
-        source: SOURCE,
-        rules: () => RULES,
-        protocol: 202,
         log: log.log,
       });
       await reconciler.preload(Promise.resolve(SELF));
-      for (const n of nodes) reconciler.prepare(n);
+      for (const n of PAIR) reconciler.prepare(n);
       assert.ok(log.records().some((r) => r.msg === "head start stopped: the batch did not start"));
-      reconciler.trigger("start");
-      await reconciler.idle();
-      assert.deepEqual(await routes(ns, 202), ["10.1.1.0/24 via 192.168.9.2"]);
-      assert.equal(reconciler.last!.applied, 1);
-      await reconciler.stop();
-    } finally {
-      await ns.delete();
-    }
-  },
+      await firstReconcileRoutesAll(reconciler, ns);
+    }),
 });
