@@ -258,10 +258,9 @@ function openBatch(opts: IprouteOptions, protocol: number): RouteBatch {
         throw writeError;
       }
       if (out.code === 0) return [];
-      const stderr = out.stderr;
-      const errors = parseBatchErrors(stderr);
+      const errors = parseBatchErrors(out.stderr);
       if (errors.size === 0) {
-        throw new Error(`ip -batch: exit ${out.code}: ${stderr.trim().slice(0, 500)}`);
+        throw new Error(`ip -batch: exit ${out.code}: ${out.stderr.trim().slice(0, 500)}`);
       }
       const failures: OpFailure[] = [];
       for (const [n, error] of errors) {

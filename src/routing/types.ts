@@ -65,7 +65,10 @@ export interface RouteTable {
 
 /** A batch being written: one process applying operations in the order they are sent. */
 export interface RouteBatch {
-  /** Sends operations; they apply after those sent before. Throws for a delete not ours. */
+  /**
+   * Sends operations; they apply after those sent before. Throws, having sent none of them,
+   * for a delete of a route not ours or when the batch's process cannot start.
+   */
   write(ops: readonly RouteOp[]): void;
   /**
    * Ends the batch once everything sent is applied; resolves to the operations that failed,
