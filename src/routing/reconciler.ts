@@ -180,8 +180,8 @@ export class Reconciler {
   /**
    * Parses and checks a node ahead of the reconcile that will need it, with the rules the
    * memo holds (a reconcile that finds them changed starts the memo afresh); during the
-   * head start, also sends its sure routes to the kernel. Before {@link preload} or a
-   * reconcile: nothing.
+   * head start, also sends its sure routes to the kernel. Before the host's addresses are
+   * read, the node is kept for then when a head start may come, else left to the reconcile.
    */
   prepare(node: NodeInfo): void {
     if (!this.#rules) {
