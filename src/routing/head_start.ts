@@ -20,6 +20,7 @@
  *
  * @module
  */
+import { cidrsOverlap } from "../net/ip.ts";
 import { type KernelIndex, routeKey } from "./diff.ts";
 import type { CheckedNode, Claim } from "./plan.ts";
 import type { Route } from "./types.ts";
@@ -27,12 +28,8 @@ import type { Route } from "./types.ts";
 /** CIDRs of an unusual size tolerated before the head start gives up. */
 export const MAX_ODD = 64;
 
-function overlaps(a: Claim, b: Claim): boolean {
-  return a.cidr.family === b.cidr.family && a.start <= b.end && b.start <= a.end;
-}
-
 function overlapsAny(c: Claim, claims: readonly Claim[]): boolean {
-  for (let i = 0; i < claims.length; i++) if (overlaps(c, claims[i])) return true;
+  for (let i = 0; i < claims.length; i++) if (cidrsOverlap(c.cidr, claims[i].cidr)) return true;
   return false;
 }
 

@@ -62,6 +62,13 @@ export interface ReconcilerOptions {
   onResult?: (result: ReconcileResult) => void | Promise<void>;
 }
 
+/** A head start under way: what decides, the open batch, and what was sent into it. */
+interface HeadStartState {
+  readonly decide: HeadStart;
+  readonly batch: RouteBatch;
+  readonly ops: RouteOp[];
+}
+
 /** Runs reconciles on demand, one at a time, folding triggers that arrive meanwhile. */
 export class Reconciler {
   #opts: ReconcilerOptions;
@@ -90,7 +97,7 @@ export class Reconciler {
   /** Nodes checked before the head start could begin (our own node unseen). */
   #early: CheckedNode[] | undefined;
   /** The first list's head start: its batch stays open until the first reconcile ends it. */
-  #head: { decide: HeadStart; batch: RouteBatch; ops: RouteOp[] } | undefined;
+  #head: HeadStartState | undefined;
 
   constructor(opts: ReconcilerOptions) {
     this.#opts = opts;
@@ -166,8 +173,6 @@ export class Reconciler {
       // The table as read before the list: whatever changes in it meanwhile, the full read
       // that follows the first reconcile (see the daemon's route monitor) catches.
       this.#kernel = indexKernel(routes, protocol);
-      this.#full = false;
-      this.#ownDeletions.clear();
       const decide = new HeadStart(this.#kernel, this.#check(own, rules));
       this.#head = { decide, batch: table.openBatch(protocol), ops: [] };
       for (const node of this.#early) this.#headStart(node);
@@ -246,13 +251,10 @@ export class Reconciler {
   /** Stops taking triggers; waits for a running reconcile (or head start) to end. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    this.#end();
     this.#pending = undefined;
     await this.idle();
-    const head = this.#head;
-    this.#head = undefined;
     // Routes already sent stay, as every route does when the daemon stops.
-    await head?.batch.close().catch(() => {});
+    await this.#endHeadStart()?.batch.close().catch(() => {});
   }
 
   async #loop(): Promise<void> {
@@ -277,11 +279,7 @@ export class Reconciler {
   async #reconcile(trigger: Trigger): Promise<ReconcileResult> {
     const t0 = performance.now();
     const { table, protocol, log } = this.#opts;
-    this.#end();
-    this.#waiting = undefined;
-    this.#early = undefined;
-    const head = this.#head;
-    this.#head = undefined;
+    const head = this.#endHeadStart();
     // The head start's view was read just before the list, and nothing else has written
     // since; a read now would also catch its batch half done.
     if (head) this.#full = false;
@@ -397,10 +395,15 @@ export class Reconciler {
     return result;
   }
 
-  /** Marks the head start over (or never to be). */
-  #end(): void {
+  /** Ends the head start (or rules it out); returns its state when it had begun. */
+  #endHeadStart(): HeadStartState | undefined {
     this.#over = true;
     this.#overSignal.resolve(undefined);
+    this.#waiting = undefined;
+    this.#early = undefined;
+    const head = this.#head;
+    this.#head = undefined;
+    return head;
   }
 
   /** Counts (+1) or uncounts (-1) the monitor echoes expected for our own deletions. */
