@@ -1,7 +1,7 @@
 /** kubectl drives the embedded API server: the judge of its fidelity. Needs /usr/bin/kubectl. */
 import assert from "node:assert/strict";
 import { KUBECTL, kubectlMissing } from "./helpers/tools.ts";
-import { startApiServer } from "../src/devcluster/apiserver/mod.ts";
+import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { pollUntil } from "./helpers/netns.ts";
 
@@ -32,25 +32,47 @@ class KubectlWatch {
     assert.match(this.#seen, re);
   }
 
-  /** Stops reading and ends kubectl. */
+  /** Stops reading and ends kubectl (again: nothing more). */
   async stop(): Promise<void> {
     await this.#reader.cancel().catch(() => {});
     try {
       this.#child.kill();
-    } catch { /* ended when its output was closed */ }
+    } catch { /* ended when its output was closed, or stopped before */ }
     await this.#child.status;
   }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+/** An embedded API server with its kubeconfig in a folder of its own; both go on disposal. */
+async function kubectlServer(): Promise<
+  { api: ApiServer; dir: string; kubeconfig: string } & AsyncDisposable
+> {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-kubectl-" });
+  const kubeconfig = `${dir}/kubeconfig`;
+  const api = await startApiServer({ kubeconfigPath: kubeconfig });
+  return {
+    api,
+    dir,
+    kubeconfig,
+    async [Symbol.asyncDispose]() {
+      await api.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
 }
 
 Deno.test({
   name: "kubectl: get, yaml, watch, annotate, label, create, replace conflict, delete",
   ignore: noKubectl,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "xcluster-kubectl-" });
-    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+    await using server = await kubectlServer();
+    const { api, dir, kubeconfig } = server;
     const kubectl = async (...args: string[]) => {
       const out = await new Deno.Command(KUBECTL, {
-        args: ["--kubeconfig", `${dir}/kubeconfig`, ...args],
+        args: ["--kubeconfig", kubeconfig, ...args],
         stdout: "piped",
         stderr: "piped",
       }).output();
@@ -65,70 +87,63 @@ Deno.test({
       assert.equal(r.code, 0, `kubectl ${args.join(" ")}: ${r.err}`);
       return r.out;
     };
-    let watch: KubectlWatch | undefined;
-    try {
-      api.nodes.create(makeNode({
-        name: "vm-001",
-        podCIDRs: ["10.244.1.0/24"],
-        internalIPs: ["192.168.7.1"],
-      }));
-      // Served as a Table: kubectl prints the server's columns and cells.
-      assert.match(
-        await ok("get", "nodes"),
-        /^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION\s*\nvm-001\s+Ready\s+<none>\s+\d+s\s+v1\.32\.0\s*\n$/,
-      );
-      assert.match(
-        await ok("get", "nodes", "-o", "wide"),
-        /INTERNAL-IP\s+EXTERNAL-IP\s+OS-IMAGE[^\n]*\nvm-001\s+Ready[^\n]*192\.168\.7\.1\s+<none>\s+Debian/,
-      );
-      assert.match(
-        await ok("get", "node", "vm-001", "-o", "yaml"),
-        /podCIDRs:\n\s*- 10\.244\.1\.0\/24/,
-      );
+    api.nodes.create(makeNode({
+      name: "vm-001",
+      podCIDRs: ["10.244.1.0/24"],
+      internalIPs: ["192.168.7.1"],
+    }));
+    // Served as a Table: kubectl prints the server's columns and cells.
+    assert.match(
+      await ok("get", "nodes"),
+      /^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION\s*\nvm-001\s+Ready\s+<none>\s+\d+s\s+v1\.32\.0\s*\n$/,
+    );
+    assert.match(
+      await ok("get", "nodes", "-o", "wide"),
+      /INTERNAL-IP\s+EXTERNAL-IP\s+OS-IMAGE[^\n]*\nvm-001\s+Ready[^\n]*192\.168\.7\.1\s+<none>\s+Debian/,
+    );
+    assert.match(
+      await ok("get", "node", "vm-001", "-o", "yaml"),
+      /podCIDRs:\n\s*- 10\.244\.1\.0\/24/,
+    );
 
-      watch = new KubectlWatch(`${dir}/kubeconfig`, ["get", "nodes", "-w", "-o", "name"]);
-      await watch.readUntil(/node\/vm-001/);
-      await pollUntil(() => api.nodes.watcherCount() > 0, { message: "kubectl watching" });
+    await using watch = new KubectlWatch(kubeconfig, ["get", "nodes", "-w", "-o", "name"]);
+    await watch.readUntil(/node\/vm-001/);
+    await pollUntil(() => api.nodes.watcherCount() > 0, { message: "kubectl watching" });
 
-      await ok("annotate", "node", "vm-001", "cidr.example.com/net3=10.55.1.0/24", "--overwrite");
-      const ann = () => api.nodes.get("vm-001")!.metadata.annotations as Record<string, string>;
-      assert.equal(ann()["cidr.example.com/net3"], "10.55.1.0/24");
-      await ok("annotate", "node", "vm-001", "cidr.example.com/net3-");
-      assert.equal(ann()["cidr.example.com/net3"], undefined);
-      await ok("label", "node", "vm-001", "zone=a");
-      assert.equal(api.nodes.get("vm-001")!.metadata.labels?.zone, "a");
+    await ok("annotate", "node", "vm-001", "cidr.example.com/net3=10.55.1.0/24", "--overwrite");
+    const ann = () => api.nodes.get("vm-001")!.metadata.annotations as Record<string, string>;
+    assert.equal(ann()["cidr.example.com/net3"], "10.55.1.0/24");
+    await ok("annotate", "node", "vm-001", "cidr.example.com/net3-");
+    assert.equal(ann()["cidr.example.com/net3"], undefined);
+    await ok("label", "node", "vm-001", "zone=a");
+    assert.equal(api.nodes.get("vm-001")!.metadata.labels?.zone, "a");
 
-      // The watch saw the changes as lines of their own.
-      await watch.readUntil(/(node\/vm-001\n){4}/);
-      await watch.stop();
+    // The watch saw the changes as lines of their own.
+    await watch.readUntil(/(node\/vm-001\n){4}/);
+    await watch.stop();
 
-      await Deno.writeTextFile(
-        `${dir}/node.yaml`,
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: vm-002\n",
-      );
-      await ok("create", "-f", `${dir}/node.yaml`);
-      assert.ok(api.nodes.get("vm-002"));
-      const dup = await kubectl("create", "-f", `${dir}/node.yaml`);
-      assert.notEqual(dup.code, 0);
-      assert.match(dup.err, /AlreadyExists|already exists/);
+    await Deno.writeTextFile(
+      `${dir}/node.yaml`,
+      "apiVersion: v1\nkind: Node\nmetadata:\n  name: vm-002\n",
+    );
+    await ok("create", "-f", `${dir}/node.yaml`);
+    assert.ok(api.nodes.get("vm-002"));
+    const dup = await kubectl("create", "-f", `${dir}/node.yaml`);
+    assert.notEqual(dup.code, 0);
+    assert.match(dup.err, /AlreadyExists|already exists/);
 
-      await Deno.writeTextFile(
-        `${dir}/stale.yaml`,
-        'apiVersion: v1\nkind: Node\nmetadata:\n  name: vm-002\n  resourceVersion: "1"\n',
-      );
-      const stale = await kubectl("replace", "-f", `${dir}/stale.yaml`);
-      assert.notEqual(stale.code, 0);
-      assert.match(stale.err, /Conflict|modified/);
+    await Deno.writeTextFile(
+      `${dir}/stale.yaml`,
+      'apiVersion: v1\nkind: Node\nmetadata:\n  name: vm-002\n  resourceVersion: "1"\n',
+    );
+    const stale = await kubectl("replace", "-f", `${dir}/stale.yaml`);
+    assert.notEqual(stale.code, 0);
+    assert.match(stale.err, /Conflict|modified/);
 
-      await ok("delete", "node", "vm-002");
-      assert.equal(api.nodes.get("vm-002"), undefined);
-      const missing = await kubectl("delete", "node", "vm-002");
-      assert.match(missing.err, /NotFound|not found/);
-    } finally {
-      await watch?.stop();
-      await api.close();
-      await Deno.remove(dir, { recursive: true });
-    }
+    await ok("delete", "node", "vm-002");
+    assert.equal(api.nodes.get("vm-002"), undefined);
+    const missing = await kubectl("delete", "node", "vm-002");
+    assert.match(missing.err, /NotFound|not found/);
   },
 });
 
@@ -136,23 +151,17 @@ Deno.test({
   name: "kubectl: get nodes -w prints a row per change from the server's Table watch",
   ignore: noKubectl,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "xcluster-kubectl-" });
-    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+    await using server = await kubectlServer();
+    const { api, kubeconfig } = server;
     api.nodes.create(makeNode({ name: "vm-001" }));
-    const watch = new KubectlWatch(`${dir}/kubeconfig`, ["get", "nodes", "-w"]);
-    try {
-      await watch.readUntil(/^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION\s*\nvm-001\s+Ready\s+<none>/);
-      await pollUntil(() => api.nodes.watcherCount() > 0, { message: "kubectl watching" });
-      api.nodes.patch("vm-001", "merge", {
-        metadata: { labels: { "node-role.kubernetes.io/worker": "" } },
-      });
-      await watch.readUntil(/\nvm-001\s+Ready\s+worker\s/);
-      api.nodes.patch("vm-001", "merge", { spec: { unschedulable: true } });
-      await watch.readUntil(/\nvm-001\s+Ready,SchedulingDisabled\s+worker\s/);
-    } finally {
-      await watch.stop();
-      await api.close();
-      await Deno.remove(dir, { recursive: true });
-    }
+    await using watch = new KubectlWatch(kubeconfig, ["get", "nodes", "-w"]);
+    await watch.readUntil(/^NAME\s+STATUS\s+ROLES\s+AGE\s+VERSION\s*\nvm-001\s+Ready\s+<none>/);
+    await pollUntil(() => api.nodes.watcherCount() > 0, { message: "kubectl watching" });
+    api.nodes.patch("vm-001", "merge", {
+      metadata: { labels: { "node-role.kubernetes.io/worker": "" } },
+    });
+    await watch.readUntil(/\nvm-001\s+Ready\s+worker\s/);
+    api.nodes.patch("vm-001", "merge", { spec: { unschedulable: true } });
+    await watch.readUntil(/\nvm-001\s+Ready,SchedulingDisabled\s+worker\s/);
   },
 });

@@ -12,7 +12,7 @@ import { type NetworkSource, parseNode } from "../src/routing/node_parse.ts";
 import { type CheckedNode, checkNode, plan, type PlanRules } from "../src/routing/plan.ts";
 import { Reconciler } from "../src/routing/reconciler.ts";
 import type { KernelRoute, LocalAddress, RouteTable } from "../src/routing/types.ts";
-import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
+import { lanHost, type Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
 import { capturedLog, routes } from "./helpers/router.ts";
 
 const SOURCE: NetworkSource = { cidrAnnotation: "", addressAnnotation: "" };
@@ -108,17 +108,6 @@ function reconcilerIn(
   });
 }
 
-/** Runs `fn` in a fresh host namespace with LAN lan0 (this host 192.168.9.1, fd00:9::1). */
-async function inHost(fn: (ns: Netns) => Promise<void>): Promise<void> {
-  const ns = await Netns.create("xhs");
-  try {
-    await ns.lan("lan0", ["192.168.9.1/24", "fd00:9::1/64"]);
-    await fn(ns);
-  } finally {
-    await ns.delete();
-  }
-}
-
 /** Our node and one other, whose route the first reconcile must install in any case. */
 const PAIR = [SELF, node("b", ["10.1.1.0/24"], ["192.168.9.2"])];
 
@@ -133,96 +122,96 @@ async function firstReconcileRoutesAll(reconciler: Reconciler, ns: Netns): Promi
 Deno.test({
   name: "head start: routes reach the kernel before the first reconcile, which settles the rest",
   ignore: !!notRoot,
-  fn: () =>
-    inHost(async (ns) => {
-      await ns.ip("route", "add", "10.1.6.0/24", "via", "192.168.9.66", "proto", "static");
-      const nodes = [
-        SELF,
-        node("b", ["10.1.1.0/24", "fd01:0:0:1::/64"], ["192.168.9.2", "fd00:9::2"]),
-        // Listed before y but younger: its route goes first, then y's replaces it.
-        node("x", ["10.1.7.0/24"], ["192.168.9.7"], "2026-01-03"),
-        node("y", ["10.1.7.0/24"], ["192.168.9.8"], "2026-01-01"),
-        node("z", ["10.1.6.0/24"], ["192.168.9.9"]),
-      ];
-      const self = Promise.withResolvers<NodeInfo | undefined>();
-      const reconciler = reconcilerIn(ns, nodes);
-      const preloaded = reconciler.preload(self.promise);
-      // Nodes arriving before our own node wait for it; the rest go as they come.
-      reconciler.prepare(nodes[1]);
-      self.resolve(SELF);
-      await preloaded;
-      for (const n of nodes.slice(2)) reconciler.prepare(n);
-      await pollUntil(async () => (await routes(ns, 202)).length === 3, {
-        timeoutMs: 5000,
-        message: "head start routes",
-      });
-      assert.deepEqual(await routes(ns, 202), [
-        "10.1.1.0/24 via 192.168.9.2",
-        "10.1.7.0/24 via 192.168.9.7",
-        "fd01:0:0:1::/64 via fd00:9::2",
-      ]);
+  async fn() {
+    await using ns = await lanHost("xhs");
+    await ns.ip("route", "add", "10.1.6.0/24", "via", "192.168.9.66", "proto", "static");
+    const nodes = [
+      SELF,
+      node("b", ["10.1.1.0/24", "fd01:0:0:1::/64"], ["192.168.9.2", "fd00:9::2"]),
+      // Listed before y but younger: its route goes first, then y's replaces it.
+      node("x", ["10.1.7.0/24"], ["192.168.9.7"], "2026-01-03"),
+      node("y", ["10.1.7.0/24"], ["192.168.9.8"], "2026-01-01"),
+      node("z", ["10.1.6.0/24"], ["192.168.9.9"]),
+    ];
+    const self = Promise.withResolvers<NodeInfo | undefined>();
+    const reconciler = reconcilerIn(ns, nodes);
+    const preloaded = reconciler.preload(self.promise);
+    // Nodes arriving before our own node wait for it; the rest go as they come.
+    reconciler.prepare(nodes[1]);
+    self.resolve(SELF);
+    await preloaded;
+    for (const n of nodes.slice(2)) reconciler.prepare(n);
+    await pollUntil(async () => (await routes(ns, 202)).length === 3, {
+      timeoutMs: 5000,
+      message: "head start routes",
+    });
+    assert.deepEqual(await routes(ns, 202), [
+      "10.1.1.0/24 via 192.168.9.2",
+      "10.1.7.0/24 via 192.168.9.7",
+      "fd01:0:0:1::/64 via fd00:9::2",
+    ]);
 
-      reconciler.trigger("start");
-      await reconciler.idle();
-      const want = [
-        "10.1.1.0/24 via 192.168.9.2",
-        "10.1.7.0/24 via 192.168.9.8",
-        "fd01:0:0:1::/64 via fd00:9::2",
-      ];
-      assert.deepEqual(await routes(ns, 202), want, "the older claimant wins in the end");
-      const last = reconciler.last!;
-      assert.equal(last.applied, 4, "3 early, 1 moved");
-      assert.equal(last.installed, 3);
-      assert.ok(last.problems.some((p) => p.kind === "conflict" && p.node === "x"));
-      assert.ok(last.problems.some((p) => p.kind === "foreign-route" && p.node === "z"));
-      assert.deepEqual(await routes(ns, "static"), ["10.1.6.0/24 via 192.168.9.66"]);
-      await reconciler.stop();
+    reconciler.trigger("start");
+    await reconciler.idle();
+    const want = [
+      "10.1.1.0/24 via 192.168.9.2",
+      "10.1.7.0/24 via 192.168.9.8",
+      "fd01:0:0:1::/64 via fd00:9::2",
+    ];
+    assert.deepEqual(await routes(ns, 202), want, "the older claimant wins in the end");
+    const last = reconciler.last!;
+    assert.equal(last.applied, 4, "3 early, 1 moved");
+    assert.equal(last.installed, 3);
+    assert.ok(last.problems.some((p) => p.kind === "conflict" && p.node === "x"));
+    assert.ok(last.problems.some((p) => p.kind === "foreign-route" && p.node === "z"));
+    assert.deepEqual(await routes(ns, "static"), ["10.1.6.0/24 via 192.168.9.66"]);
+    await reconciler.stop();
 
-      // A restart with everything in place sends nothing.
-      const again = reconcilerIn(ns, nodes);
-      await again.preload(Promise.resolve(SELF));
-      for (const n of nodes) again.prepare(n);
-      again.trigger("start");
-      await again.idle();
-      assert.equal(again.last!.applied, 0);
-      assert.deepEqual(await routes(ns, 202), want);
-      await again.stop();
-    }),
+    // A restart with everything in place sends nothing.
+    const again = reconcilerIn(ns, nodes);
+    await again.preload(Promise.resolve(SELF));
+    for (const n of nodes) again.prepare(n);
+    again.trigger("start");
+    await again.idle();
+    assert.equal(again.last!.applied, 0);
+    assert.deepEqual(await routes(ns, 202), want);
+    await again.stop();
+  },
 });
 
 Deno.test({
   name: "head start: without our own node the first reconcile routes everything, and preload ends",
   ignore: !!notRoot,
-  fn: () =>
-    inHost(async (ns) => {
-      const reconciler = reconcilerIn(ns, PAIR);
-      // Our node is in no list and its GET failed: the promise never settles.
-      const preloaded = reconciler.preload(new Promise<NodeInfo | undefined>(() => {}));
-      for (const n of PAIR) reconciler.prepare(n);
-      // Time for the reads at start (a few ms), so that preload is waiting for our node.
-      await new Promise((r) => setTimeout(r, 500));
-      const done = firstReconcileRoutesAll(reconciler, ns);
-      await preloaded;
-      await done;
-    }),
+  async fn() {
+    await using ns = await lanHost("xhs");
+    const reconciler = reconcilerIn(ns, PAIR);
+    // Our node is in no list and its GET failed: the promise never settles.
+    const preloaded = reconciler.preload(new Promise<NodeInfo | undefined>(() => {}));
+    for (const n of PAIR) reconciler.prepare(n);
+    // Time for the reads at start (a few ms), so that preload is waiting for our node.
+    await new Promise((r) => setTimeout(r, 500));
+    const done = firstReconcileRoutesAll(reconciler, ns);
+    await preloaded;
+    await done;
+  },
 });
 
 Deno.test({
   name: "head start: an ip that cannot start stops it, and the first reconcile routes everything",
   ignore: !!notRoot,
-  fn: () =>
-    inHost(async (ns) => {
-      const table = createIprouteTable({ netns: ns.name });
-      // Reads work; the head start's batch runs a program that is not there.
-      const missing = createIprouteTable({ netns: ns.name, ipPath: "/nonexistent/ip" });
-      const log = capturedLog();
-      const reconciler = reconcilerIn(ns, PAIR, {
-        table: { ...table, openBatch: (p) => missing.openBatch(p) },
-        log: log.log,
-      });
-      await reconciler.preload(Promise.resolve(SELF));
-      for (const n of PAIR) reconciler.prepare(n);
-      assert.ok(log.records().some((r) => r.msg === "head start stopped: the batch did not start"));
-      await firstReconcileRoutesAll(reconciler, ns);
-    }),
+  async fn() {
+    await using ns = await lanHost("xhs");
+    const table = createIprouteTable({ netns: ns.name });
+    // Reads work; the head start's batch runs a program that is not there.
+    const missing = createIprouteTable({ netns: ns.name, ipPath: "/nonexistent/ip" });
+    const log = capturedLog();
+    const reconciler = reconcilerIn(ns, PAIR, {
+      table: { ...table, openBatch: (p) => missing.openBatch(p) },
+      log: log.log,
+    });
+    await reconciler.preload(Promise.resolve(SELF));
+    for (const n of PAIR) reconciler.prepare(n);
+    assert.ok(log.records().some((r) => r.msg === "head start stopped: the batch did not start"));
+    await firstReconcileRoutesAll(reconciler, ns);
+  },
 });

@@ -3,14 +3,21 @@ import assert from "node:assert/strict";
 import { createIprouteTable, parseBatchErrors } from "../src/routing/iproute.ts";
 import { classifyMonitorLine, type KernelEvent, watchRoutes } from "../src/routing/monitor.ts";
 import type { RouteOp } from "../src/routing/types.ts";
-import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
+import { lanHost, pollUntil, requireRoot } from "./helpers/netns.ts";
 
 const notRoot = requireRoot();
 
-async function host(): Promise<Netns> {
-  const ns = await Netns.create("xip");
-  await ns.lan("lan0", ["192.168.9.1/24", "fd00:9::1/64"]);
-  return ns;
+/** `count` replaces of distinct routes (10.x.y.0/24 or fd10:x::/64) via one next hop. */
+function replaces(count: number, family: 4 | 6, via: string): RouteOp[] {
+  return Array.from({ length: count }, (_, i) => ({
+    op: "replace",
+    route: {
+      family,
+      dst: family === 4 ? `10.${i >> 8}.${i & 255}.0/24` : `fd10:${i.toString(16)}::/64`,
+      via,
+      node: "x",
+    },
+  }));
 }
 
 Deno.test("batch errors map back to their lines", () => {
@@ -43,33 +50,29 @@ Deno.test({
   name: "iproute: list both families with protocols, host and default routes",
   ignore: !!notRoot,
   async fn() {
-    const ns = await host();
-    try {
-      await ns.ip("route", "add", "10.1.0.0/24", "via", "192.168.9.2", "proto", "202");
-      await ns.ip("route", "add", "10.3.3.3", "via", "192.168.9.3", "proto", "static");
-      await ns.ip("route", "add", "default", "via", "192.168.9.254");
-      await ns.ip("-6", "route", "add", "fd01::/64", "via", "fd00:9::2", "proto", "202");
-      await ns.ip("-6", "route", "add", "fd01::7", "via", "fd00:9::7", "proto", "200");
-      const routes = await createIprouteTable({ netns: ns.name }).list();
-      const text = routes.map((r) => `${r.family} ${r.dst} ${r.via ?? "-"} ${r.protocol}`);
-      for (
-        const want of [
-          "4 10.1.0.0/24 192.168.9.2 202",
-          "4 10.3.3.3/32 192.168.9.3 4",
-          "4 0.0.0.0/0 192.168.9.254 3",
-          "4 192.168.9.0/24 - 2",
-          "6 fd01::/64 fd00:9::2 202",
-          "6 fd01::7/128 fd00:9::7 200",
-        ]
-      ) assert.ok(text.includes(want), `${want} missing in ${JSON.stringify(text)}`);
-      const local = await createIprouteTable({ netns: ns.name }).localAddresses();
-      assert.ok(
-        local.some((a) => a.address === "fd00:9::1" && a.prefix === 64 && a.dev === "lan0"),
-      );
-      assert.ok(local.some((a) => a.address === "192.168.9.1" && a.prefix === 24));
-    } finally {
-      await ns.delete();
-    }
+    await using ns = await lanHost("xip");
+    await ns.ip("route", "add", "10.1.0.0/24", "via", "192.168.9.2", "proto", "202");
+    await ns.ip("route", "add", "10.3.3.3", "via", "192.168.9.3", "proto", "static");
+    await ns.ip("route", "add", "default", "via", "192.168.9.254");
+    await ns.ip("-6", "route", "add", "fd01::/64", "via", "fd00:9::2", "proto", "202");
+    await ns.ip("-6", "route", "add", "fd01::7", "via", "fd00:9::7", "proto", "200");
+    const routes = await createIprouteTable({ netns: ns.name }).list();
+    const text = routes.map((r) => `${r.family} ${r.dst} ${r.via ?? "-"} ${r.protocol}`);
+    for (
+      const want of [
+        "4 10.1.0.0/24 192.168.9.2 202",
+        "4 10.3.3.3/32 192.168.9.3 4",
+        "4 0.0.0.0/0 192.168.9.254 3",
+        "4 192.168.9.0/24 - 2",
+        "6 fd01::/64 fd00:9::2 202",
+        "6 fd01::7/128 fd00:9::7 200",
+      ]
+    ) assert.ok(text.includes(want), `${want} missing in ${JSON.stringify(text)}`);
+    const local = await createIprouteTable({ netns: ns.name }).localAddresses();
+    assert.ok(
+      local.some((a) => a.address === "fd00:9::1" && a.prefix === 64 && a.dev === "lan0"),
+    );
+    assert.ok(local.some((a) => a.address === "192.168.9.1" && a.prefix === 24));
   },
 });
 
@@ -77,47 +80,43 @@ Deno.test({
   name: "iproute: one batch applies, failing lines map to their ops, others' routes survive",
   ignore: !!notRoot,
   async fn() {
-    const ns = await host();
-    try {
-      await ns.ip("route", "add", "10.2.0.0/24", "via", "192.168.9.2", "proto", "static");
-      await ns.ip("route", "add", "10.4.0.0/24", "via", "192.168.9.4", "proto", "202");
-      const table = createIprouteTable({ netns: ns.name });
-      const ops: RouteOp[] = [
-        { op: "replace", route: { family: 4, dst: "10.5.0.0/24", via: "192.168.9.5", node: "n5" } },
-        {
-          op: "replace",
-          route: { family: 4, dst: "10.6.0.0/24", via: "192.168.99.5", node: "n6" },
-        },
-        { op: "replace", route: { family: 6, dst: "fd05::/64", via: "fd00:9::5", node: "n5" } },
-        // Same destination as a static route: the kernel must refuse deleting it as ours.
-        {
-          op: "delete",
-          route: { family: 4, dst: "10.2.0.0/24", via: "192.168.9.2", protocol: 202 },
-        },
-        {
-          op: "delete",
-          route: { family: 4, dst: "10.4.0.0/24", via: "192.168.9.4", protocol: 202 },
-        },
-      ];
-      const failures = await table.apply(ops, 202);
-      assert.deepEqual(failures.map((f) => f.op), [ops[1], ops[3]]);
-      assert.match(failures[0].error, /gateway|unreachable/i);
-      const after = (await table.list()).map((r) => `${r.dst} ${r.protocol}`);
-      assert.ok(after.includes("10.5.0.0/24 202"));
-      assert.ok(after.includes("fd05::/64 202"));
-      assert.ok(after.includes("10.2.0.0/24 4"), "static route kept");
-      assert.ok(!after.some((r) => r.startsWith("10.4.0.0/24")), "our stale route deleted");
-      await assert.rejects(
-        () =>
-          table.apply(
-            [{ op: "delete", route: { family: 4, dst: "10.2.0.0/24", protocol: 4 } }],
-            202,
-          ),
-        /not ours/,
-      );
-    } finally {
-      await ns.delete();
-    }
+    await using ns = await lanHost("xip");
+    await ns.ip("route", "add", "10.2.0.0/24", "via", "192.168.9.2", "proto", "static");
+    await ns.ip("route", "add", "10.4.0.0/24", "via", "192.168.9.4", "proto", "202");
+    const table = createIprouteTable({ netns: ns.name });
+    const ops: RouteOp[] = [
+      { op: "replace", route: { family: 4, dst: "10.5.0.0/24", via: "192.168.9.5", node: "n5" } },
+      {
+        op: "replace",
+        route: { family: 4, dst: "10.6.0.0/24", via: "192.168.99.5", node: "n6" },
+      },
+      { op: "replace", route: { family: 6, dst: "fd05::/64", via: "fd00:9::5", node: "n5" } },
+      // Same destination as a static route: the kernel must refuse deleting it as ours.
+      {
+        op: "delete",
+        route: { family: 4, dst: "10.2.0.0/24", via: "192.168.9.2", protocol: 202 },
+      },
+      {
+        op: "delete",
+        route: { family: 4, dst: "10.4.0.0/24", via: "192.168.9.4", protocol: 202 },
+      },
+    ];
+    const failures = await table.apply(ops, 202);
+    assert.deepEqual(failures.map((f) => f.op), [ops[1], ops[3]]);
+    assert.match(failures[0].error, /gateway|unreachable/i);
+    const after = (await table.list()).map((r) => `${r.dst} ${r.protocol}`);
+    assert.ok(after.includes("10.5.0.0/24 202"));
+    assert.ok(after.includes("fd05::/64 202"));
+    assert.ok(after.includes("10.2.0.0/24 4"), "static route kept");
+    assert.ok(!after.some((r) => r.startsWith("10.4.0.0/24")), "our stale route deleted");
+    await assert.rejects(
+      () =>
+        table.apply(
+          [{ op: "delete", route: { family: 4, dst: "10.2.0.0/24", protocol: 4 } }],
+          202,
+        ),
+      /not ours/,
+    );
   },
 });
 
@@ -125,25 +124,15 @@ Deno.test({
   name: "iproute: a batch of 5,000 refused lines returns every failure (stderr is drained)",
   ignore: !!notRoot,
   async fn() {
-    const ns = await host();
-    try {
-      const table = createIprouteTable({ netns: ns.name });
-      // Next hops off every link: each line fails, and ip's report of them (about 400 KB)
-      // overflows the stderr pipe long before the batch has been read.
-      const ops: RouteOp[] = [];
-      for (let i = 0; i < 5000; i++) {
-        ops.push({
-          op: "replace",
-          route: { family: 4, dst: `10.${i >> 8}.${i & 255}.0/24`, via: "192.168.99.2", node: "x" },
-        });
-      }
-      const failures = await table.apply(ops, 202);
-      assert.equal(failures.length, ops.length);
-      assert.equal(failures[4999].op, ops[4999]);
-      assert.match(failures[4999].error, /gateway|unreachable/i);
-    } finally {
-      await ns.delete();
-    }
+    await using ns = await lanHost("xip");
+    const table = createIprouteTable({ netns: ns.name });
+    // Next hops off every link: each line fails, and ip's report of them (about 400 KB)
+    // overflows the stderr pipe long before the batch has been read.
+    const ops = replaces(5000, 4, "192.168.99.2");
+    const failures = await table.apply(ops, 202);
+    assert.equal(failures.length, ops.length);
+    assert.equal(failures[4999].op, ops[4999]);
+    assert.match(failures[4999].error, /gateway|unreachable/i);
   },
 });
 
@@ -151,26 +140,12 @@ Deno.test({
   name: "iproute: 2,000 routes in one batch",
   ignore: !!notRoot,
   async fn() {
-    const ns = await host();
-    try {
-      const table = createIprouteTable({ netns: ns.name });
-      const ops: RouteOp[] = [];
-      for (let i = 0; i < 1000; i++) {
-        ops.push({
-          op: "replace",
-          route: { family: 4, dst: `10.${i >> 8}.${i & 255}.0/24`, via: "192.168.9.2", node: "x" },
-        });
-        ops.push({
-          op: "replace",
-          route: { family: 6, dst: `fd10:${i.toString(16)}::/64`, via: "fd00:9::2", node: "x" },
-        });
-      }
-      assert.deepEqual(await table.apply(ops, 202), []);
-      const ours = (await table.list()).filter((r) => r.protocol === 202);
-      assert.equal(ours.length, 2000);
-    } finally {
-      await ns.delete();
-    }
+    await using ns = await lanHost("xip");
+    const table = createIprouteTable({ netns: ns.name });
+    const ops = [...replaces(1000, 4, "192.168.9.2"), ...replaces(1000, 6, "fd00:9::2")];
+    assert.deepEqual(await table.apply(ops, 202), []);
+    const ours = (await table.list()).filter((r) => r.protocol === 202);
+    assert.equal(ours.length, 2000);
   },
 });
 
@@ -178,7 +153,7 @@ Deno.test({
   name: "monitor: reports our deleted routes and link changes, not others' routes",
   ignore: !!notRoot,
   async fn() {
-    const ns = await host();
+    await using ns = await lanHost("xip");
     const seen: KernelEvent[] = [];
     const m = watchRoutes({ netns: ns.name, protocol: 202, onEvent: (e) => seen.push(e) });
     try {
@@ -209,7 +184,6 @@ Deno.test({
       await ns.ip("link", "set", "lan0", "up");
     } finally {
       await m.close();
-      await ns.delete();
     }
   },
 });

@@ -80,6 +80,21 @@ export class Netns implements AsyncDisposable {
   }
 }
 
+/**
+ * A namespace with one LAN, lan0, where this host is 192.168.9.1/24 and fd00:9::1/64 (the
+ * routes of the kernel tests lead to other addresses on it). For `await using`.
+ */
+export async function lanHost(prefix: string): Promise<Netns> {
+  const ns = await Netns.create(prefix);
+  try {
+    await ns.lan("lan0", ["192.168.9.1/24", "fd00:9::1/64"]);
+  } catch (e) {
+    await ns.delete();
+    throw e;
+  }
+  return ns;
+}
+
 /** Polls until `cond` holds, or throws the message after the deadline. */
 export async function pollUntil(
   cond: () => boolean | Promise<boolean>,
