@@ -213,13 +213,25 @@ export interface CheckedNode {
   readonly cidrField: string;
   readonly claims: readonly Claim[];
   readonly addresses: readonly string[];
-  /** Next hop per family (4, 6). */
-  readonly hops: ReadonlyMap<number, string>;
+  /** Next hop for IPv4 CIDRs, if the node has a usable IPv4 address. */
+  readonly hop4: string | undefined;
+  /** Next hop for IPv6 CIDRs. */
+  readonly hop6: string | undefined;
   readonly addressField: string;
   readonly problems: readonly Problem[];
 }
 
-/** Applies the per-node rules to one parsed node. */
+/** The node's next hop for CIDRs of `family`, if it has a usable address of that family. */
+export function nextHop(node: CheckedNode, family: number): string | undefined {
+  return family === 4 ? node.hop4 : node.hop6;
+}
+
+/**
+ * Applies the per-node rules to one parsed node.
+ *
+ * The result is kept for every node while it is unchanged (5,000 of them), so its arrays
+ * are allocated at their final size: one grown by push keeps room for 17 elements.
+ */
 export function checkNode(
   node: ParsedNode,
   rules: PlanRules,
@@ -228,10 +240,33 @@ export function checkNode(
   const host = hostView(local);
   const problems: Problem[] = [...node.problems];
   const self = node.name === rules.selfName;
-  const claims: Claim[] = [];
-  const hops = new Map<number, string>();
+  const claims = new Array<Claim>(node.cidrs.length);
+  let claimCount = 0;
   // Each address is formatted once: canonical text from a bigint is the costly part.
   const addresses = node.addresses.map(formatIp);
+  let hop4: string | undefined, hop6: string | undefined;
+  // Reported after the CIDRs' problems.
+  const hopProblems: Problem[] = [];
+  if (!self) {
+    // Every address is checked, also after the first usable one: a refused one is reported
+    // wherever it stands in the list.
+    node.addresses.forEach((ip, i) => {
+      const why = refuseHop(ip, addresses[i], host);
+      if (why) {
+        hopProblems.push({
+          node: node.name,
+          kind: "refused",
+          field: node.addressField,
+          value: addresses[i],
+          reason: `not a usable next hop: ${why}`,
+        });
+      } else if (ip.family === 4) {
+        hop4 ??= addresses[i];
+      } else {
+        hop6 ??= addresses[i];
+      }
+    });
+  }
   const checked: CheckedNode = {
     name: node.name,
     creationTimestamp: node.creationTimestamp,
@@ -239,7 +274,8 @@ export function checkNode(
     cidrField: node.cidrField,
     claims,
     addresses,
-    hops,
+    hop4,
+    hop6,
     addressField: node.addressField,
     problems,
   };
@@ -267,26 +303,10 @@ export function checkNode(
       });
       continue;
     }
-    claims.push({ node: checked, cidr, text, start: range.start, end: range.end });
+    claims[claimCount++] = { node: checked, cidr, text, start: range.start, end: range.end };
   }
-  if (!self) {
-    // Every address is checked, also after the first usable one: a refused one is reported
-    // wherever it stands in the list.
-    node.addresses.forEach((ip, i) => {
-      const why = refuseHop(ip, addresses[i], host);
-      if (why) {
-        problems.push({
-          node: node.name,
-          kind: "refused",
-          field: node.addressField,
-          value: addresses[i],
-          reason: `not a usable next hop: ${why}`,
-        });
-      } else if (!hops.has(ip.family)) {
-        hops.set(ip.family, addresses[i]);
-      }
-    });
-  }
+  claims.length = claimCount;
+  for (const p of hopProblems) problems.push(p);
   return checked;
 }
 
@@ -490,11 +510,13 @@ function planNode(
   // Most nodes have no problem: their empty list is shared, not copied.
   const problems = extra.length === 0 ? node.problems : [...node.problems, ...extra];
   const cidrs = extra.length === 0 ? node.claims : node.claims.filter((c) => !losers.has(c));
-  const nodeRoutes: Route[] = [];
+  // Sized up front, as in checkNode: every node's plan is kept in the memo.
+  const nodeRoutes = new Array<Route>(node.self ? 0 : cidrs.length);
+  let routeCount = 0;
   const missing: Problem[] = [];
   if (!node.self) {
     for (const c of cidrs) {
-      const via = node.hops.get(c.cidr.family);
+      const via = nextHop(node, c.cidr.family);
       if (via === undefined) {
         missing.push({
           node: node.name,
@@ -505,8 +527,9 @@ function planNode(
         });
         continue;
       }
-      nodeRoutes.push({ family: c.cidr.family, dst: c.text, via, node: node.name });
+      nodeRoutes[routeCount++] = { family: c.cidr.family, dst: c.text, via, node: node.name };
     }
+    nodeRoutes.length = routeCount;
   }
   return {
     name: node.name,
