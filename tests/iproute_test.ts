@@ -56,7 +56,30 @@ Deno.test({
     await ns.ip("route", "add", "default", "via", "192.168.9.254");
     await ns.ip("-6", "route", "add", "fd01::/64", "via", "fd00:9::2", "proto", "202");
     await ns.ip("-6", "route", "add", "fd01::7", "via", "fd00:9::7", "proto", "200");
+    // Forms whose JSON differs: next hops in a list, a route type, a metric.
+    await ns.ip(
+      ..."route add 10.7.0.0/24 proto 202 nexthop via 192.168.9.7 nexthop via 192.168.9.8"
+        .split(" "),
+    );
+    await ns.ip("route", "add", "blackhole", "10.8.0.0/24", "proto", "202");
+    await ns.ip("-6", "route", "add", "fd02::/64", "via", "fd00:9::2", "metric", "50");
     const routes = await createIprouteTable({ netns: ns.name }).list();
+    const find = (dst: string) => routes.find((r) => r.dst === dst);
+    assert.deepEqual(
+      { ...find("10.7.0.0/24") },
+      {
+        family: 4,
+        dst: "10.7.0.0/24",
+        via: "192.168.9.7",
+        dev: "lan0",
+        protocol: 202,
+        type: undefined,
+        metric: undefined,
+      },
+    );
+    assert.equal(find("10.8.0.0/24")?.type, "6", "blackhole, numeric under ip -N");
+    assert.equal(find("10.8.0.0/24")?.via, undefined);
+    assert.equal(find("fd02::/64")?.metric, 50);
     const text = routes.map((r) => `${r.family} ${r.dst} ${r.via ?? "-"} ${r.protocol}`);
     for (
       const want of [

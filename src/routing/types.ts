@@ -26,7 +26,7 @@ export interface KernelRoute {
   readonly dev?: string;
   /** Route protocol number (kernel 2, boot 3, static 4, ...). */
   readonly protocol: number;
-  /** Route type when not unicast (blackhole, unreachable, local, ...). */
+  /** Route type when not unicast, as `ip -N` prints it: its number (6 blackhole, 7 unreachable). */
   readonly type?: string;
   readonly metric?: number;
 }
