@@ -37,6 +37,18 @@ Deno.test("adds, changes next hop, deletes only our stale routes", () => {
   ]);
 });
 
+Deno.test("a route of ours of another type or with more next hops is replaced", () => {
+  const want = [r("10.0.1.0/24", "192.168.1.2"), r("10.0.2.0/24", "192.168.1.3")];
+  const d = diff(want, [
+    { ...k("10.0.1.0/24", "192.168.1.2", 202), multipath: true },
+    { ...k("10.0.2.0/24", undefined, 202), type: "6" },
+  ], 202);
+  assert.deepEqual(d.ops.map((o) => `${o.op} ${o.route.dst} ${o.route.via}`), [
+    "replace 10.0.1.0/24 192.168.1.2",
+    "replace 10.0.2.0/24 192.168.1.3",
+  ]);
+});
+
 Deno.test("a foreign route to the same destination is a conflict, never overwritten", () => {
   const d = diff([r("10.0.1.0/24", "192.168.1.2")], [k("10.0.1.0/24", "192.168.1.77", 4)], 202);
   assert.deepEqual(d.ops, []);

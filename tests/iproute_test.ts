@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { createIprouteTable, parseBatchErrors } from "../src/routing/iproute.ts";
 import { classifyMonitorLine, type KernelEvent, watchRoutes } from "../src/routing/monitor.ts";
-import type { RouteOp } from "../src/routing/types.ts";
+import { diff, indexKernel } from "../src/routing/diff.ts";
+import type { Route, RouteOp } from "../src/routing/types.ts";
 import { lanHost, pollUntil, requireRoot } from "./helpers/netns.ts";
 
 const notRoot = requireRoot();
@@ -75,6 +76,7 @@ Deno.test({
         protocol: 202,
         type: undefined,
         metric: undefined,
+        multipath: true,
       },
     );
     assert.equal(find("10.8.0.0/24")?.type, "6", "blackhole, numeric under ip -N");
@@ -96,6 +98,33 @@ Deno.test({
       local.some((a) => a.address === "fd00:9::1" && a.prefix === 64 && a.dev === "lan0"),
     );
     assert.ok(local.some((a) => a.address === "192.168.9.1" && a.prefix === 24));
+  },
+});
+
+Deno.test({
+  name: "iproute: the diff's replace turns a multipath or blackhole route of ours into one hop",
+  ignore: !!notRoot,
+  async fn() {
+    await using ns = await lanHost("xip");
+    await ns.ip(
+      ..."route add 10.7.0.0/24 proto 202 nexthop via 192.168.9.7 nexthop via 192.168.9.8"
+        .split(" "),
+    );
+    await ns.ip("route", "add", "blackhole", "10.8.0.0/24", "proto", "202");
+    const table = createIprouteTable({ netns: ns.name });
+    const want: Route[] = [
+      { family: 4, dst: "10.7.0.0/24", via: "192.168.9.7", node: "n7" },
+      { family: 4, dst: "10.8.0.0/24", via: "192.168.9.8", node: "n8" },
+    ];
+    const { ops } = diff(want, indexKernel(await table.list(), 202));
+    assert.equal(ops.length, 2);
+    assert.deepEqual(await table.apply(ops, 202), []);
+    const after = (await table.list()).filter((r) => r.protocol === 202);
+    assert.deepEqual(diff(want, indexKernel(after, 202)).ops, [], JSON.stringify(after));
+    assert.deepEqual(after.map((r) => `${r.dst} ${r.via} ${r.multipath} ${r.type}`).sort(), [
+      "10.7.0.0/24 192.168.9.7 undefined undefined",
+      "10.8.0.0/24 192.168.9.8 undefined undefined",
+    ]);
   },
 });
 

@@ -52,6 +52,11 @@ export function indexKernel(kernel: readonly KernelRoute[], protocol: number): K
   return { ours, foreign };
 }
 
+/** Whether our kernel route is exactly `route`: one next hop, the same, a plain unicast. */
+function inPlace(mine: KernelRoute, route: Route): boolean {
+  return mine.via === route.via && mine.type === undefined && mine.multipath === undefined;
+}
+
 /**
  * Compares desired routes with the kernel's main table. `desired` holds at most one route
  * per destination, as `plan` (plan.ts) makes it.
@@ -75,7 +80,7 @@ export function diff(desired: readonly Route[], kernel: KernelIndex): Diff {
     if (mine) named++;
     const other = foreign.get(k);
     if (other) conflicts.push({ route, foreign: other });
-    if (mine?.length === 1 && mine[0].via === route.via && mine[0].type === undefined) continue;
+    if (mine?.length === 1 && inPlace(mine[0], route)) continue;
     if (other && !mine) continue;
     if (mine && mine.length > 1) {
       // Duplicates of ours (another metric): keep one clean route.

@@ -171,6 +171,7 @@ export function parseRoutes(
       protocol: Number(r.protocol ?? 3),
       type: r.type && r.type !== "unicast" ? r.type : undefined,
       metric: r.metric,
+      multipath: r.nexthops && r.nexthops.length > 1 ? true : undefined,
     });
   }
   return out;

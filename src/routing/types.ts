@@ -29,6 +29,8 @@ export interface KernelRoute {
   /** Route type when not unicast, as `ip -N` prints it: its number (6 blackhole, 7 unreachable). */
   readonly type?: string;
   readonly metric?: number;
+  /** Set when the route has more than one next hop (`via` is the first). */
+  readonly multipath?: true;
 }
 
 /** One change to the kernel. Deletes only ever name our own protocol. */
