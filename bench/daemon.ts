@@ -75,7 +75,8 @@ export class DaemonProcess {
     v8Flags?: string,
   ): DaemonProcess {
     const spawnedAt = wallMs();
-    const flags = v8Flags ? [`--v8-flags=${v8Flags}`] : [];
+    // gc exposed for statsAfterGc; it changes nothing else in how V8 collects.
+    const flags = [`--v8-flags=${["--expose-gc", v8Flags].filter(Boolean).join(",")}`];
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--quiet", "--no-lock", ...flags, "--config", CONFIG, CHILD],
       env: {
@@ -131,10 +132,19 @@ export class DaemonProcess {
   }
 
   /** The child's counters now. */
-  async stats(): Promise<DaemonStats> {
+  stats(): Promise<DaemonStats> {
+    return this.#ask("stats");
+  }
+
+  /** The child's counters right after a full collection of its heap. */
+  statsAfterGc(): Promise<DaemonStats> {
+    return this.#ask("gc");
+  }
+
+  async #ask(cmd: "stats" | "gc"): Promise<DaemonStats> {
     const p = Promise.withResolvers<DaemonStats>();
     this.#statsQueue.push(p);
-    await this.#writer.write(new TextEncoder().encode("stats\n"));
+    await this.#writer.write(new TextEncoder().encode(`${cmd}\n`));
     return await p.promise;
   }
 

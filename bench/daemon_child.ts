@@ -5,7 +5,8 @@
  *
  * It speaks JSON lines: on stdout `boot` (modules about to load), `start` (startDaemon
  * called), `ready` (first reconcile after the first full list done), and one `stats` per
- * `stats` line on stdin; `stop` on stdin stops it.
+ * `stats` line on stdin (and per `gc` line, after a full collection, when V8's gc is
+ * exposed); `stop` on stdin stops it.
  *
  * @module
  */
@@ -63,6 +64,10 @@ outer: for await (const chunk of lines) {
     const cmd = rest.slice(0, nl).trim();
     rest = rest.slice(nl + 1);
     if (cmd === "stats") say(stats());
+    if (cmd === "gc") {
+      (globalThis as { gc?: () => void }).gc?.();
+      say(stats());
+    }
     if (cmd === "stop") break outer;
   }
 }

@@ -14,7 +14,7 @@ import { baselineBatch, convergence, listTimes } from "./convergence.ts";
 import { changeLatency } from "./latency.ts";
 import { churn } from "./churn.ts";
 import { repair } from "./repair.ts";
-import { memoryAndIdle } from "./memory.ts";
+import { heapPerNode, memoryAndIdle } from "./memory.ts";
 import { cniFigures } from "./cni.ts";
 import { apiServerFigures } from "./apiserver.ts";
 import { cleanupAll, type Figure, judge, type JudgedFigure, RouteMonitor, run } from "./lib.ts";
@@ -195,6 +195,8 @@ async function main(): Promise<number> {
       for (const n of sizes) {
         figures.push(...await routerFigures(n, o, n === sizes[sizes.length - 1]));
       }
+      const perNode = heapPerNode(figures);
+      if (perNode) figures.push(perNode);
     }
     if (o.only.has("cni")) {
       log("kube-node through bridge");

@@ -1,10 +1,11 @@
 /**
  * Figure 5, memory and idle: the daemon's resident memory after converging, and the CPU it
- * uses at rest, beside an idle empty Deno program measured over the same window.
+ * uses at rest, beside an idle empty Deno program measured over the same window; then the
+ * heap it keeps (after a full collection), and from two cluster sizes the heap per node.
  *
  * @module
  */
-import type { BenchCluster } from "./cluster.ts";
+import { type BenchCluster, benchNode } from "./cluster.ts";
 import type { DaemonProcess } from "./daemon.ts";
 import { deferCleanup, type Figure, procSample, round, sleep } from "./lib.ts";
 
@@ -107,8 +108,44 @@ export async function memoryAndIdle(
       });
       from = to;
     }
+    // Last: a full collection leaves only what the daemon keeps, the figure its code
+    // controls (the resident size above is mostly the runtime's and varies run to run).
+    const kept = await daemon.statsAfterGc();
+    figures.push({
+      figure: 5,
+      name: "heap",
+      n: c.n,
+      what: "daemon heap used after a full collection",
+      unit: "MiB",
+      value: kept.memory.heapUsed / (1 << 20),
+      details: { heapTotalMiB: mib(kept.memory.heapTotal), externalMiB: mib(kept.memory.external) },
+    });
     return figures;
   } finally {
     await idle.stop();
   }
+}
+
+/**
+ * The heap each node costs, from the `heap` figures of two cluster sizes of one run: what
+ * the daemon keeps per node (projection, check, plan, routes, kernel view) beside the bytes
+ * of that node's metadata as the list brings it. Undefined with fewer than two sizes.
+ */
+export function heapPerNode(figures: readonly Figure[]): Figure | undefined {
+  const heap = figures.filter((f) => f.name === "heap" && f.n !== undefined)
+    .sort((a, b) => a.n! - b.n!);
+  if (heap.length < 2) return undefined;
+  const lo = heap[0], hi = heap[heap.length - 1];
+  const sample = Array.from({ length: 100 }, (_, i) => benchNode(1 + i * 37).metadata);
+  const wire = sample.reduce((sum, m) => sum + JSON.stringify(m).length, 0) / sample.length;
+  return {
+    figure: 5,
+    name: "heap-per-node",
+    what: `daemon heap per node, from the heap at ${lo.n} and ${hi.n} nodes`,
+    unit: "B",
+    value: ((hi.value - lo.value) * (1 << 20)) / (hi.n! - lo.n!),
+    baseline: wire,
+    baselineWhat: "the node's metadata as listed (JSON bytes)",
+    details: { heapMiB: Object.fromEntries(heap.map((f) => [f.n, round(f.value)])) },
+  };
 }
