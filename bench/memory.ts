@@ -7,6 +7,7 @@
  */
 import { type BenchCluster, benchNode } from "./cluster.ts";
 import type { DaemonProcess } from "./daemon.ts";
+import { metadataBytes } from "../src/devcluster/apiserver/views.ts";
 import { deferCleanup, type Figure, procSample, round, sleep } from "./lib.ts";
 
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
@@ -136,8 +137,12 @@ export function heapPerNode(figures: readonly Figure[]): Figure | undefined {
     .sort((a, b) => a.n! - b.n!);
   if (heap.length < 2) return undefined;
   const lo = heap[0], hi = heap[heap.length - 1];
-  const sample = Array.from({ length: 100 }, (_, i) => benchNode(1 + i * 37).metadata);
-  const wire = sample.reduce((sum, m) => sum + JSON.stringify(m).length, 0) / sample.length;
+  // What the embedded API server sends for each node of a metadata-only list.
+  const sample = Array.from(
+    { length: 100 },
+    (_, i) => metadataBytes(benchNode(1 + i * 37).metadata),
+  );
+  const wire = sample.reduce((sum, bytes) => sum + bytes.length, 0) / sample.length;
   return {
     figure: 5,
     name: "heap-per-node",
@@ -145,7 +150,7 @@ export function heapPerNode(figures: readonly Figure[]): Figure | undefined {
     unit: "B",
     value: ((hi.value - lo.value) * (1 << 20)) / (hi.n! - lo.n!),
     baseline: wire,
-    baselineWhat: "the node's metadata as listed (JSON bytes)",
+    baselineWhat: "the node's metadata as listed (PartialObjectMetadata bytes)",
     details: { heapMiB: Object.fromEntries(heap.map((f) => [f.n, round(f.value)])) },
   };
 }

@@ -4,7 +4,7 @@ import { createIprouteTable, parseBatchErrors } from "../src/routing/iproute.ts"
 import { classifyMonitorLine, type KernelEvent, watchRoutes } from "../src/routing/monitor.ts";
 import { diff, indexKernel } from "../src/routing/diff.ts";
 import type { Route, RouteOp } from "../src/routing/types.ts";
-import { lanHost, pollUntil, requireRoot } from "./helpers/netns.ts";
+import { lanHost, type Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
 
 const notRoot = requireRoot();
 
@@ -47,6 +47,15 @@ Deno.test("monitor lines: our deleted routes, links and addresses; nothing else"
   assert.equal(c("    link/ether b6:78:f3:a2:2f:87 brd ff:ff:ff:ff:ff:ff"), undefined);
 });
 
+/** Routes of ours that are not plain: 10.7.0.0/24 over two next hops, 10.8.0.0/24 a blackhole. */
+async function addMultipathAndBlackhole(ns: Netns) {
+  await ns.ip(
+    ..."route add 10.7.0.0/24 proto 202 nexthop via 192.168.9.7 nexthop via 192.168.9.8"
+      .split(" "),
+  );
+  await ns.ip("route", "add", "blackhole", "10.8.0.0/24", "proto", "202");
+}
+
 Deno.test({
   name: "iproute: list both families with protocols, host and default routes",
   ignore: !!notRoot,
@@ -58,11 +67,7 @@ Deno.test({
     await ns.ip("-6", "route", "add", "fd01::/64", "via", "fd00:9::2", "proto", "202");
     await ns.ip("-6", "route", "add", "fd01::7", "via", "fd00:9::7", "proto", "200");
     // Forms whose JSON differs: next hops in a list, a route type, a metric.
-    await ns.ip(
-      ..."route add 10.7.0.0/24 proto 202 nexthop via 192.168.9.7 nexthop via 192.168.9.8"
-        .split(" "),
-    );
-    await ns.ip("route", "add", "blackhole", "10.8.0.0/24", "proto", "202");
+    await addMultipathAndBlackhole(ns);
     await ns.ip("-6", "route", "add", "fd02::/64", "via", "fd00:9::2", "metric", "50");
     const routes = await createIprouteTable({ netns: ns.name }).list();
     const find = (dst: string) => routes.find((r) => r.dst === dst);
@@ -106,11 +111,7 @@ Deno.test({
   ignore: !!notRoot,
   async fn() {
     await using ns = await lanHost("xip");
-    await ns.ip(
-      ..."route add 10.7.0.0/24 proto 202 nexthop via 192.168.9.7 nexthop via 192.168.9.8"
-        .split(" "),
-    );
-    await ns.ip("route", "add", "blackhole", "10.8.0.0/24", "proto", "202");
+    await addMultipathAndBlackhole(ns);
     const table = createIprouteTable({ netns: ns.name });
     const want: Route[] = [
       { family: 4, dst: "10.7.0.0/24", via: "192.168.9.7", node: "n7" },

@@ -13,6 +13,7 @@ import {
 import { badRequest, expired, status, StatusError } from "./status.ts";
 import {
   eventLine,
+  type NodeJson,
   type NodeStore,
   type PatchType,
   type StoredNode,
@@ -239,6 +240,12 @@ function listBody(head: Uint8Array, items: Uint8Array[]): ReadableStream<Uint8Ar
   });
 }
 
+/** A Table of `nodes` with its columns, rows as `includeObject` in `url` asks. */
+function tableJson(nodes: NodeJson[], meta: Record<string, string>, url: URL): Response {
+  const include = includeObject(url.searchParams.get("includeObject"));
+  return json(nodeTable(nodes, { meta, include, columns: true }));
+}
+
 /** A stored node's JSON in the view (the object, or its metadata, made once). */
 function itemBytes(node: StoredNode, view: View): Uint8Array<ArrayBuffer> {
   return view === "metadata" ? (node.meta ??= metadataBytes(node.obj.metadata)) : node.bytes;
@@ -262,8 +269,7 @@ function list(ctx: RouteContext, req: Request, url: URL): Response {
   const meta: Record<string, string> = { resourceVersion: String(rv) };
   if (page.last !== undefined) meta.continue = encodeContinue(rv, page.last);
   if (view === "table") {
-    const include = includeObject(url.searchParams.get("includeObject"));
-    return json(nodeTable(page.items.map((n) => n.obj), { meta, include, columns: true }));
+    return tableJson(page.items.map((n) => n.obj), meta, url);
   }
   const head = encoder.encode(listHead(view, meta));
   const items = page.items.map((n) => itemBytes(n, view));
@@ -390,9 +396,8 @@ export async function route(ctx: RouteContext, req: Request): Promise<Response> 
         });
       }
       if (view === "table") {
-        const include = includeObject(url.searchParams.get("includeObject"));
         const meta = { resourceVersion: stored.obj.metadata.resourceVersion ?? "" };
-        return json(nodeTable([stored.obj], { meta, include, columns: true }));
+        return tableJson([stored.obj], meta, url);
       }
       return jsonBytes(itemBytes(stored, view));
     }
