@@ -8,13 +8,13 @@ import { CniCode, CniError } from "./errors.ts";
 
 /**
  * Finds plugin `name` in the CNI_PATH folders, first match wins. Throws code 101 naming
- * the folders searched.
+ * the folders searched. Synchronous: see {@link readAllStdin} in skel.ts for why.
  */
-export async function findPlugin(name: string, path: readonly string[]): Promise<string> {
+export function findPlugin(name: string, path: readonly string[]): string {
   for (const dir of path) {
     const file = `${dir}/${name}`;
     try {
-      const st = await Deno.stat(file);
+      const st = Deno.statSync(file);
       if (st.isFile) return file;
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) {

@@ -77,9 +77,9 @@ function stateDir(conf: KubeNodeNetConf): string {
 }
 
 /** Ranges from the state file when usable, else the placeholder (DEL, CHECK, GC). */
-async function rangesForRelease(conf: KubeNodeNetConf, log: Logger): Promise<HostLocalRanges> {
+function rangesForRelease(conf: KubeNodeNetConf, log: Logger): HostLocalRanges {
   try {
-    const found = await cidrsFromState(stateDir(conf), conf.ipam.annotation);
+    const found = cidrsFromState(stateDir(conf), conf.ipam.annotation);
     if (found) return buildRanges(found.cidrs, { ipv4: true, source: found.source });
     log.debug("no node state file; placeholder ranges");
   } catch (e) {
@@ -124,7 +124,7 @@ async function delegate(
   version: string,
   env: Record<string, string> = {},
 ): Promise<unknown> {
-  const file = await findPlugin(HOST_LOCAL, ctx.env.path);
+  const file = findPlugin(HOST_LOCAL, ctx.env.path);
   const config = hostLocalConfig(ctx.config, ranges, version);
   return delegateAnswer(await execPlugin(file, JSON.stringify(config), env));
 }
@@ -132,7 +132,7 @@ async function delegate(
 async function add(ctx: CniContext): Promise<unknown> {
   const conf = parseKubeNodeConfig(ctx.config);
   const log = logger(conf, ctx);
-  const found = await cidrsFromState(stateDir(conf), conf.ipam.annotation) ??
+  const found = cidrsFromState(stateDir(conf), conf.ipam.annotation) ??
     await cidrsFromApi({
       kubeconfig: conf.ipam.kubeconfig,
       annotation: conf.ipam.annotation,
@@ -155,7 +155,7 @@ async function add(ctx: CniContext): Promise<unknown> {
 async function del(ctx: CniContext): Promise<unknown> {
   const conf = parseKubeNodeConfig(ctx.config);
   const log = logger(conf, ctx);
-  const ranges = await rangesForRelease(conf, log);
+  const ranges = rangesForRelease(conf, log);
   await delegate(ctx, ranges, delegateVersion(ctx.cniVersion));
   log.info("DEL done");
   return undefined;
@@ -163,7 +163,7 @@ async function del(ctx: CniContext): Promise<unknown> {
 
 async function check(ctx: CniContext): Promise<unknown> {
   const conf = parseKubeNodeConfig(ctx.config);
-  const ranges = await rangesForRelease(conf, logger(conf, ctx));
+  const ranges = rangesForRelease(conf, logger(conf, ctx));
   await delegate(ctx, ranges, delegateVersion(ctx.cniVersion));
   return undefined;
 }
@@ -181,13 +181,13 @@ async function status(ctx: CniContext): Promise<unknown> {
   const unavailable = (msg: string) => new CniError(CniCode.NotAvailable, msg);
   if (ctx.env.path.length > 0) {
     try {
-      await findPlugin(HOST_LOCAL, ctx.env.path);
+      findPlugin(HOST_LOCAL, ctx.env.path);
     } catch (e) {
       throw unavailable((e as Error).message);
     }
   }
   try {
-    const found = await cidrsFromState(stateDir(conf), conf.ipam.annotation);
+    const found = cidrsFromState(stateDir(conf), conf.ipam.annotation);
     if (found) {
       buildRanges(found.cidrs, { ipv4: true, source: found.source });
       return undefined;
@@ -206,7 +206,7 @@ async function status(ctx: CniContext): Promise<unknown> {
 async function gc(ctx: CniContext): Promise<unknown> {
   const conf = parseKubeNodeConfig(ctx.config);
   const log = logger(conf, ctx);
-  const file = await findPlugin(HOST_LOCAL, ctx.env.path);
+  const file = findPlugin(HOST_LOCAL, ctx.env.path);
   const probe = await execPlugin(file, JSON.stringify({ cniVersion: ctx.cniVersion }), {
     CNI_COMMAND: "VERSION",
   });
@@ -220,7 +220,7 @@ async function gc(ctx: CniContext): Promise<unknown> {
     log.debug("GC: host-local does not implement CNI 1.1.0; nothing to do");
     return undefined;
   }
-  const ranges = await rangesForRelease(conf, log);
+  const ranges = rangesForRelease(conf, log);
   await delegate(ctx, ranges, ctx.cniVersion);
   return undefined;
 }

@@ -25,14 +25,14 @@ export interface NodeCidrs {
  * The CIDRs from the node state file for `annotation`; undefined when there is no file.
  * Throws code 5 when the file is unreadable, malformed or for another annotation.
  */
-export async function cidrsFromState(
+export function cidrsFromState(
   stateDir: string,
   annotation: string,
-): Promise<NodeCidrs | undefined> {
+): NodeCidrs | undefined {
   const file = stateFilePath(stateDir, annotation);
   let state;
   try {
-    state = await readNodeState(stateDir, annotation);
+    state = readNodeState(stateDir, annotation);
   } catch (e) {
     throw new CniError(CniCode.IoFailure, `node state file: ${(e as Error).message}`);
   }

@@ -212,18 +212,22 @@ export interface CniPlugin {
 /** Where {@link runPlugin} reads and writes; defaults are the process's own. */
 export interface PluginIo {
   env?: Env;
-  stdin?: () => Promise<Uint8Array>;
-  stdout?: (text: string) => Promise<void>;
+  stdin?: () => Uint8Array | Promise<Uint8Array>;
+  stdout?: (text: string) => void | Promise<void>;
 }
 
-/** Reads all of stdin (plain reads: cheaper at start-up than the stream API). */
-export async function readAllStdin(): Promise<Uint8Array> {
+/**
+ * Reads all of stdin. A CNI call has nothing to overlap with its I/O, and the first
+ * synchronous read or write costs a fraction of an asynchronous one, which pays for
+ * Deno's async op and promise machinery on first use.
+ */
+export function readAllStdin(): Uint8Array {
   if (Deno.stdin.isTerminal()) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   const buf = new Uint8Array(64 * 1024);
   let total = 0;
   for (;;) {
-    const n = await Deno.stdin.read(buf);
+    const n = Deno.stdin.readSync(buf);
     if (n === null) break;
     chunks.push(buf.slice(0, n));
     total += n;
@@ -237,11 +241,11 @@ export async function readAllStdin(): Promise<Uint8Array> {
   return all;
 }
 
-/** Writes all of `text` to stdout. */
-export async function writeStdout(text: string): Promise<void> {
+/** Writes all of `text` to stdout (synchronously, as {@link readAllStdin} reads). */
+export function writeStdout(text: string): void {
   const bytes = new TextEncoder().encode(text);
   let done = 0;
-  while (done < bytes.length) done += await Deno.stdout.write(bytes.subarray(done));
+  while (done < bytes.length) done += Deno.stdout.writeSync(bytes.subarray(done));
 }
 
 function configVersion(config: Record<string, unknown> | undefined): string | undefined {

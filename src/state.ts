@@ -89,14 +89,14 @@ export async function writeNodeState(dir: string, state: NodeState): Promise<voi
 }
 
 /** Reads the state file; undefined when absent. Throws naming the file when malformed. */
-export async function readNodeState(
+export function readNodeState(
   dir: string,
   annotation: string,
-): Promise<NodeState | undefined> {
+): NodeState | undefined {
   const path = stateFilePath(dir, annotation);
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = Deno.readTextFileSync(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw e;
