@@ -6,6 +6,11 @@
  *
  * The sides take turns pod by pod, so that drift in the machine's speed during the run
  * weighs on both alike (run one after the other, the ratio swung from 1.2x to 1.6x).
+ * bridge's ADD times have two modes about 50 ms apart: about a third of its ADDs take
+ * the longer path, with host-local alone as with kube-node, with IPv6 DAD on or off. The
+ * share of slow ADDs on each side moves the p50s, so the sides need many pods: with 60 the
+ * ratio went from 1.25x to 1.39x between runs of the same build, with 200 from 1.29x to
+ * 1.30x.
  *
  * kube-node is the development wrapper (`deno run main.ts kube-node`, as `install` writes
  * it), not a compiled binary; the empty program is started by the same wrapper text with

@@ -200,7 +200,7 @@ async function main(): Promise<number> {
     }
     if (o.only.has("cni")) {
       log("kube-node through bridge");
-      figures.push(...await cniFigures(o.quick ? 20 : 60));
+      figures.push(...await cniFigures(o.quick ? 20 : 200));
     }
     if (o.only.has("apiserver")) {
       const n = sizes[sizes.length - 1];

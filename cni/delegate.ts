@@ -6,6 +6,19 @@
  */
 import { CniCode, CniError } from "./errors.ts";
 
+/** A lookup that found nothing: NotFound, or a CNI_PATH entry that is not a folder. */
+function isMissing(e: unknown): boolean {
+  return e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory;
+}
+
+function notInPath(name: string, path: readonly string[]): CniError {
+  return new CniError(
+    CniCode.DelegateFailed,
+    `plugin ${JSON.stringify(name)} not found in CNI_PATH`,
+    `searched: ${path.length === 0 ? "(CNI_PATH is empty)" : path.join(":")}`,
+  );
+}
+
 /**
  * Finds plugin `name` in the CNI_PATH folders, first match wins. Throws code 101 naming
  * the folders searched. Synchronous: see {@link readAllStdin} in skel.ts for why.
@@ -14,19 +27,12 @@ export function findPlugin(name: string, path: readonly string[]): string {
   for (const dir of path) {
     const file = `${dir}/${name}`;
     try {
-      const st = Deno.statSync(file);
-      if (st.isFile) return file;
+      if (Deno.statSync(file).isFile) return file;
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) {
-        throw e;
-      }
+      if (!isMissing(e)) throw e;
     }
   }
-  throw new CniError(
-    CniCode.DelegateFailed,
-    `plugin ${JSON.stringify(name)} not found in CNI_PATH`,
-    `searched: ${path.length === 0 ? "(CNI_PATH is empty)" : path.join(":")}`,
-  );
+  throw notInPath(name, path);
 }
 
 /** What a delegated plugin answered. */
@@ -34,6 +40,25 @@ export interface DelegateOutput {
   /** Exit status. */
   code: number;
   stdout: string;
+}
+
+function spawn(file: string, env: Record<string, string>): Deno.ChildProcess {
+  return new Deno.Command(file, { env, stdin: "piped", stdout: "piped", stderr: "inherit" })
+    .spawn();
+}
+
+async function collect(child: Deno.ChildProcess, stdin: string): Promise<DelegateOutput> {
+  const writer = child.stdin.getWriter();
+  try {
+    await writer.write(new TextEncoder().encode(stdin));
+    await writer.close();
+  } catch (e) {
+    // A plugin may exit without reading all of stdin (VERSION needs none of it): its
+    // answer and exit status still count, not our broken pipe.
+    if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+  }
+  const out = await child.output();
+  return { code: out.code, stdout: new TextDecoder().decode(out.stdout) };
 }
 
 /**
@@ -51,27 +76,34 @@ export async function execPlugin(
 ): Promise<DelegateOutput> {
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(file, {
-      env,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
+    child = spawn(file, env);
   } catch (e) {
-    throw new CniError(
-      CniCode.DelegateFailed,
-      `cannot run ${file}: ${(e as Error).message}`,
-    );
+    throw new CniError(CniCode.DelegateFailed, `cannot run ${file}: ${(e as Error).message}`);
   }
-  const writer = child.stdin.getWriter();
-  try {
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  } catch (e) {
-    // A plugin may exit without reading all of stdin (VERSION needs none of it): its
-    // answer and exit status still count, not our broken pipe.
-    if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+  return await collect(child, stdin);
+}
+
+/**
+ * Runs plugin `name` from the first CNI_PATH folder that has it, as {@link execPlugin}
+ * does. The spawn itself is the lookup: a stat before it would cost every pod a file
+ * system call. Throws code 101 naming the folders searched when no folder has it.
+ */
+export async function execPluginInPath(
+  name: string,
+  path: readonly string[],
+  stdin: string,
+  env: Record<string, string> = {},
+): Promise<DelegateOutput> {
+  for (const dir of path) {
+    const file = `${dir}/${name}`;
+    let child: Deno.ChildProcess;
+    try {
+      child = spawn(file, env);
+    } catch (e) {
+      if (isMissing(e)) continue;
+      throw new CniError(CniCode.DelegateFailed, `cannot run ${file}: ${(e as Error).message}`);
+    }
+    return await collect(child, stdin);
   }
-  const out = await child.output();
-  return { code: out.code, stdout: new TextDecoder().decode(out.stdout) };
+  throw notInPath(name, path);
 }

@@ -21,7 +21,7 @@ import { type CniContext, type CniPlugin, runPlugin } from "./skel.ts";
 import { type CniVersion, convertResult } from "./version.ts";
 import { KUBE_NODE_KEYS, type KubeNodeNetConf, parseKubeNodeConfig } from "./config.ts";
 import { buildRanges, type HostLocalRanges, PLACEHOLDER_RANGES, wantsIpv4 } from "./ranges.ts";
-import { execPlugin, findPlugin } from "./delegate.ts";
+import { execPluginInPath, findPlugin } from "./delegate.ts";
 import { cidrsFromApi, cidrsFromState } from "./node_cidrs.ts";
 import { DEFAULT_STATE_DIR } from "../src/state.ts";
 import { createLogger, fileSink, type Logger, parseLevel, silentLogger } from "../src/log.ts";
@@ -122,11 +122,9 @@ async function delegate(
   ctx: CniContext,
   ranges: HostLocalRanges,
   version: string,
-  env: Record<string, string> = {},
 ): Promise<unknown> {
-  const file = findPlugin(HOST_LOCAL, ctx.env.path);
   const config = hostLocalConfig(ctx.config, ranges, version);
-  return delegateAnswer(await execPlugin(file, JSON.stringify(config), env));
+  return delegateAnswer(await execPluginInPath(HOST_LOCAL, ctx.env.path, JSON.stringify(config)));
 }
 
 async function add(ctx: CniContext): Promise<unknown> {
@@ -206,10 +204,12 @@ async function status(ctx: CniContext): Promise<unknown> {
 async function gc(ctx: CniContext): Promise<unknown> {
   const conf = parseKubeNodeConfig(ctx.config);
   const log = logger(conf, ctx);
-  const file = findPlugin(HOST_LOCAL, ctx.env.path);
-  const probe = await execPlugin(file, JSON.stringify({ cniVersion: ctx.cniVersion }), {
-    CNI_COMMAND: "VERSION",
-  });
+  const probe = await execPluginInPath(
+    HOST_LOCAL,
+    ctx.env.path,
+    JSON.stringify({ cniVersion: ctx.cniVersion }),
+    { CNI_COMMAND: "VERSION" },
+  );
   let supported: unknown;
   try {
     supported = (JSON.parse(probe.stdout) as Record<string, unknown>).supportedVersions;

@@ -473,6 +473,17 @@ Deno.test({
     const noHostLocal = await f.call({ cniPath: `${f.dir}/empty` });
     assert.equal(noHostLocal.json?.code, CniCode.DelegateFailed);
     assert.match(String(noHostLocal.json?.msg), /host-local.*not found in CNI_PATH/);
+    assert.match(String(noHostLocal.json?.details), new RegExp(`searched: ${f.dir}/empty`));
+
+    // Folders without host-local, and a file where a folder should be, are passed over.
+    const aFile = `${f.dir}/a-file`;
+    await Deno.writeTextFile(aFile, "");
+    const later = await f.call({
+      containerId: "path-order",
+      cniPath: `${f.dir}/nowhere:${aFile}:${f.bin}`,
+    });
+    assert.equal(later.code, 0, later.stdout);
+    assert.ok(Array.isArray(later.json?.ips), later.stdout);
     await Deno.remove(f.dir, { recursive: true });
   },
 });
