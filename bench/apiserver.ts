@@ -188,6 +188,7 @@ export async function apiServerFigures(n: number, writes: number): Promise<Figur
         value: percentile(many, 50),
         baseline: percentile(single, 50),
         baselineWhat: "same with 1 watcher",
+        target: { on: "value", max: 10 },
         details: { watchers: summary(many), single: summary(single) },
       },
     ];
