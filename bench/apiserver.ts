@@ -63,14 +63,17 @@ async function openWatchers(
     });
     ready.push(res.then((r) => {
       if (!r.ok || !r.body) throw new Error(`watch: HTTP ${r.status}`);
-      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      // Plain reads and a decoder per watcher: a TextDecoderStream per watcher, running in
+      // the server's process, added about 2 ms to the fan-out.
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
       let tail = "";
       void (async () => {
         try {
           for (;;) {
             const { value, done } = await reader.read();
             if (done) return;
-            const text = tail + value;
+            const text = tail + decoder.decode(value, { stream: true });
             const e = expecting;
             if (e && text.includes(e.marker)) {
               e.times.push(performance.now());
