@@ -21,7 +21,8 @@ function notInPath(name: string, path: readonly string[]): CniError {
 
 /**
  * Finds plugin `name` in the CNI_PATH folders, first match wins. Throws code 101 naming
- * the folders searched. Synchronous: see {@link readAllStdin} in skel.ts for why.
+ * the folders searched. Synchronous, as the rest of a CNI call's I/O (readAllStdin in skel.ts
+ * says why).
  */
 export function findPlugin(name: string, path: readonly string[]): string {
   for (const dir of path) {
