@@ -50,7 +50,7 @@ export interface Target {
 
 /** One line of the table. */
 export interface Figure {
-  /** Figure number of issue 8 (1-7). */
+  /** Figure number (1-7), as in docs/performance.md. */
   figure: number;
   /** Short name, unique in a run, e.g. `convergence` or `cni-add`. */
   name: string;

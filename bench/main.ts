@@ -1,5 +1,5 @@
 /**
- * `deno task bench`: the figures of issue 8 on this machine, each beside a baseline taken
+ * `deno task bench`: the benchmark figures on this machine, each beside a baseline taken
  * in the same run. Prints a table and writes bench/results.json. Needs root (network
  * namespaces); sets up and removes everything it uses, also on failure and Ctrl-C.
  *
