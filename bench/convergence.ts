@@ -4,6 +4,11 @@
  * namespace. The paged list of the Nodes (what the informer must read before it can plan)
  * is timed apart with the project's KubeClient and subtracted for the judged ratio.
  *
+ * Each rep times the three one after the other (raw batch, list, start), so that a machine
+ * whose speed drifts during the run weighs on all of them alike; the figure takes the median
+ * of each. The raw batches' namespaces are kept until the end: deleting a namespace of 2N
+ * routes leaves the kernel work to free them, which would land on the next start.
+ *
  * @module
  */
 import { KubeClient } from "../src/kube/client.ts";
@@ -21,55 +26,49 @@ import {
 import { DaemonProcess } from "./daemon.ts";
 import { type BenchNetns, type Figure, median, pollUntil, round, wallMs } from "./lib.ts";
 
-/** Times a raw `ip -batch` of the 2N routes, each rep in a fresh namespace. */
-export async function baselineBatch(
-  n: number,
-  reps: number,
-): Promise<{ times: number[]; ns: BenchNetns }> {
-  const lines = baselineLines(n);
-  const times: number[] = [];
-  let keep: BenchNetns | undefined;
-  for (let r = 0; r < reps; r++) {
-    const ns = await hostNamespace();
-    times.push(await ns.batch(lines));
-    const count = await ns.countRoutes(PROTOCOL);
-    if (count !== 2 * n) throw new Error(`baseline: ${count} routes, expected ${2 * n}`);
-    if (r < reps - 1) await ns.delete();
-    else keep = ns;
-  }
-  return { times, ns: keep! };
+/** Times a raw `ip -batch` of the 2N routes in a fresh namespace, which is returned. */
+export async function baselineBatch(n: number): Promise<{ ms: number; ns: BenchNetns }> {
+  const ns = await hostNamespace();
+  const ms = await ns.batch(baselineLines(n));
+  const count = await ns.countRoutes(PROTOCOL);
+  if (count !== 2 * n) throw new Error(`baseline: ${count} routes, expected ${2 * n}`);
+  return { ms, ns };
 }
 
 /**
- * Times a paged list (500 per page) of every Node with the project's client, in the form
- * the daemon asks for with the bench's configuration (metadata only: both annotations and
- * NODE_NAME are set).
+ * A timer of paged lists (500 per page) of every Node with the project's client, in the
+ * form the daemon asks for with the bench's configuration (metadata only: both annotations
+ * and NODE_NAME are set). One client for all; its first list (the TLS connection) is not
+ * counted.
  */
-export async function listTimes(c: BenchCluster, reps: number): Promise<number[]> {
+export async function listTimer(
+  c: BenchCluster,
+): Promise<{ time(): Promise<number>; close(): void }> {
   const metadataOnly = readsMetadataOnly({
     nodeName: SELF,
     cidrAnnotation: CIDR_ANNOTATION,
     addressAnnotation: ADDRESS_ANNOTATION,
   });
   const client = new KubeClient(await loadKubeconfig(c.kubeconfig));
-  const times: number[] = [];
+  const time = async () => {
+    const t0 = performance.now();
+    let cont: string | undefined;
+    let items = 0;
+    do {
+      const page = await client.listNodes({ limit: 500, continue: cont, metadataOnly });
+      items += page.items.length;
+      cont = page.continue;
+    } while (cont);
+    if (items !== c.n + 1) throw new Error(`list: ${items} nodes, expected ${c.n + 1}`);
+    return performance.now() - t0;
+  };
   try {
-    for (let r = 0; r < reps; r++) {
-      const t0 = performance.now();
-      let cont: string | undefined;
-      let items = 0;
-      do {
-        const page = await client.listNodes({ limit: 500, continue: cont, metadataOnly });
-        items += page.items.length;
-        cont = page.continue;
-      } while (cont);
-      times.push(performance.now() - t0);
-      if (items !== c.n + 1) throw new Error(`list: ${items} nodes, expected ${c.n + 1}`);
-    }
-  } finally {
+    await time();
+  } catch (e) {
     client.close();
+    throw e;
   }
-  return times;
+  return { time, close: () => client.close() };
 }
 
 /** One start: until 2N routes are seen with `ip route show`, then the daemon keeps running. */
@@ -118,32 +117,51 @@ export async function convergeOnce(
   };
 }
 
-/** Runs the convergence reps; the last daemon is returned running. */
+/**
+ * Runs the convergence reps, each a raw batch, a list and a start; the last daemon is
+ * returned running, with the raw batches' namespaces (for the caller to delete, the last
+ * one after the repair figure has used its routes).
+ */
 export async function convergence(
   c: BenchCluster,
-  opts: { reps: number; logFile: string; baseline: number[]; list: number[]; v8Flags?: string },
-): Promise<{ figures: Figure[]; daemon: DaemonProcess }> {
+  opts: { reps: number; logFile: string; v8Flags?: string },
+): Promise<{ figures: Figure[]; daemon: DaemonProcess; baselineNs: BenchNetns[] }> {
   const runs: ConvergeRun[] = [];
-  for (let r = 0; r < opts.reps; r++) {
-    const run = await convergeOnce(c, opts.logFile, opts.v8Flags);
-    runs.push(run);
-    if (r < opts.reps - 1) await run.daemon.stop();
+  const baseline: number[] = [], list: number[] = [];
+  const baselineNs: BenchNetns[] = [];
+  const lists = await listTimer(c);
+  try {
+    for (let r = 0; r < opts.reps; r++) {
+      const b = await baselineBatch(c.n);
+      baselineNs.push(b.ns);
+      baseline.push(b.ms);
+      list.push(await lists.time());
+      const run = await convergeOnce(c, opts.logFile, opts.v8Flags);
+      runs.push(run);
+      if (r < opts.reps - 1) await run.daemon.stop();
+    }
+  } catch (e) {
+    for (const ns of baselineNs) await ns.delete();
+    throw e;
+  } finally {
+    lists.close();
   }
   const total = median(runs.map((r) => r.totalMs));
-  const list = median(opts.list);
-  const base = median(opts.baseline);
+  const listMs = median(list);
+  const base = median(baseline);
   const details = {
     runs: runs.map((r) => ({
       totalMs: round(r.totalMs),
       readyMs: round(r.readyMs),
       bootMs: round(r.bootMs),
     })),
-    listMs: opts.list.map((x) => round(x)),
-    baselineMs: opts.baseline.map((x) => round(x)),
+    listMs: list.map((x) => round(x)),
+    baselineMs: baseline.map((x) => round(x)),
     routes: 2 * c.n,
   };
   return {
     daemon: runs[runs.length - 1].daemon,
+    baselineNs,
     figures: [
       {
         figure: 1,
@@ -162,11 +180,11 @@ export async function convergence(
         n: c.n,
         what: "start → 2N routes, minus the paged list",
         unit: "ms",
-        value: total - list,
+        value: total - listMs,
         baseline: base,
         baselineWhat: "raw ip -batch of the 2N routes",
         target: { on: "ratio", max: 1.25 },
-        details: { listMs: round(list) },
+        details: { listMs: round(listMs) },
       },
       {
         figure: 1,
@@ -174,7 +192,7 @@ export async function convergence(
         n: c.n,
         what: "paged list (500) of all nodes as the daemon reads them (metadata only), KubeClient",
         unit: "ms",
-        value: list,
+        value: listMs,
         details: {},
       },
     ],

@@ -10,14 +10,22 @@
  * @module
  */
 import { startCluster } from "./cluster.ts";
-import { baselineBatch, convergence, listTimes } from "./convergence.ts";
+import { convergence } from "./convergence.ts";
 import { changeLatency } from "./latency.ts";
 import { churn } from "./churn.ts";
 import { repair } from "./repair.ts";
 import { heapPerNode, memoryAndIdle } from "./memory.ts";
 import { cniFigures } from "./cni.ts";
 import { apiServerFigures } from "./apiserver.ts";
-import { cleanupAll, type Figure, judge, type JudgedFigure, RouteMonitor, run } from "./lib.ts";
+import {
+  type BenchNetns,
+  cleanupAll,
+  type Figure,
+  judge,
+  type JudgedFigure,
+  RouteMonitor,
+  run,
+} from "./lib.ts";
 import { formatTable } from "./table.ts";
 
 /** Figure groups that `--only` accepts. */
@@ -103,21 +111,18 @@ const log = (msg: string) =>
 async function routerFigures(n: number, o: Options, largest: boolean): Promise<Figure[]> {
   const want = (x: Name) => o.only.has(x);
   const figures: Figure[] = [];
-  log(`N=${n}: baseline ip -batch`);
-  const base = await baselineBatch(n, 3);
   log(`N=${n}: API server with ${n + 1} realistic nodes`);
   const c = await startCluster(n);
   const logFile = `${c.dir}/daemon.log`;
+  let baselineNs: BenchNetns[] = [];
   try {
-    const list = await listTimes(c, 3);
-    log(`N=${n}: convergence`);
+    log(`N=${n}: convergence (raw batch, list and start, by turns)`);
     const conv = await convergence(c, {
-      reps: want("convergence") ? 3 : 1,
+      reps: want("convergence") ? 5 : 1,
       logFile,
-      baseline: base.times,
-      list,
       v8Flags: o.daemonV8Flags,
     });
+    baselineNs = conv.baselineNs;
     if (want("convergence")) figures.push(...conv.figures);
     const daemon = conv.daemon;
     if (want("memory")) {
@@ -128,7 +133,7 @@ async function routerFigures(n: number, o: Options, largest: boolean): Promise<F
     const monitor = await RouteMonitor.start(c.ns);
     if (want("repair")) {
       log(`N=${n}: repair`);
-      figures.push(await repair(c, monitor, base.ns, o.quick ? 3 : 5));
+      figures.push(await repair(c, monitor, baselineNs[baselineNs.length - 1], o.quick ? 3 : 5));
     }
     let quietP99: number | undefined;
     if (want("latency")) {
@@ -150,7 +155,7 @@ async function routerFigures(n: number, o: Options, largest: boolean): Promise<F
     throw e;
   } finally {
     await c.close();
-    await base.ns.delete();
+    for (const ns of baselineNs) await ns.delete();
   }
   return figures;
 }
