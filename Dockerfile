@@ -25,6 +25,6 @@ RUN apt-get update \
 COPY --from=plugins /plugins/ /opt/xcluster-cni/cni/
 COPY --from=build /xcluster-cni /usr/local/bin/xcluster-cni
 # DAEMON_RUNTIME_ENV in src/config.ts: the daemon's memory after the first list.
-ENV DENO_V8_FLAGS=--max-semi-space-size=1 MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536
+ENV DENO_V8_FLAGS=--max-semi-space-size=1,--expose-gc MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536
 ENTRYPOINT ["/usr/local/bin/xcluster-cni"]
 CMD ["daemon"]

@@ -1,14 +1,15 @@
 /**
- * Figure 5, memory and idle: the daemon's resident memory after converging, and the CPU it
- * uses at rest, beside an idle empty Deno program measured over the same window; then the
- * heap it keeps (after a full collection), and from two cluster sizes the heap per node.
+ * Figure 5, memory and idle: the daemon's resident memory after converging (once its start
+ * is over), and the CPU it uses at rest, beside an idle empty Deno program measured over
+ * the same window; then the heap it keeps (after a full collection), and from two cluster
+ * sizes the heap per node.
  *
  * @module
  */
 import { type BenchCluster, benchNode } from "./cluster.ts";
 import type { DaemonProcess } from "./daemon.ts";
 import { metadataBytes } from "../src/devcluster/apiserver/views.ts";
-import { deferCleanup, type Figure, procSample, round, sleep } from "./lib.ts";
+import { deferCleanup, type Figure, pollUntil, procSample, round, sleep } from "./lib.ts";
 
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
@@ -42,6 +43,14 @@ export async function memoryAndIdle(
 ): Promise<Figure[]> {
   const idle = await idleProgram();
   try {
+    // The start ends with a full read of the kernel a second after the first batch (the
+    // route monitor's), then the daemon compacts its heap: sampled after both.
+    let monitorReconciles = 0;
+    await pollUntil(
+      async () => (monitorReconciles = (await daemon.stats()).reconciles.monitor ?? 0) > 0,
+      10_000,
+      () => `the daemon's start did not end (monitor reconciles: ${monitorReconciles})`,
+    );
     const d0 = await daemon.proc();
     const b0 = await procSample(idle.pid);
     const s0 = await daemon.stats();

@@ -11,6 +11,7 @@ import { Metrics } from "./metrics.ts";
 import { serveHttp } from "./http.ts";
 import { createIprouteTable } from "./routing/iproute.ts";
 import { watchRoutes } from "./routing/monitor.ts";
+import { compactHeap } from "./heap.ts";
 import { Reconciler, type ReconcileResult } from "./routing/reconciler.ts";
 import type { RouteTable } from "./routing/types.ts";
 import { writeNodeState } from "./state.ts";
@@ -209,8 +210,17 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       },
     });
     // `ip monitor` subscribes a moment after it starts; one full read after that covers
-    // whatever changed between the first reconcile's read and the subscription.
-    monitorCheck = setTimeout(() => reconciler.trigger("monitor"), MONITOR_SETTLE_MS);
+    // whatever changed between the first reconcile's read and the subscription. That read
+    // ends the start: its memory goes back then.
+    monitorCheck = setTimeout(async () => {
+      reconciler.trigger("monitor");
+      await reconciler.idle();
+      if (stopped) return;
+      const t0 = performance.now();
+      if (compactHeap()) {
+        log.info("start over; heap compacted", { ms: Math.round(performance.now() - t0) });
+      }
+    }, MONITOR_SETTLE_MS);
   };
   informer.start();
 

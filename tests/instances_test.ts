@@ -234,6 +234,12 @@ Deno.test({
       child = startProcess(c);
       await syncs(c.dir, 1);
       await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "first daemon");
+      // The image's runtime settings expose V8's gc: the start ends with a compaction.
+      await pollUntil(
+        async () =>
+          (await Deno.readTextFile(`${c.dir}/daemon.log`)).includes('"start over; heap compacted"'),
+        { timeoutMs: 10_000, message: () => "no heap compaction after the start" },
+      );
       await kill();
 
       watch = await RouteWatch.start(c.ns);

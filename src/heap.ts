@@ -1,0 +1,32 @@
+/**
+ * Giving back the memory of a start. The first list, the first batch and the first full
+ * read of the kernel leave V8's heap grown to hold their garbage; V8 keeps those pages
+ * (partly used after an ordinary collection) long after the garbage is gone.
+ *
+ * @module
+ */
+
+/** V8's `gc` as `--expose-gc` defines it. */
+type Gc = (options?: {
+  type?: "major" | "minor";
+  execution?: "sync" | "async";
+  flavor?: "regular" | "last-resort";
+}) => void;
+
+/**
+ * Runs V8's most thorough collection (full and compacting, repeated while it frees memory)
+ * when the runtime exposes `gc` (`DENO_V8_FLAGS=--expose-gc`, as `DAEMON_RUNTIME_ENV` has
+ * it); returns whether it ran. It blocks for a few tens of milliseconds: call it once the
+ * daemon is quiet.
+ *
+ * @example
+ * ```ts
+ * if (compactHeap()) log.debug("heap compacted");
+ * ```
+ */
+export function compactHeap(): boolean {
+  const gc = (globalThis as { gc?: Gc }).gc;
+  if (typeof gc !== "function") return false;
+  gc({ type: "major", execution: "sync", flavor: "last-resort" });
+  return true;
+}
