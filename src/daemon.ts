@@ -11,7 +11,7 @@ import { Metrics } from "./metrics.ts";
 import { serveHttp } from "./http.ts";
 import { createIprouteTable } from "./routing/iproute.ts";
 import { watchRoutes } from "./routing/monitor.ts";
-import { compactHeap } from "./heap.ts";
+import { compactHeap, trimMalloc } from "./heap.ts";
 import { Reconciler, type ReconcileResult } from "./routing/reconciler.ts";
 import type { RouteTable } from "./routing/types.ts";
 import { writeNodeState } from "./state.ts";
@@ -217,9 +217,13 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       await reconciler.idle();
       if (stopped) return;
       const t0 = performance.now();
-      if (compactHeap()) {
-        log.info("start over; heap compacted", { ms: Math.round(performance.now() - t0) });
-      }
+      const compacted = compactHeap();
+      const trimmed = trimMalloc();
+      log.info("start over; memory given back", {
+        heapCompacted: compacted,
+        mallocTrimmed: trimmed,
+        ms: Math.round(performance.now() - t0),
+      });
     }, MONITOR_SETTLE_MS);
   };
   informer.start();

@@ -1,7 +1,7 @@
 /**
  * Giving back the memory of a start. The first list, the first batch and the first full
- * read of the kernel leave V8's heap grown to hold their garbage; V8 keeps those pages
- * (partly used after an ordinary collection) long after the garbage is gone.
+ * read of the kernel leave V8's heap grown to hold their garbage, and malloc's arenas
+ * holding the runtime's freed buffers; both keep that memory long after it is free.
  *
  * @module
  */
@@ -29,4 +29,35 @@ export function compactHeap(): boolean {
   if (typeof gc !== "function") return false;
   gc({ type: "major", execution: "sync", flavor: "last-resort" });
   return true;
+}
+
+/**
+ * Asks glibc's malloc to return the free memory of its arenas to the system
+ * (`malloc_trim(0)`); returns whether it ran: not where the C library is not glibc, nor
+ * without FFI permission. About 3 ms, most of it opening the library.
+ *
+ * @example
+ * ```ts
+ * compactHeap();
+ * trimMalloc();
+ * ```
+ */
+export function trimMalloc(): boolean {
+  let libc;
+  try {
+    libc = Deno.dlopen(
+      "libc.so.6",
+      {
+        malloc_trim: { parameters: ["usize"], result: "i32" },
+      } as const,
+    );
+  } catch {
+    return false;
+  }
+  try {
+    libc.symbols.malloc_trim(0n);
+    return true;
+  } finally {
+    libc.close();
+  }
 }

@@ -234,12 +234,18 @@ Deno.test({
       child = startProcess(c);
       await syncs(c.dir, 1);
       await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "first daemon");
-      // The image's runtime settings expose V8's gc: the start ends with a compaction.
+      // The image's runtime settings expose V8's gc, and the C library is glibc: the start
+      // ends with V8's heap compacted and malloc trimmed.
+      let over = "";
       await pollUntil(
         async () =>
-          (await Deno.readTextFile(`${c.dir}/daemon.log`)).includes('"start over; heap compacted"'),
-        { timeoutMs: 10_000, message: () => "no heap compaction after the start" },
+          (over = (await Deno.readTextFile(`${c.dir}/daemon.log`)).split("\n")
+            .find((l) => l.includes('"start over; memory given back"')) ?? "") !== "",
+        { timeoutMs: 10_000, message: () => "the daemon did not give memory back after its start" },
       );
+      const given = JSON.parse(over);
+      assert.equal(given.heapCompacted, true, over);
+      assert.equal(given.mallocTrimmed, true, over);
       await kill();
 
       watch = await RouteWatch.start(c.ns);
