@@ -199,6 +199,20 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   let monitor: { close(): Promise<void> } | undefined;
   let monitorCheck: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
+  /**
+   * Runs a full reconcile, then gives back the memory it took (a full read of the table is
+   * megabytes of garbage at thousands of nodes, which V8 and malloc would keep for minutes).
+   */
+  const fullReconcile = async (trigger: "monitor" | "resync", done: string) => {
+    reconciler.trigger(trigger);
+    await reconciler.idle();
+    if (stopped) return;
+    const t0 = performance.now();
+    const given = { heapCompacted: compactHeap(), mallocTrimmed: trimMalloc() };
+    const fields = { ...given, ms: Math.round(performance.now() - t0) };
+    if (trigger === "monitor") log.info(`${done}; memory given back`, fields);
+    else log.debug(`${done}; memory given back`, fields);
+  };
   const startMonitor = () => {
     monitor = watchRoutes({
       netns: opts.netns,
@@ -211,20 +225,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     });
     // `ip monitor` subscribes a moment after it starts; one full read after that covers
     // whatever changed between the first reconcile's read and the subscription. That read
-    // ends the start: its memory goes back then.
-    monitorCheck = setTimeout(async () => {
-      reconciler.trigger("monitor");
-      await reconciler.idle();
-      if (stopped) return;
-      const t0 = performance.now();
-      const compacted = compactHeap();
-      const trimmed = trimMalloc();
-      log.info("start over; memory given back", {
-        heapCompacted: compacted,
-        mallocTrimmed: trimmed,
-        ms: Math.round(performance.now() - t0),
-      });
-    }, MONITOR_SETTLE_MS);
+    // ends the start.
+    monitorCheck = setTimeout(() => fullReconcile("monitor", "start over"), MONITOR_SETTLE_MS);
   };
   informer.start();
 
@@ -239,7 +241,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     log.info("first sync done", { nodes: informer.store.size });
   });
   const resync = setInterval(() => {
-    if (synced) reconciler.trigger("resync");
+    if (synced) void fullReconcile("resync", "resync done");
   }, cfg.resyncSeconds * 1000);
 
   let stopping: Promise<void> | undefined;
