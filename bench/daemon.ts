@@ -75,8 +75,8 @@ export class DaemonProcess {
     v8Flags?: string,
   ): DaemonProcess {
     const spawnedAt = wallMs();
-    // gc exposed for statsAfterGc; it changes nothing else in how V8 collects.
-    const flags = [`--v8-flags=${["--expose-gc", v8Flags].filter(Boolean).join(",")}`];
+    // V8's gc, which statsAfterGc needs, is exposed by DAEMON_RUNTIME_ENV, as in the image.
+    const flags = v8Flags ? [`--v8-flags=${v8Flags}`] : [];
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--quiet", "--no-lock", ...flags, "--config", CONFIG, CHILD],
       env: {

@@ -43,51 +43,16 @@ export interface DelegateOutput {
   stdout: string;
 }
 
-function spawn(file: string, env: Record<string, string>): Deno.ChildProcess {
-  return new Deno.Command(file, { env, stdin: "piped", stdout: "piped", stderr: "inherit" })
-    .spawn();
-}
-
-async function collect(child: Deno.ChildProcess, stdin: string): Promise<DelegateOutput> {
-  const writer = child.stdin.getWriter();
-  try {
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  } catch (e) {
-    // A plugin may exit without reading all of stdin (VERSION needs none of it): its
-    // answer and exit status still count, not our broken pipe.
-    if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
-  }
-  const out = await child.output();
-  return { code: out.code, stdout: new TextDecoder().decode(out.stdout) };
-}
-
 /**
- * Runs `file` with `stdin`, our environment plus `env` overrides; stderr goes to ours.
+ * Runs plugin `name` from the first CNI_PATH folder that has it, as a runtime would: our
+ * environment plus `env` overrides, `stdin` as its stdin, its stderr to ours. The spawn
+ * itself is the lookup: a stat before it would cost every pod a file system call. Throws
+ * code 101 naming the folders searched when no folder has it.
  *
  * @example
  * ```ts
- * const out = await execPlugin("/opt/cni/bin/host-local", config);
+ * const out = await execPluginInPath("host-local", ["/opt/cni/bin"], config);
  * ```
- */
-export async function execPlugin(
-  file: string,
-  stdin: string,
-  env: Record<string, string> = {},
-): Promise<DelegateOutput> {
-  let child: Deno.ChildProcess;
-  try {
-    child = spawn(file, env);
-  } catch (e) {
-    throw new CniError(CniCode.DelegateFailed, `cannot run ${file}: ${(e as Error).message}`);
-  }
-  return await collect(child, stdin);
-}
-
-/**
- * Runs plugin `name` from the first CNI_PATH folder that has it, as {@link execPlugin}
- * does. The spawn itself is the lookup: a stat before it would cost every pod a file
- * system call. Throws code 101 naming the folders searched when no folder has it.
  */
 export async function execPluginInPath(
   name: string,
@@ -99,12 +64,23 @@ export async function execPluginInPath(
     const file = `${dir}/${name}`;
     let child: Deno.ChildProcess;
     try {
-      child = spawn(file, env);
+      child = new Deno.Command(file, { env, stdin: "piped", stdout: "piped", stderr: "inherit" })
+        .spawn();
     } catch (e) {
       if (isMissing(e)) continue;
       throw new CniError(CniCode.DelegateFailed, `cannot run ${file}: ${(e as Error).message}`);
     }
-    return await collect(child, stdin);
+    const writer = child.stdin.getWriter();
+    try {
+      await writer.write(new TextEncoder().encode(stdin));
+      await writer.close();
+    } catch (e) {
+      // A plugin may exit without reading all of stdin (VERSION needs none of it): its
+      // answer and exit status still count, not our broken pipe.
+      if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+    }
+    const out = await child.output();
+    return { code: out.code, stdout: new TextDecoder().decode(out.stdout) };
   }
   throw notInPath(name, path);
 }

@@ -9,7 +9,14 @@
  * @module
  */
 import { CniCode, CniError } from "./errors.ts";
-import { type Cidr, cidrsOverlap, familyBits, formatCidr, parseCidr } from "../src/net/ip.ts";
+import {
+  type Cidr,
+  cidrsOverlap,
+  familyBits,
+  formatCidr,
+  parseCidr,
+  sameCidr,
+} from "../src/net/ip.ts";
 
 /** One host-local range. */
 export interface HostLocalRange {
@@ -73,11 +80,7 @@ export function buildRanges(
           `the network address and the gateway are reserved`,
       );
     }
-    const same = kept.find((k) =>
-      k.family === cidr.family && k.value === cidr.value &&
-      k.prefix === cidr.prefix
-    );
-    if (same) continue;
+    if (kept.some((k) => sameCidr(k, cidr))) continue;
     const other = kept.find((k) => cidrsOverlap(k, cidr));
     if (other) {
       throw new CniError(

@@ -203,15 +203,16 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
    * Runs a full reconcile, then gives back the memory it took (a full read of the table is
    * megabytes of garbage at thousands of nodes, which V8 and malloc would keep for minutes).
    */
-  const fullReconcile = async (trigger: "monitor" | "resync", done: string) => {
+  const fullReconcile = async (trigger: "monitor" | "resync") => {
     reconciler.trigger(trigger);
     await reconciler.idle();
     if (stopped) return;
     const t0 = performance.now();
     const given = { heapCompacted: compactHeap(), mallocTrimmed: trimMalloc() };
     const fields = { ...given, ms: Math.round(performance.now() - t0) };
-    if (trigger === "monitor") log.info(`${done}; memory given back`, fields);
-    else log.debug(`${done}; memory given back`, fields);
+    // The start's end is said once; a resync's, every few minutes, only when debugging.
+    if (trigger === "monitor") log.info("start over; memory given back", fields);
+    else log.debug("resync done; memory given back", fields);
   };
   const startMonitor = () => {
     monitor = watchRoutes({
@@ -226,7 +227,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     // `ip monitor` subscribes a moment after it starts; one full read after that covers
     // whatever changed between the first reconcile's read and the subscription. That read
     // ends the start.
-    monitorCheck = setTimeout(() => fullReconcile("monitor", "start over"), MONITOR_SETTLE_MS);
+    monitorCheck = setTimeout(() => fullReconcile("monitor"), MONITOR_SETTLE_MS);
   };
   informer.start();
 
@@ -241,7 +242,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     log.info("first sync done", { nodes: informer.store.size });
   });
   const resync = setInterval(() => {
-    if (synced) void fullReconcile("resync", "resync done");
+    if (synced) void fullReconcile("resync");
   }, cfg.resyncSeconds * 1000);
 
   let stopping: Promise<void> | undefined;

@@ -16,7 +16,7 @@
 import { z } from "zod";
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, DEFAULT_PLUGINS_DIR } from "./config.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
-import { parseIp } from "./net/ip.ts";
+import { parseIp, sameIp } from "./net/ip.ts";
 
 /** File name of the IPAM plugin in the CNI bin folder. */
 export const KUBE_NODE_BINARY = "kube-node";
@@ -358,7 +358,7 @@ export async function interfaceMtu(address: string): Promise<number> {
   for (const link of links) {
     for (const a of link.addr_info ?? []) {
       const ip = a.local === undefined ? undefined : parseIp(a.local);
-      if (ip && ip.family === want.family && ip.value === want.value) return link.mtu;
+      if (ip && sameIp(ip, want)) return link.mtu;
     }
   }
   throw new Error(`no interface holds ${address}`);

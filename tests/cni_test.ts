@@ -9,7 +9,7 @@ import { compareVersions, convertResult, SUPPORTED_VERSIONS, versionInfo } from 
 import { parseKubeNodeConfig } from "../cni/config.ts";
 import { buildRanges, wantsIpv4 } from "../cni/ranges.ts";
 import { hostLocalConfig } from "../cni/kube_node.ts";
-import { execPlugin } from "../cni/delegate.ts";
+import { execPluginInPath } from "../cni/delegate.ts";
 import { parseNodeState, writeNodeState } from "../src/state.ts";
 import { callPlugin, type CniCall, IGNORE_CNI, makeCniBin, uniq } from "./helpers/cni.ts";
 
@@ -213,7 +213,7 @@ Deno.test("delegate: a plugin that exits without reading stdin still answers", a
       mode: 0o755,
     });
     // More than a pipe holds, so the write meets the closed pipe whatever the timing.
-    const out = await execPlugin(file, "x".repeat(1 << 20));
+    const out = await execPluginInPath("answers", [dir], "x".repeat(1 << 20));
     assert.deepEqual(out, { code: 3, stdout: '{"cniVersion":"1.0.0"}\n' });
   } finally {
     await Deno.remove(dir, { recursive: true });

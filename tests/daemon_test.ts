@@ -3,8 +3,6 @@
  * the embedded API server. Needs root (network namespaces).
  */
 import assert from "node:assert/strict";
-import { parseDaemonConfig } from "../src/config.ts";
-import { startDaemon } from "../src/daemon.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { createLogger } from "../src/log.ts";
 import { pollUntil, requireRoot } from "./helpers/netns.ts";
@@ -260,19 +258,10 @@ Deno.test({
       makeNode({ name: "far", podCIDRs: ["10.244.7.0/24"], internalIPs: ["192.168.99.7"] }),
     );
     const lines: string[] = [];
-    const cfg = parseDaemonConfig({
-      NODE_NAME: "a",
-      HTTP_ADDRESS: "off",
-      STATE_DIR: `${c.dir}/state`,
-    });
-    const d = await startDaemon(cfg, {
-      netns: c.ns.name,
-      kubeconfig: c.api.kubeconfigPath,
-      install: false,
+    const d = await daemon(c, {}, {
       log: createLogger("info", { write: (l) => lines.push(l), text: false }),
     });
     try {
-      await d.ready;
       await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "reachable nodes routed");
       const p = d.reconciler.last?.problems.find((x) => x.node === "far");
       assert.equal(p?.kind, "kernel");
@@ -302,22 +291,12 @@ Deno.test({
   async fn() {
     const c = await cluster();
     const lines: string[] = [];
-    const cfg = parseDaemonConfig({
-      NODE_NAME: "a",
-      HTTP_ADDRESS: "off",
-      STATE_DIR: `${c.dir}/state`,
-      RESYNC_INTERVAL: "1s",
-    });
-    const d = await startDaemon(cfg, {
-      netns: c.ns.name,
-      kubeconfig: c.api.kubeconfigPath,
-      install: false,
+    const d = await daemon(c, { RESYNC_INTERVAL: "1s" }, {
       log: createLogger("debug", { write: (l) => lines.push(l), text: false }),
     });
     const given = (msg: string) =>
       lines.map((l) => JSON.parse(l)).filter((o) => o.msg === `${msg}; memory given back`);
     try {
-      await d.ready;
       await pollUntil(() => Promise.resolve(given("resync done").length >= 2), {
         timeoutMs: 10_000,
         message: () => `no two resyncs that gave memory back:\n${lines.join("\n")}`,

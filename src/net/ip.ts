@@ -272,6 +272,16 @@ export function cidrContainsIp(cidr: Cidr, ip: Ip): boolean {
   return ip.value >> host === cidr.value >> host;
 }
 
+/** Whether two parsed addresses are the same (parseIp makes an IPv4-mapped one IPv4). */
+export function sameIp(a: Ip, b: Ip): boolean {
+  return a.family === b.family && a.value === b.value;
+}
+
+/** Whether two CIDRs are the same network. */
+export function sameCidr(a: Cidr, b: Cidr): boolean {
+  return a.family === b.family && a.value === b.value && a.prefix === b.prefix;
+}
+
 /** Whether `outer` contains all of `inner` (same family only). */
 export function cidrContains(outer: Cidr, inner: Cidr): boolean {
   return outer.prefix <= inner.prefix && cidrContainsIp(outer, inner);

@@ -22,7 +22,7 @@
  */
 import { cidrsOverlap } from "../net/ip.ts";
 import { type KernelIndex, routeKey } from "./diff.ts";
-import { type CheckedNode, type Claim, nextHop } from "./plan.ts";
+import { type CheckedNode, type Claim, claimRoute } from "./plan.ts";
 import type { Route } from "./types.ts";
 
 /** CIDRs of an unusual size tolerated before the head start gives up. */
@@ -75,11 +75,11 @@ export class HeadStart {
       const key = routeKey({ family: c.cidr.family, dst: c.text });
       if (this.#claimed.has(key)) continue;
       this.#claimed.add(key);
-      const via = nextHop(node, c.cidr.family);
-      if (via === undefined) continue;
+      const route = claimRoute(node, c);
+      if (route === undefined) continue;
       if (overlapsAny(c, this.#self) || overlapsAny(c, this.#odd)) continue;
       if (this.#kernel.ours.has(key) || this.#kernel.foreign.has(key)) continue;
-      out.push({ family: c.cidr.family, dst: c.text, via, node: node.name });
+      out.push(route);
     }
     return this.#off ? [] : out;
   }

@@ -7,7 +7,7 @@
  * @module
  */
 import type { NodeInfo } from "../kube/node.ts";
-import { type Cidr, type Ip, parseCidr, parseIp, splitList } from "../net/ip.ts";
+import { type Cidr, type Ip, parseCidr, parseIp, sameCidr, sameIp, splitList } from "../net/ip.ts";
 import type { Problem } from "./problem.ts";
 
 /** At most this many CIDRs and addresses are read from one node; the rest are reported. */
@@ -94,17 +94,12 @@ function readList(
 }
 
 function hasCidr(list: readonly Cidr[], c: Cidr): boolean {
-  for (let i = 0; i < list.length; i++) {
-    const x = list[i];
-    if (x.family === c.family && x.value === c.value && x.prefix === c.prefix) return true;
-  }
+  for (let i = 0; i < list.length; i++) if (sameCidr(list[i], c)) return true;
   return false;
 }
 
 function hasIp(list: readonly Ip[], ip: Ip): boolean {
-  for (let i = 0; i < list.length; i++) {
-    if (list[i].family === ip.family && list[i].value === ip.value) return true;
-  }
+  for (let i = 0; i < list.length; i++) if (sameIp(list[i], ip)) return true;
   return false;
 }
 

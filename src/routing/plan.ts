@@ -221,9 +221,15 @@ export interface CheckedNode {
   readonly problems: readonly Problem[];
 }
 
-/** The node's next hop for CIDRs of `family`, if it has a usable address of that family. */
-export function nextHop(node: CheckedNode, family: number): string | undefined {
-  return family === 4 ? node.hop4 : node.hop6;
+/**
+ * The route to one of the node's claims: via its next hop of the claim's family; undefined
+ * when it has no usable address of that family. The plan and the head start both make
+ * their routes here, so that the first reconcile finds the early ones in place.
+ */
+export function claimRoute(node: CheckedNode, claim: Claim): Route | undefined {
+  const family = claim.cidr.family;
+  const via = family === 4 ? node.hop4 : node.hop6;
+  return via === undefined ? undefined : { family, dst: claim.text, via, node: node.name };
 }
 
 /**
@@ -516,8 +522,8 @@ function planNode(
   const missing: Problem[] = [];
   if (!node.self) {
     for (const c of cidrs) {
-      const via = nextHop(node, c.cidr.family);
-      if (via === undefined) {
+      const route = claimRoute(node, c);
+      if (route === undefined) {
         missing.push({
           node: node.name,
           kind: "no-address",
@@ -527,7 +533,7 @@ function planNode(
         });
         continue;
       }
-      nodeRoutes[routeCount++] = { family: c.cidr.family, dst: c.text, via, node: node.name };
+      nodeRoutes[routeCount++] = route;
     }
     nodeRoutes.length = routeCount;
   }
