@@ -107,9 +107,11 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     fields: NODE_FIELDS,
     metadataOnly,
     log,
+    server: access.server,
     onProblem: (name, error) => log.warn("node object not understood", { node: name, error }),
   });
 
+  metrics.informer = () => informer.stats();
   const table: RouteTable = createIprouteTable({ netns: opts.netns, log });
   const machineId = cfg.nodeName === "" ? readMachineId() : "";
   let selfName = cfg.nodeName;
@@ -117,7 +119,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   let lastState = "";
 
   const onResult = async (r: ReconcileResult) => {
-    metrics.record(r, informer.stats());
+    metrics.record(r);
     if (selfName === "" && !warnedNoSelf) {
       warnedNoSelf = true;
       log.error(
@@ -217,7 +219,6 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const startMonitor = () => {
     monitor = watchRoutes({
       netns: opts.netns,
-      protocol: cfg.protocol,
       log,
       onEvent: (e) => {
         log.debug("kernel change", { kind: e.kind, detail: e.detail });

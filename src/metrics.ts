@@ -23,12 +23,13 @@ export class Metrics {
   #buckets = BUCKETS.map(() => 0);
   #durationSum = 0;
   #durationCount = 0;
-  #informer: InformerStats = { lists: 0, relists: 0, watchRestarts: 0, apiErrors: {} };
+  /** The informer's counters, read at each scrape: they move while no reconcile runs. */
+  informer: () => InformerStats | undefined = () => undefined;
 
   constructor(readonly protocol: number, readonly version: string) {}
 
-  /** Takes in one reconcile's result and the informer's counters. */
-  record(r: ReconcileResult, informer: InformerStats): void {
+  /** Takes in one reconcile's result. */
+  record(r: ReconcileResult): void {
     this.#desired = r.plan.routes.length;
     this.#installed = r.installed;
     this.#failed = r.failures.length;
@@ -47,7 +48,6 @@ export class Metrics {
     });
     this.#durationSum += s;
     this.#durationCount++;
-    this.#informer = informer;
   }
 
   /** The Prometheus text exposition. */
@@ -57,7 +57,8 @@ export class Metrics {
       out.push(`# HELP xcluster_cni_${name} ${help}`, `# TYPE xcluster_cni_${name} ${type}`);
       for (const l of lines) out.push(`xcluster_cni_${name}${l}`);
     };
-    const inf = this.#informer;
+    const inf = this.informer() ??
+      { lists: 0, relists: 0, watchRestarts: 0, apiErrors: {}, shortWatches: 0 };
     metric("build_info", "gauge", "Version and route protocol of this instance.", [
       `{version="${this.version}",protocol="${this.protocol}"} 1`,
     ]);
@@ -90,9 +91,15 @@ export class Metrics {
       ` ${inf.lists}`,
     ]);
     metric("relists_total", "counter", "Relists after a 410 Expired.", [` ${inf.relists}`]);
-    metric("watch_restarts_total", "counter", "Node watches started again.", [
+    metric("watch_restarts_total", "counter", "Node watches started again after one ended.", [
       ` ${inf.watchRestarts}`,
     ]);
+    metric(
+      "short_watches_total",
+      "counter",
+      "Node watches that ended within a second without an event (backed off as failures).",
+      [` ${inf.shortWatches}`],
+    );
     metric(
       "api_errors_total",
       "counter",

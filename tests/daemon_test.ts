@@ -144,6 +144,55 @@ Deno.test({
 });
 
 Deno.test({
+  name: "daemon: a foreign route that takes ours is reported at once; when it goes, ours is back",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    const d = await daemon(c, { RESYNC_INTERVAL: "1h" });
+    const value = (name: string) =>
+      Number(d.metrics.render().split("\n").find((l) => l.startsWith(name + " "))?.split(" ")[1]);
+    const foreignProblems = () =>
+      d.reconciler.last?.problems.filter((p) => p.kind === "foreign-route").map((p) => p.value);
+    try {
+      const all = [...MAIN_B, ...MAIN_C];
+      await expectRoutes(c.ns, 202, all, "initial");
+      // Past the start's own full read, so that only the route events can explain what follows.
+      await pollUntil(() => value('xcluster_cni_reconciles_total{trigger="monitor"}') >= 1);
+      const t0 = performance.now();
+      await c.ns.ip("route", "replace", "10.244.1.0/24", "via", "192.168.50.3", "proto", "static");
+      await pollUntil(() => value("xcluster_cni_routes_installed") === 3, {
+        timeoutMs: 5000,
+        message: "the metrics count the route taken",
+      });
+      assert.deepEqual(foreignProblems(), ["10.244.1.0/24"], "reported in the way");
+      assert.equal(value("xcluster_cni_routes_desired"), 4);
+      assert.deepEqual(await routes(c.ns, "static"), ["10.244.1.0/24 via 192.168.50.3"], "left");
+      const seen = performance.now();
+      await c.ns.ip("route", "del", "10.244.1.0/24", "proto", "static");
+      await expectRoutes(c.ns, 202, all, "ours back once the foreign route went");
+      const back = performance.now();
+      await pollUntil(() => value("xcluster_cni_routes_installed") === 4);
+      assert.deepEqual(foreignProblems(), [], "resolved");
+      console.log(
+        `  foreign route seen in ${Math.round(seen - t0)} ms; ours back ${
+          Math.round(back - seen)
+        } ms after it went`,
+      );
+      // Another owner's routes elsewhere are none of our business: no reconcile for them.
+      const before = value('xcluster_cni_reconciles_total{trigger="monitor"}');
+      await c.ns.ip("route", "add", "10.99.0.0/24", "via", "192.168.50.3", "proto", "static");
+      await c.ns.ip("route", "del", "10.99.0.0/24", "proto", "static");
+      await c.ns.ip("route", "replace", "10.244.2.0/24", "via", "192.168.50.2", "proto", "static");
+      await pollUntil(() => foreignProblems()?.length === 1, { message: "marker seen" });
+      assert.equal(value('xcluster_cni_reconciles_total{trigger="monitor"}'), before + 1);
+    } finally {
+      await d.stop();
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
   name: "daemon: watch drops and 410 Expired lose nothing",
   ignore: !!notRoot,
   async fn() {

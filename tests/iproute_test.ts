@@ -29,22 +29,40 @@ Deno.test("batch errors map back to their lines", () => {
   assert.deepEqual([...errors], [[2, "Nexthop has invalid gateway."], [4, "No such process"]]);
 });
 
-Deno.test("monitor lines: our deleted routes, links and addresses; nothing else", () => {
-  const c = (l: string) => classifyMonitorLine(l, 202);
-  assert.equal(c("Deleted 10.5.0.0/24 via 192.168.9.5 dev d0 proto 202 ")?.dst, "10.5.0.0/24");
-  assert.equal(
-    c("Deleted fd05::/64 via fd00:9::5 dev d0 proto 202 metric 1024 pref medium")?.dst,
-    "fd05::/64",
-  );
+Deno.test("monitor lines: main-table routes of every protocol, links and addresses", () => {
+  const c = classifyMonitorLine;
+  assert.deepEqual(c("Deleted 10.5.0.0/24 via 192.168.9.5 dev d0 proto 202 "), {
+    kind: "route-deleted",
+    detail: "Deleted 10.5.0.0/24 via 192.168.9.5 dev d0 proto 202 ",
+    dst: "10.5.0.0/24",
+    protocol: 202,
+  });
+  const v6 = c("Deleted fd05::/64 via fd00:9::5 dev d0 proto 202 metric 1024 pref medium");
+  assert.equal(v6?.dst, "fd05::/64");
   assert.equal(c("Deleted 10.3.3.3 via 192.168.9.3 dev d0 proto 202")?.dst, "10.3.3.3/32");
-  assert.equal(c("Deleted 10.5.0.0/24 via 192.168.9.5 dev d0 proto 200"), undefined);
-  assert.equal(c("10.5.0.0/24 via 192.168.9.5 dev d0 proto 202"), undefined);
+  // Another owner's route in the way of ours, and a route added with no protocol (boot).
+  const foreign = c("10.5.0.0/24 via 192.168.9.5 dev d0 proto 4");
+  assert.deepEqual([foreign?.kind, foreign?.dst, foreign?.protocol], [
+    "route-added",
+    "10.5.0.0/24",
+    4,
+  ]);
+  assert.equal(c("10.6.0.0/24 via 192.168.9.6 dev d0")?.protocol, 3);
+  assert.equal(c("blackhole fd06::/64 dev lo proto 200 metric 1024 pref medium")?.dst, "fd06::/64");
+  assert.equal(c("Deleted default via fd00:9::1 dev d0 proto 16 metric 1024")?.dst, "::/0");
+  // Other tables are not ours to care about.
+  assert.equal(
+    c("local 192.168.9.1 dev d0 table local proto 2 scope host src 192.168.9.1"),
+    undefined,
+  );
+  assert.equal(c("10.5.0.0/24 via 192.168.9.5 dev d0 table 7 proto 202"), undefined);
   assert.equal(
     c("3: d0@d1: <BROADCAST,MULTICAST> mtu 1500 qdisc noqueue state DOWN")?.kind,
     "link-change",
   );
   assert.equal(c("Deleted 3: d0    inet6 fd00:9::1/64 scope 0")?.kind, "address-change");
   assert.equal(c("    link/ether b6:78:f3:a2:2f:87 brd ff:ff:ff:ff:ff:ff"), undefined);
+  assert.equal(c("    nexthop via 192.168.9.7 dev d0 weight 1"), undefined);
 });
 
 /** Routes of ours that are not plain: 10.7.0.0/24 over two next hops, 10.8.0.0/24 a blackhole. */
@@ -203,12 +221,12 @@ Deno.test({
 });
 
 Deno.test({
-  name: "monitor: reports our deleted routes and link changes, not others' routes",
+  name: "monitor: reports route changes of every protocol with their destination, and links",
   ignore: !!notRoot,
   async fn() {
     await using ns = await lanHost("xip");
     const seen: KernelEvent[] = [];
-    const m = watchRoutes({ netns: ns.name, protocol: 202, onEvent: (e) => seen.push(e) });
+    const m = watchRoutes({ netns: ns.name, onEvent: (e) => seen.push(e) });
     try {
       // The monitor is listening once it reports a marker change. Each try sets another MTU:
       // setting the one a link has already changes nothing, and reports nothing.
@@ -224,13 +242,18 @@ Deno.test({
       await ns.ip("route", "del", "10.7.0.0/24");
       await ns.ip("route", "del", "10.8.0.0/24");
       await ns.ip("-6", "route", "del", "fd08::/64");
-      await pollUntil(() => seen.filter((e) => e.kind === "route-deleted").length >= 2, {
-        message: "deletions reported",
+      await ns.ip("route", "replace", "10.9.0.0/24", "via", "192.168.9.9", "proto", "static");
+      const deleted = () => seen.filter((e) => e.kind === "route-deleted");
+      await pollUntil(() => deleted().length >= 3 && seen.some((e) => e.dst === "10.9.0.0/24"), {
+        message: "changes reported",
       });
-      assert.deepEqual(seen.filter((e) => e.kind === "route-deleted").map((e) => e.dst), [
-        "10.8.0.0/24",
-        "fd08::/64",
+      assert.deepEqual(deleted().map((e) => `${e.dst} ${e.protocol}`), [
+        "10.7.0.0/24 200",
+        "10.8.0.0/24 202",
+        "fd08::/64 202",
       ]);
+      const added = seen.filter((e) => e.kind === "route-added");
+      assert.deepEqual(added.map((e) => `${e.dst} ${e.protocol}`), ["10.9.0.0/24 4"]);
       seen.length = 0;
       await ns.ip("link", "set", "lan0", "down");
       await pollUntil(() => seen.some((e) => e.kind === "link-change"), { message: "link down" });

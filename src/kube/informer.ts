@@ -1,14 +1,20 @@
 /**
  * A Node informer: paged list, then watch from the list's resourceVersion; re-watch when a
- * watch ends; relist on 410 Expired and emit only the differences; back off with jitter on
- * errors. The store survives everything: an outage never empties it.
+ * watch ends; relist on 410 Expired and emit only the differences. Every failure of the
+ * cycle (an error, a 410, a watch that ends within a second having delivered nothing) goes
+ * through one backoff (see backoff.ts), as client-go's reflector does. The store survives
+ * everything: an outage never empties it.
  *
  * @module
  */
 import { z } from "zod";
 import { type Logger, silentLogger } from "../log.ts";
+import { Backoff, type BackoffPolicy } from "./backoff.ts";
 import { ApiError, type KubeClient, statusError } from "./client.ts";
 import type { Fields } from "./json_list.ts";
+
+/** A watch that ends sooner than this having delivered no event counts as a failure. */
+export const SHORT_WATCH_MS = 1000;
 
 /** One change of the store. */
 export interface StoreChange<T> {
@@ -18,12 +24,16 @@ export interface StoreChange<T> {
   old?: T;
 }
 
-/** Counters for metrics. */
+/** Counters for metrics, updated as things happen. */
 export interface InformerStats {
   lists: number;
   relists: number;
+  /** Watches started after the first one. */
   watchRestarts: number;
+  /** Failed requests by HTTP status ("0": no response); 410s are counted in `relists`. */
   apiErrors: Record<string, number>;
+  /** Watches that ended within {@link SHORT_WATCH_MS} having delivered no event. */
+  shortWatches: number;
   lastSyncTime?: Date;
   lastContact?: Date;
 }
@@ -49,8 +59,10 @@ export interface InformerOptions<T> {
   labelSelector?: string;
   fieldSelector?: string;
   log?: Logger;
-  /** Backoff after errors: doubles from initialMs up to maxMs, with jitter. */
-  backoff?: { initialMs?: number; maxMs?: number };
+  /** The API server, named in the log lines of failures. */
+  server?: string;
+  /** Backoff after failures (default: client-go's reflector, see backoff.ts). */
+  backoff?: BackoffPolicy;
   onProblem?: (name: string, error: Error) => void;
 }
 
@@ -65,7 +77,14 @@ export class NodeInformer<T> {
   readonly #log: Logger;
   readonly #store = new Map<string, T>();
   readonly #listeners: ((changes: StoreChange<T>[]) => void)[] = [];
-  readonly #stats: InformerStats = { lists: 0, relists: 0, watchRestarts: 0, apiErrors: {} };
+  readonly #stats: InformerStats = {
+    lists: 0,
+    relists: 0,
+    watchRestarts: 0,
+    apiErrors: {},
+    shortWatches: 0,
+  };
+  #watches = 0;
   readonly #synced = Promise.withResolvers<void>();
   #abort = new AbortController();
   #loop: Promise<void> | undefined;
@@ -131,42 +150,48 @@ export class NodeInformer<T> {
   }
 
   async #run(): Promise<void> {
-    const initial = this.#opts.backoff?.initialMs ?? 100;
-    const max = this.#opts.backoff?.maxMs ?? 1000;
-    let delay = initial;
+    const backoff = new Backoff(this.#opts.backoff);
     let needList = true;
     const signal = this.#abort.signal;
     while (!signal.aborted) {
+      let cause: string;
+      let retryAfterMs: number | undefined;
       try {
         if (needList) {
           await this.#list(signal);
           needList = false;
         }
-        await this.#watch(signal);
-        delay = initial;
+        const t0 = performance.now();
+        const events = await this.#watch(signal);
+        const ms = Math.round(performance.now() - t0);
+        if (events > 0 || ms >= SHORT_WATCH_MS) continue;
+        // A proxy that cuts streams, or a server that ends watches at once: coming straight
+        // back would make a request storm.
+        this.#stats.shortWatches++;
+        cause = `watch ended after ${ms} ms without an event`;
       } catch (e) {
         if (signal.aborted) break;
         const err = e instanceof ApiError ? e : new ApiError(0, "Error", (e as Error).message);
         if (err.status === 410) {
           // History is gone: a fresh list is the only way to know what changed.
-          this.#log.info("resourceVersion expired; relisting", { resourceVersion: this.#rv });
           this.#stats.relists++;
           needList = true;
-          continue;
+          cause = `resourceVersion ${this.#rv} expired; relisting`;
+        } else {
+          const code = String(err.status);
+          this.#stats.apiErrors[code] = (this.#stats.apiErrors[code] ?? 0) + 1;
+          cause = err.message;
         }
-        const code = String(err.status);
-        this.#stats.apiErrors[code] = (this.#stats.apiErrors[code] ?? 0) + 1;
-        const wait = err.retryAfterSeconds !== undefined
-          ? err.retryAfterSeconds * 1000
-          : delay / 2 + Math.random() * delay / 2;
-        this.#log.warn("Kubernetes API request failed; retrying", {
-          status: err.status,
-          error: err.message,
-          inMs: Math.round(wait),
-        });
-        await this.#sleep(wait);
-        delay = Math.min(delay * 2, max);
+        if (err.retryAfterSeconds !== undefined) retryAfterMs = err.retryAfterSeconds * 1000;
       }
+      const wait = backoff.next(retryAfterMs);
+      // The backoff spaces these lines as it spaces the requests.
+      this.#log.warn("Kubernetes API list/watch failed; retrying", {
+        server: this.#opts.server,
+        cause,
+        inMs: Math.round(wait),
+      });
+      await this.#sleep(wait);
     }
   }
 
@@ -269,7 +294,8 @@ export class NodeInformer<T> {
     this.#stats.lastContact = new Date();
   }
 
-  async #watch(signal: AbortSignal): Promise<void> {
+  /** Watches until the stream ends; returns the number of events it delivered. */
+  async #watch(signal: AbortSignal): Promise<number> {
     const events = this.#client.watchNodes({
       metadataOnly: this.#opts.metadataOnly,
       resourceVersion: this.#rv,
@@ -279,8 +305,10 @@ export class NodeInformer<T> {
       fieldSelector: this.#opts.fieldSelector,
       signal,
     });
-    this.#stats.watchRestarts++;
+    if (this.#watches++ > 0) this.#stats.watchRestarts++;
+    let count = 0;
     for await (const ev of events) {
+      count++;
       this.#contact();
       if (ev.type === "ERROR") throw statusError(ev.object, 500);
       const meta = MetaSchema.safeParse(ev.object);
@@ -309,5 +337,6 @@ export class NodeInformer<T> {
       this.#store.set(name, value);
       this.#emit([{ type: old === undefined ? "added" : "updated", name, value, old }]);
     }
+    return count;
   }
 }

@@ -1,6 +1,7 @@
 /**
- * Watches the kernel with `ip -N monitor route link address` so that a route of ours
- * deleted by someone else, or lost with a link, is put back at once.
+ * Watches the kernel with `ip -N monitor route link address`, so that the reconciler hears of
+ * every route change at a destination it wants (ours deleted, another owner's route arriving
+ * in its way or leaving it), and of link and address changes.
  *
  * A link going down flushes IPv4 routes without any "Deleted" message, so every link and
  * address change counts too.
@@ -12,37 +13,50 @@ import { formatCidr, parseCidr } from "../net/ip.ts";
 
 /** What the monitor saw. */
 export interface KernelEvent {
-  readonly kind: "route-deleted" | "link-change" | "address-change";
+  readonly kind: "route-added" | "route-deleted" | "link-change" | "address-change";
   /** The line `ip monitor` printed. */
   readonly detail: string;
-  /** For route-deleted: the canonical destination (`10.0.1.0/24`, `fd00::/64`). */
+  /** For routes: the canonical destination (`10.0.1.0/24`, `fd00::/64`). */
   readonly dst?: string;
+  /** For routes: the protocol number (3, boot, when `ip` prints none). */
+  readonly protocol?: number;
 }
 
 /** Options of {@link watchRoutes}. */
 export interface MonitorOptions {
   netns?: string;
-  protocol: number;
   onEvent: (e: KernelEvent) => void;
   log?: Logger;
   ipPath?: string;
 }
 
-/** Classifies one line of `ip -N monitor route link address`; undefined when not ours. */
-export function classifyMonitorLine(line: string, protocol: number): KernelEvent | undefined {
+/** `ip` leaves out the protocol of routes added without one. */
+const RTPROT_BOOT = 3;
+
+const ROUTE_LINE =
+  /^(Deleted )?(?:(?:unicast|blackhole|unreachable|prohibit|throw|local|broadcast|anycast|multicast|nat) )?([0-9a-f.:]+(?:\/[0-9]+)?|default)(?: |$)/;
+
+/**
+ * Classifies one line of `ip -N monitor route link address`: a route of the main table
+ * added, replaced or deleted (any protocol), a link or an address change; undefined for
+ * anything else (other tables, continuation lines).
+ */
+export function classifyMonitorLine(line: string): KernelEvent | undefined {
   if (line === "" || /^\s/.test(line)) return undefined;
   if (/^(Deleted )?\d+: \S+: </.test(line)) return { kind: "link-change", detail: line };
   if (/^(Deleted )?\d+: \S+\s+inet6? /.test(line)) return { kind: "address-change", detail: line };
-  const m = /^Deleted (?:(?:unicast|blackhole|unreachable|prohibit) )?(\S+) .*\bproto (\d+)\b/.exec(
-    line,
-  );
-  if (m && Number(m[2]) === protocol && !/\btable (?!main\b)\S+/.test(line)) {
-    const family = m[1].includes(":") ? 6 : 4;
-    const text = m[1] === "default" ? (family === 4 ? "0.0.0.0/0" : "::/0") : m[1];
-    const r = parseCidr(text);
-    return { kind: "route-deleted", detail: line, dst: r.ok ? formatCidr(r.cidr) : text };
-  }
-  return undefined;
+  const m = ROUTE_LINE.exec(line);
+  if (!m || /\btable (?!main\b)\S+/.test(line)) return undefined;
+  const proto = /\bproto (\d+)\b/.exec(line);
+  const family = m[2].includes(":") || (m[2] === "default" && /\bvia \S*:/.test(line)) ? 6 : 4;
+  const text = m[2] === "default" ? (family === 4 ? "0.0.0.0/0" : "::/0") : m[2];
+  const r = parseCidr(text);
+  return {
+    kind: m[1] ? "route-deleted" : "route-added",
+    detail: line,
+    dst: r.ok ? formatCidr(r.cidr) : text,
+    protocol: proto ? Number(proto[1]) : RTPROT_BOOT,
+  };
 }
 
 /**
@@ -76,7 +90,7 @@ export function watchRoutes(opts: MonitorOptions): { close(): Promise<void> } {
       const lines = rest.split("\n");
       rest = lines.pop() ?? "";
       for (const line of lines) {
-        const e = classifyMonitorLine(line.trimEnd(), opts.protocol);
+        const e = classifyMonitorLine(line.trimEnd());
         if (e) opts.onEvent(e);
       }
     }

@@ -87,6 +87,7 @@ export class Reconciler {
   /** Destinations we deleted ourselves, whose "Deleted" the route monitor will echo. */
   #ownDeletions = new Map<string, number>();
   #last: ReconcileResult | undefined;
+  #wantedSets = new WeakMap<Plan, Set<string>>();
   #stopped = false;
   /** Whether a reconcile has begun or the reconciler stopped: no head start from then on. */
   #over = false;
@@ -121,20 +122,46 @@ export class Reconciler {
   }
 
   /**
-   * Takes a kernel event from the route monitor: a deletion of a route we deleted is our
-   * own echo; anything else triggers a reconcile with a full read.
+   * Takes a kernel event from the route monitor. Route events are weighed by destination:
+   *
+   * - a route of ours added: our own write (ignored);
+   * - a route of ours deleted: our own echo when we deleted it, else a full reconcile;
+   * - another owner's route added or deleted at a destination we want: a full reconcile, which
+   *   reports it in our way, or puts ours back once it has gone (a `replace` by another owner
+   *   takes our route without a deletion message);
+   * - any other route: ignored.
+   *
+   * Link and address changes always reconcile: a link going down flushes routes silently.
    */
-  kernelEvent(e: { kind: string; dst?: string }): void {
-    if (e.kind === "route-deleted" && e.dst !== undefined) {
+  kernelEvent(e: { kind: string; dst?: string; protocol?: number }): void {
+    const route = e.kind === "route-added" || e.kind === "route-deleted";
+    if (route && e.dst !== undefined) {
       const key = routeKey({ family: e.dst.includes(":") ? 6 : 4, dst: e.dst });
-      const n = this.#ownDeletions.get(key);
-      if (n !== undefined) {
-        if (n > 1) this.#ownDeletions.set(key, n - 1);
-        else this.#ownDeletions.delete(key);
+      if (e.protocol === this.#opts.protocol || e.protocol === undefined) {
+        if (e.kind === "route-added") return;
+        const n = this.#ownDeletions.get(key);
+        if (n !== undefined) {
+          if (n > 1) this.#ownDeletions.set(key, n - 1);
+          else this.#ownDeletions.delete(key);
+          return;
+        }
+      } else if (!this.#wanted().has(key)) {
         return;
       }
     }
     this.trigger("monitor");
+  }
+
+  /** Destinations of the last plan, made once per plan and only when a foreign route moves. */
+  #wanted(): ReadonlySet<string> {
+    const last = this.#last?.plan;
+    if (last === undefined) return new Set();
+    let set = this.#wantedSets.get(last);
+    if (!set) {
+      set = new Set(last.routes.map(routeKey));
+      this.#wantedSets.set(last, set);
+    }
+    return set;
   }
 
   /**
