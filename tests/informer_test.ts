@@ -320,3 +320,20 @@ Deno.test("pickFields: only the members asked for, the rest skipped whole", () =
     assert.throws(() => JSON.parse(pickFields(bad, { a: true })), SyntaxError, bad);
   }
 });
+
+Deno.test("informer: relist() ends the watch, lists afresh and resolves with the store current", () =>
+  rig(async (r) => {
+    await pollUntil(() => r.api.nodes.watcherCount() === 1);
+    const lists = r.informer.stats().lists;
+    const before = r.api.faults.requestCount();
+    // Changed behind the watch's back: only a list can show it now.
+    r.api.faults.dropWatches();
+    r.api.nodes.create(makeNode({ name: "late" }));
+    r.api.faults.compact();
+    await r.informer.relist();
+    assert.ok(r.informer.store.has("late"), "the store holds the fresh list");
+    assert.equal(r.informer.stats().lists, lists + 1);
+    assert.equal(r.informer.stats().apiErrors["410"], undefined, "no failure in between");
+    await pollUntil(() => r.api.nodes.watcherCount() === 1, { message: "watching again" });
+    assert.ok(r.api.faults.requestCount() - before <= 3, "a list and a watch, no storm");
+  }));

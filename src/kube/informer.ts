@@ -90,6 +90,10 @@ export class NodeInformer<T> {
   #loop: Promise<void> | undefined;
   #rv = "";
   #wake: (() => void) | undefined;
+  /** Callers of {@link relist} waiting for the next complete list. */
+  #relists: PromiseWithResolvers<void>[] = [];
+  /** Ends the open watch early, for a relist. */
+  #watchAbort: AbortController | undefined;
 
   constructor(client: KubeClient, opts: InformerOptions<T>) {
     this.#client = client;
@@ -122,11 +126,28 @@ export class NodeInformer<T> {
     this.#loop ??= this.#run();
   }
 
+  /**
+   * Lists afresh, ending the open watch, and resolves once the store holds that list: a
+   * consistent read of the Nodes, for a writer that must not decide on a watch that lags
+   * (a newly elected allocator). Rejects when the informer stops first.
+   */
+  relist(): Promise<void> {
+    const w = Promise.withResolvers<void>();
+    if (this.#abort.signal.aborted) w.reject(new Error("informer stopped"));
+    else {
+      this.#relists.push(w);
+      this.#watchAbort?.abort();
+      this.#wake?.();
+    }
+    return w.promise;
+  }
+
   /** Stops promptly, aborting requests in flight. The store is kept. */
   async stop(): Promise<void> {
     this.#abort.abort();
     this.#wake?.();
     await this.#loop;
+    for (const w of this.#relists.splice(0)) w.reject(new Error("informer stopped"));
   }
 
   #emit(changes: StoreChange<T>[]): void {
@@ -157,9 +178,18 @@ export class NodeInformer<T> {
       let cause: string;
       let retryAfterMs: number | undefined;
       try {
-        if (needList) {
-          await this.#list(signal);
+        if (needList || this.#relists.length > 0) {
+          const waiting = this.#relists.splice(0);
+          try {
+            await this.#list(signal);
+          } catch (e) {
+            this.#relists.unshift(...waiting);
+            throw e;
+          }
           needList = false;
+          for (const w of waiting) w.resolve();
+          // Asked again while that list ran: its answer may predate the asking.
+          if (this.#relists.length > 0) continue;
         }
         const t0 = performance.now();
         const events = await this.#watch(signal);
@@ -171,6 +201,7 @@ export class NodeInformer<T> {
         cause = `watch ended after ${ms} ms without an event`;
       } catch (e) {
         if (signal.aborted) break;
+        if (this.#relists.length > 0 && this.#watchAbort?.signal.aborted) continue;
         const err = e instanceof ApiError ? e : new ApiError(0, "Error", (e as Error).message);
         if (err.status === 410) {
           // History is gone: a fresh list is the only way to know what changed.
@@ -296,6 +327,7 @@ export class NodeInformer<T> {
 
   /** Watches until the stream ends; returns the number of events it delivered. */
   async #watch(signal: AbortSignal): Promise<number> {
+    this.#watchAbort = new AbortController();
     const events = this.#client.watchNodes({
       metadataOnly: this.#opts.metadataOnly,
       resourceVersion: this.#rv,
@@ -303,7 +335,7 @@ export class NodeInformer<T> {
       allowWatchBookmarks: true,
       labelSelector: this.#opts.labelSelector,
       fieldSelector: this.#opts.fieldSelector,
-      signal,
+      signal: AbortSignal.any([signal, this.#watchAbort.signal]),
     });
     if (this.#watches++ > 0) this.#stats.watchRestarts++;
     let count = 0;
