@@ -2,16 +2,16 @@
  * The kube-node IPAM plugin: hands each pod addresses from its own node's CIDRs for the
  * network by delegating to host-local with one range set per CIDR.
  *
- * - ADD: CIDRs from the daemon's node state file (else the API, see
- *   {@link cidrsFromApi}), `ipv4-namespaces` applied, host-local ADD, its result in the
- *   version asked for.
+ * - ADD: CIDRs from the daemon's node state file when it is this node's (else the API, see
+ *   {@link cidrsFromApi} and {@link foreignState}), `ipv4-namespaces` applied, host-local
+ *   ADD, its result in the version asked for.
  * - DEL: host-local releases by container ID whatever the ranges, so DEL takes the state
  *   file's ranges when they are usable and a placeholder range otherwise: it succeeds when
  *   the state file, the node or the annotation is gone, or when the ranges changed since
  *   ADD. It never calls the API.
  * - CHECK: delegated the same way (host-local checks that the container holds an address).
  * - STATUS: fails (code 50) when host-local is missing from CNI_PATH, or when neither a
- *   state file nor a kubeconfig is there to learn the ranges from.
+ *   state file of this node nor a kubeconfig is there to learn the ranges from.
  * - GC: delegated to host-local when it implements CNI 1.1.0, else a no-op success.
  *
  * @module
@@ -22,7 +22,13 @@ import { type CniVersion, convertResult } from "./version.ts";
 import { KUBE_NODE_KEYS, type KubeNodeNetConf, parseKubeNodeConfig } from "./config.ts";
 import { buildRanges, type HostLocalRanges, PLACEHOLDER_RANGES, wantsIpv4 } from "./ranges.ts";
 import { execPluginInPath, findPlugin } from "./delegate.ts";
-import { cidrsFromApi, cidrsFromState } from "./node_cidrs.ts";
+import {
+  cidrsFromApi,
+  cidrsFromState,
+  foreignState,
+  type NodeCidrs,
+  ownNode,
+} from "./node_cidrs.ts";
 import { DEFAULT_STATE_DIR } from "../src/state.ts";
 import { createLogger, fileSink, type Logger, parseLevel, silentLogger } from "../src/log.ts";
 
@@ -76,12 +82,38 @@ function stateDir(conf: KubeNodeNetConf): string {
   return conf.ipam.stateDir ?? DEFAULT_STATE_DIR;
 }
 
+/** The node state file's CIDRs and whether they are this node's (undefined: no file). */
+interface StateLookup {
+  found: NodeCidrs;
+  /** Why the file is another node's; undefined when it is ours. */
+  foreign: string | undefined;
+}
+
+/** Reads the node state file and tells whether it is this node's. Throws as cidrsFromState. */
+function readState(conf: KubeNodeNetConf): StateLookup | undefined {
+  const found = cidrsFromState(stateDir(conf), conf.ipam.annotation);
+  if (found === undefined) return undefined;
+  return { found, foreign: foreignState(found, ownNode(Deno.env.get("NODE_NAME"))) };
+}
+
+/**
+ * The state file's CIDRs when it is this node's; undefined when there is none or it is
+ * another node's (then the API is asked, as without a file).
+ */
+function ownState(state: StateLookup | undefined, log: Logger): NodeCidrs | undefined {
+  if (state === undefined) return undefined;
+  if (state.foreign === undefined) return state.found;
+  // Another node's range would hand out addresses that node routes to itself.
+  log.info("node state file of another node not used", { reason: state.foreign });
+  return undefined;
+}
+
 /** Ranges from the state file when usable, else the placeholder (DEL, CHECK, GC). */
 function rangesForRelease(conf: KubeNodeNetConf, log: Logger): HostLocalRanges {
   try {
-    const found = cidrsFromState(stateDir(conf), conf.ipam.annotation);
+    const found = ownState(readState(conf), log);
     if (found) return buildRanges(found.cidrs, { ipv4: true, source: found.source });
-    log.debug("no node state file; placeholder ranges");
+    log.debug("no node state file of this node; placeholder ranges");
   } catch (e) {
     log.debug("state ranges unusable; placeholder ranges", { error: e });
   }
@@ -130,11 +162,13 @@ async function delegate(
 async function add(ctx: CniContext): Promise<unknown> {
   const conf = parseKubeNodeConfig(ctx.config);
   const log = logger(conf, ctx);
-  const found = cidrsFromState(stateDir(conf), conf.ipam.annotation) ??
+  const state = readState(conf);
+  const found = ownState(state, log) ??
     await cidrsFromApi({
       kubeconfig: conf.ipam.kubeconfig,
       annotation: conf.ipam.annotation,
       nodeName: Deno.env.get("NODE_NAME"),
+      noState: state?.foreign,
     });
   const ipv4 = wantsIpv4(conf.ipam["ipv4-namespaces"], ctx.env.args.podNamespace);
   const ranges = buildRanges(found.cidrs, { ipv4, source: found.source });
@@ -184,10 +218,11 @@ async function status(ctx: CniContext): Promise<unknown> {
       throw unavailable((e as Error).message);
     }
   }
+  let state: StateLookup | undefined;
   try {
-    const found = cidrsFromState(stateDir(conf), conf.ipam.annotation);
-    if (found) {
-      buildRanges(found.cidrs, { ipv4: true, source: found.source });
+    state = readState(conf);
+    if (state && state.foreign === undefined) {
+      buildRanges(state.found.cidrs, { ipv4: true, source: state.found.source });
       return undefined;
     }
   } catch (e) {
@@ -196,8 +231,9 @@ async function status(ctx: CniContext): Promise<unknown> {
   const kubeconfig = conf.ipam.kubeconfig ?? Deno.env.get("KUBECONFIG");
   if (kubeconfig !== undefined && await readable(kubeconfig)) return undefined;
   throw unavailable(
-    `no node state file in ${stateDir(conf)} for annotation ` +
-      `${JSON.stringify(conf.ipam.annotation)} and no readable kubeconfig`,
+    (state?.foreign ??
+      `no node state file in ${stateDir(conf)} for annotation ` +
+        JSON.stringify(conf.ipam.annotation)) + " and no readable kubeconfig",
   );
 }
 

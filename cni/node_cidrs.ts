@@ -1,7 +1,8 @@
 /**
  * Where the own node's CIDRs for a network come from: the node state file the daemon
- * writes (no API call, no credentials), else the Kubernetes API through a kubeconfig, the
- * node found by NODE_NAME or /etc/machine-id, as Nordix kube-node does.
+ * writes (no API call, no credentials) when it names this node, else the Kubernetes API
+ * through a kubeconfig, the node found by NODE_NAME or /etc/machine-id, as Nordix kube-node
+ * does.
  *
  * The Kubernetes client (with zod and yaml) is imported only on the fallback path, so an
  * ADD served from the state file evaluates none of it. The specifiers are literals so that
@@ -19,6 +20,52 @@ export interface NodeCidrs {
   cidrs: string[];
   /** For messages: the state file, or "node X annotation Y". */
   source: string;
+  /** The node's machine ID, when the state file records it. */
+  machineID?: string;
+}
+
+/** Where this host's machine ID is, unless told otherwise. */
+export const MACHINE_ID_FILE = "/etc/machine-id";
+
+/** This node as kube-node knows it without the API. */
+export interface OwnNode {
+  /** NODE_NAME; "" when unset. */
+  nodeName: string;
+  /** The machine ID, read only when NODE_NAME is unset; "" when unknown. */
+  machineId: string;
+  /** Where the machine ID was read, for messages. */
+  machineIdFile: string;
+}
+
+/**
+ * This node by NODE_NAME, else by its machine ID (as the daemon finds itself). An
+ * unreadable machine ID file leaves the machine ID unknown: nothing then contradicts a
+ * state file.
+ */
+export function ownNode(nodeName: string | undefined, machineIdFile = MACHINE_ID_FILE): OwnNode {
+  if (nodeName) return { nodeName, machineId: "", machineIdFile };
+  let machineId = "";
+  try {
+    machineId = Deno.readTextFileSync(machineIdFile).trim();
+  } catch { /* unknown */ }
+  return { nodeName: "", machineId, machineIdFile };
+}
+
+/**
+ * Why a node state file is not this node's, or undefined when it may be used. NODE_NAME
+ * decides when set; else the machine ID, when both this host and the file know one. A file
+ * that records no machine ID is taken as the daemon's on this host, which found its node by
+ * the same machine ID: telling otherwise would take an API call on every ADD.
+ */
+export function foreignState(found: NodeCidrs, own: OwnNode): string | undefined {
+  if (own.nodeName !== "") {
+    return found.node === own.nodeName ? undefined : `${found.source} is node ` +
+      `${JSON.stringify(found.node)}'s, and NODE_NAME is ${JSON.stringify(own.nodeName)}`;
+  }
+  if (own.machineId === "" || !found.machineID) return undefined;
+  return found.machineID === own.machineId ? undefined : `${found.source} is node ` +
+    `${JSON.stringify(found.node)}'s (machine ID ${JSON.stringify(found.machineID)}), ` +
+    `and ${own.machineIdFile} says ${JSON.stringify(own.machineId)}`;
 }
 
 /**
@@ -44,7 +91,9 @@ export function cidrsFromState(
         `not ${JSON.stringify(annotation)}`,
     );
   }
-  return { node: state.node, cidrs: state.cidrs, source: file };
+  const found: NodeCidrs = { node: state.node, cidrs: state.cidrs, source: file };
+  if (state.machineID !== undefined) found.machineID = state.machineID;
+  return found;
 }
 
 /** Options of {@link cidrsFromApi}. */
@@ -58,6 +107,8 @@ export interface ApiLookup {
   machineIdFile?: string;
   /** Give up after this long; default 10 s. */
   timeoutMs?: number;
+  /** Why the node state file was not used, for messages; default: there is none. */
+  noState?: string;
 }
 
 const PAGE = 500;
@@ -69,18 +120,19 @@ const PAGE = 500;
  */
 export async function cidrsFromApi(opts: ApiLookup): Promise<NodeCidrs> {
   const retry = (msg: string) => new CniError(CniCode.TryAgainLater, msg);
+  const noState = opts.noState ?? "no node state file";
   const [{ loadKubeAccess }, { KubeClient, ApiError }, { toNodeInfo }] = await Promise.all([
     import("../src/kube/kubeconfig.ts"),
     import("../src/kube/client.ts"),
     import("../src/kube/node.ts"),
   ]).catch((e) => {
-    throw retry(`no node state file, and the Kubernetes client failed to load: ${e}`);
+    throw retry(`${noState}, and the Kubernetes client failed to load: ${e}`);
   });
   let access;
   try {
     access = await loadKubeAccess({ kubeconfig: opts.kubeconfig });
   } catch (e) {
-    throw retry(`no node state file and no API access: ${(e as Error).message}`);
+    throw retry(`${noState}, and no API access: ${(e as Error).message}`);
   }
   const client = new KubeClient(access);
   const keep = opts.annotation === "" ? [] : [opts.annotation];
@@ -102,7 +154,7 @@ export async function cidrsFromApi(opts: ApiLookup): Promise<NodeCidrs> {
         throw e;
       }
     }
-    const file = opts.machineIdFile ?? "/etc/machine-id";
+    const file = opts.machineIdFile ?? MACHINE_ID_FILE;
     let machineId: string;
     try {
       machineId = (await Deno.readTextFile(file)).trim();

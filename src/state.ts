@@ -22,6 +22,11 @@ export interface NodeState {
   /** The node's valid CIDRs for the network, canonical text, in the node's order. */
   cidrs: string[];
   updated: string;
+  /**
+   * The node's machine ID (status.nodeInfo.machineID), when the writer knows it: without
+   * NODE_NAME, kube-node can then tell whether the file is its own node's.
+   */
+  machineID?: string;
 }
 
 function describe(value: unknown): string {
@@ -50,13 +55,18 @@ export function parseNodeState(value: unknown): NodeState {
     throw bad("cidrs", "an array of strings");
   }
   if (typeof v.updated !== "string") throw bad("updated", "a string");
-  return {
+  if (v.machineID !== undefined && typeof v.machineID !== "string") {
+    throw bad("machineID", "a string");
+  }
+  const state: NodeState = {
     version: 1,
     node: v.node as string,
     annotation: v.annotation as string,
     cidrs: [...cidrs],
     updated: v.updated,
   };
+  if (v.machineID !== undefined) state.machineID = v.machineID;
+  return state;
 }
 
 /**

@@ -78,7 +78,8 @@ Deno.test({
       assert.equal(bad.code, 2);
       assert.equal(
         bad.err.trim(),
-        'xcluster-cni: PROTOCOL="kernel": protocol 2 (kernel) belongs to the kernel',
+        'xcluster-cni: PROTOCOL="kernel": protocol 2 belongs to kernel (the kernel); ' +
+          "choose a number 200-254",
       );
     } finally {
       await api.close();

@@ -9,6 +9,7 @@ import { compareVersions, convertResult, SUPPORTED_VERSIONS, versionInfo } from 
 import { parseKubeNodeConfig } from "../cni/config.ts";
 import { buildRanges, wantsIpv4 } from "../cni/ranges.ts";
 import { hostLocalConfig } from "../cni/kube_node.ts";
+import { foreignState, ownNode } from "../cni/node_cidrs.ts";
 import { execPluginInPath } from "../cni/delegate.ts";
 import { parseNodeState, writeNodeState } from "../src/state.ts";
 import { callPlugin, type CniCall, IGNORE_CNI, makeCniBin, uniq } from "./helpers/cni.ts";
@@ -203,6 +204,51 @@ Deno.test("state file: checked by hand, errors name the field and the value", ()
     message({ ...good, updated: undefined }),
     "updated: expected a string (value missing)",
   );
+  assert.deepEqual(parseNodeState({ ...good, machineID: "m1" }), { ...good, machineID: "m1" });
+  assert.equal(message({ ...good, machineID: 7 }), "machineID: expected a string (value 7)");
+});
+
+Deno.test("state file: used only when it is this node's, by NODE_NAME, else the machine ID", () => {
+  const file = { node: "other", cidrs: ["10.0.0.0/24"], source: "/state/node-podCIDRs.json" };
+  const byName = (nodeName: string) => ({ nodeName, machineId: "", machineIdFile: "/m" });
+  assert.equal(foreignState(file, byName("other")), undefined);
+  assert.equal(
+    foreignState(file, byName("self")),
+    '/state/node-podCIDRs.json is node "other"\'s, and NODE_NAME is "self"',
+  );
+  // NODE_NAME decides even when the machine IDs agree.
+  assert.match(foreignState({ ...file, machineID: "m1" }, byName("self")) ?? "", /NODE_NAME/);
+  const byId = (machineId: string) => ({ nodeName: "", machineId, machineIdFile: "/m" });
+  assert.equal(foreignState({ ...file, machineID: "m1" }, byId("m1")), undefined);
+  assert.equal(
+    foreignState({ ...file, machineID: "m2" }, byId("m1")),
+    '/state/node-podCIDRs.json is node "other"\'s (machine ID "m2"), and /m says "m1"',
+  );
+  // Nothing to compare: trusted, as the daemon on this host wrote it.
+  assert.equal(foreignState(file, byId("m1")), undefined);
+  assert.equal(foreignState({ ...file, machineID: "m2" }, byId("")), undefined);
+  assert.equal(foreignState({ ...file, machineID: "" }, byId("m1")), undefined);
+});
+
+Deno.test("state file: this node is NODE_NAME, else the machine ID file, else unknown", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "cni-own-node-" });
+  try {
+    Deno.writeTextFileSync(`${dir}/machine-id`, "abc123\n");
+    assert.deepEqual(ownNode("n1", `${dir}/machine-id`), {
+      nodeName: "n1",
+      machineId: "",
+      machineIdFile: `${dir}/machine-id`,
+    });
+    assert.equal(ownNode(undefined, `${dir}/machine-id`).machineId, "abc123");
+    assert.equal(ownNode("", `${dir}/machine-id`).machineId, "abc123");
+    assert.deepEqual(ownNode(undefined, `${dir}/absent`), {
+      nodeName: "",
+      machineId: "",
+      machineIdFile: `${dir}/absent`,
+    });
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
 
 Deno.test("delegate: a plugin that exits without reading stdin still answers", async () => {

@@ -45,6 +45,8 @@ Deno.test("values are parsed", () => {
 Deno.test("a bad value names the variable and the value", () => {
   const cases: [Record<string, string>, string][] = [
     [{ PROTOCOL: "2" }, "PROTOCOL"],
+    [{ PROTOCOL: "186" }, "PROTOCOL"],
+    [{ PROTOCOL: "zebra" }, "PROTOCOL"],
     [{ PROTOCOL: "0" }, "PROTOCOL"],
     [{ PROTOCOL: "256" }, "PROTOCOL"],
     [{ PROTOCOL: "nosuchproto" }, "PROTOCOL"],
@@ -67,12 +69,88 @@ Deno.test("a bad value names the variable and the value", () => {
   }
 });
 
-Deno.test("protocol names resolve through rt_protos, the kernel's are refused", () => {
-  const names = parseRtProtos("# comment\n2\tkernel\n4 static\n0x10 zebra\n200 net3\n");
-  assert.equal(parseProtocol("net3", names), 200);
-  assert.equal(parseProtocol("zebra", names), 16);
-  assert.throws(() => parseProtocol("kernel", names), /kernel/);
-  assert.throws(() => parseProtocol("static", names), /static/);
+Deno.test("protocol names resolve through rt_protos; 200-254 are free for instances", () => {
+  const host = {
+    names: parseRtProtos("# comment\n2\tkernel\n4 static\n200 net3\n0xfe net4\n"),
+    source: "/test/rt_protos",
+  };
+  assert.equal(parseProtocol("net3", host), 200);
+  assert.equal(parseProtocol("net4", host), 254);
+  for (const n of [200, 202, 254]) assert.equal(parseProtocol(String(n), host), n);
+  assert.equal(parseProtocol(" 202 ", { names: new Map(), source: "none" }), 202);
+  assert.throws(() => parseProtocol("kernel", host), /kernel/);
+  assert.throws(() => parseProtocol("static", host), /static/);
+});
+
+Deno.test("PROTOCOL of the kernel or another routing daemon is refused, by number or name", () => {
+  const cases: [string, RegExp][] = [
+    ["0", /^protocol 0 belongs to unspec \(/],
+    ["1", /^protocol 1 belongs to redirect \(ICMP redirects\)/],
+    ["2", /^protocol 2 belongs to kernel \(the kernel\)/],
+    ["3", /^protocol 3 belongs to boot \(/],
+    ["4", /^protocol 4 belongs to static \(/],
+    ["9", /^protocol 9 belongs to ra \(router advertisements\)/],
+    ["11", /^protocol 11 belongs to zebra \(FRR\/Quagga\)/],
+    ["zebra", /^protocol 11 belongs to zebra \(FRR\/Quagga\)/],
+    ["12", /^protocol 12 belongs to bird \(BIRD\)/],
+    ["bird", /^protocol 12 belongs to bird \(BIRD\)/],
+    ["16", /^protocol 16 belongs to dhcp \(DHCP clients\)/],
+    ["dhcp", /^protocol 16 belongs to dhcp \(DHCP clients\)/],
+    ["17", /^protocol 17 belongs to mrouted \(/],
+    ["18", /^protocol 18 belongs to keepalived \(/],
+    ["42", /^protocol 42 belongs to babel \(/],
+    ["99", /^protocol 99 belongs to openr \(/],
+    ["186", /^protocol 186 belongs to bgp \(BGP daemons such as BIRD, FRR\)/],
+    ["bgp", /^protocol 186 belongs to bgp \(BGP daemons such as BIRD, FRR\)/],
+    ["187", /^protocol 187 belongs to isis \(/],
+    ["ospf", /^protocol 188 belongs to ospf \(/],
+    ["189", /^protocol 189 belongs to rip \(/],
+    ["192", /^protocol 192 belongs to eigrp \(/],
+  ];
+  // The host's file renumbers "zebra": the kernel's name still means FRR's routes.
+  const host = { names: parseRtProtos("230 zebra\n"), source: "/test/rt_protos" };
+  for (const [value, reason] of cases) {
+    for (const names of [host, { names: new Map<string, number>(), source: "none" }]) {
+      assert.throws(() => parseProtocol(value, names), (e: unknown) => {
+        assert.match((e as Error).message, reason, value);
+        assert.match((e as Error).message, /; choose a number 200-254$/, value);
+        return true;
+      });
+    }
+  }
+  assert.throws(() => parseDaemonConfig({ PROTOCOL: "bgp" }), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.equal(
+      e.message,
+      'PROTOCOL="bgp": protocol 186 belongs to bgp (BGP daemons such as BIRD, FRR); ' +
+        "choose a number 200-254",
+    );
+    return true;
+  });
+  assert.throws(() => parseDaemonConfig({ PROTOCOL: "12" }), /PROTOCOL="12": .*BIRD/);
+});
+
+Deno.test("PROTOCOL named by the host's rt_protos below 200 is refused, naming the entry", () => {
+  const host = {
+    names: parseRtProtos("77 mydaemon\n0x30 other\n210 net5\n"),
+    source: "/etc/iproute2/rt_protos",
+  };
+  const message = (value: string) => {
+    try {
+      parseProtocol(value, host);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    assert.fail(`${value} accepted`);
+  };
+  const want = "protocol 77 is assigned to mydaemon in /etc/iproute2/rt_protos; " +
+    "choose a number 200-254";
+  assert.equal(message("77"), want);
+  assert.equal(message("mydaemon"), want);
+  assert.match(message("48"), /^protocol 48 is assigned to other in \/etc\/iproute2\/rt_protos;/);
+  assert.equal(parseProtocol("net5", host), 210);
+  // A number nobody names stays usable.
+  assert.equal(parseProtocol("78", host), 78);
 });
 
 Deno.test("every variable is documented once", () => {

@@ -81,6 +81,18 @@ Deno.test("head start: what the plan alone can decide waits", () => {
   assert.ok(!h.off);
 });
 
+Deno.test("head start: an older node's claim on our own CIDR goes neither early nor later", () => {
+  const h = new HeadStart(kernel(), check(SELF));
+  const older = node("old", ["10.1.0.0/24", "fd01::/64", "10.1.9.0/24"], [
+    "192.168.9.3",
+    "fd00:9::3",
+  ], "2025-01-01");
+  assert.deepEqual(texts(h, older), ["10.1.9.0/24 192.168.9.3"]);
+  const planned = plan([check(older), check(SELF)]);
+  assert.deepEqual(planned.routes.map((r) => `${r.dst} ${r.via}`), ["10.1.9.0/24 192.168.9.3"]);
+  assert.deepEqual(planned.selfCidrs, ["10.1.0.0/24", "fd01::/64"]);
+});
+
 Deno.test("head start: stops after too many CIDRs of unusual sizes", () => {
   const h = new HeadStart(kernel(), check(SELF));
   for (let i = 0; i <= MAX_ODD; i++) {

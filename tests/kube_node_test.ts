@@ -344,3 +344,104 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "kube-node: a state file of another node is not used; the API gives our own CIDRs",
+  ignore: IGNORE_CNI || apiIgnoreReason() !== false,
+  async fn() {
+    const { startApiServer } = await import("../src/devcluster/apiserver/mod.ts");
+    const { makeNode } = await import("../src/devcluster/nodes.ts");
+    const s = await setup(undefined);
+    const kubeconfig = `${s.dir}/kubeconfig`;
+    const logfile = `${s.dir}/kube-node.log`;
+    const api = await startApiServer({ kubeconfigPath: kubeconfig });
+    try {
+      const machineID = (await Deno.readTextFile("/etc/machine-id")).trim();
+      await api.nodes.create(makeNode({
+        name: "self",
+        annotations: { [ANNOTATION]: "10.151.0.0/24,fd00:151::/112" },
+        machineID,
+      }));
+      // In the API another range than in its state file: an address from the file's range
+      // shows that the file was used.
+      await api.nodes.create(makeNode({
+        name: "other",
+        annotations: { [ANNOTATION]: "10.152.0.0/24,fd00:152::/112" },
+        machineID: "not-this-machine",
+      }));
+      const writeState = (extra: { machineID?: string } = {}) =>
+        writeNodeState(s.stateDir, {
+          version: 1,
+          node: "other",
+          annotation: ANNOTATION,
+          cidrs: ["10.150.0.0/24", "fd00:150::/112"],
+          updated: new Date().toISOString(),
+          ...extra,
+        });
+      const add = (containerId: string, env: Record<string, string | undefined>) =>
+        callPlugin(ipamCall(s, {
+          containerId,
+          env,
+          stdin: ipamConf(s, { kubeconfig, logfile, loglevel: "debug" }),
+        }));
+      const inRange = (a: { json?: Record<string, unknown> }, v4: string, v6: string) =>
+        ips(a).length === 2 && ips(a)[0].startsWith(v4) && ips(a)[1].startsWith(v6);
+
+      await writeState();
+      const asSelf = await add("as-self", { NODE_NAME: "self" });
+      assert.equal(asSelf.code, 0, asSelf.stdout + asSelf.stderr);
+      assert.ok(inRange(asSelf, "10.151.0.", "fd00:151::"), ips(asSelf).join(" "));
+      const log = await Deno.readTextFile(logfile);
+      assert.match(log, /node state file of another node not used/);
+      assert.match(log, /is node \\"other\\"'s, and NODE_NAME is \\"self\\"/);
+
+      const asOther = await add("as-other", { NODE_NAME: "other" });
+      assert.equal(asOther.code, 0, asOther.stdout + asOther.stderr);
+      assert.ok(inRange(asOther, "10.150.0.", "fd00:150::"), ips(asOther).join(" "));
+
+      // Without NODE_NAME the machine ID decides, when the file records one.
+      await writeState({ machineID: "not-this-machine" });
+      const byId = await add("by-id", {});
+      assert.equal(byId.code, 0, byId.stdout + byId.stderr);
+      assert.ok(inRange(byId, "10.151.0.", "fd00:151::"), ips(byId).join(" "));
+      await writeState({ machineID });
+      const sameId = await add("same-id", {});
+      assert.equal(sameId.code, 0, sameId.stdout + sameId.stderr);
+      assert.ok(inRange(sameId, "10.150.0.", "fd00:150::"), ips(sameId).join(" "));
+      // A file without a machine ID cannot be told from ours without the API: used.
+      await writeState();
+      const noId = await add("no-id", {});
+      assert.equal(noId.code, 0, noId.stdout + noId.stderr);
+      assert.ok(inRange(noId, "10.150.0.", "fd00:150::"), ips(noId).join(" "));
+
+      // STATUS: another node's file does not make the plugin ready without API access.
+      const status = await callPlugin(ipamCall(s, {
+        command: "STATUS",
+        env: { NODE_NAME: "self", KUBECONFIG: undefined },
+        stdin: ipamConf(s, {}, "1.1.0"),
+      }));
+      assert.equal(status.json?.code, 50, status.stdout);
+      assert.match(String(status.json?.msg), /node "other"'s, and NODE_NAME is "self"/);
+      const ready = await callPlugin(ipamCall(s, {
+        command: "STATUS",
+        env: { NODE_NAME: "other", KUBECONFIG: undefined },
+        stdin: ipamConf(s, {}, "1.1.0"),
+      }));
+      assert.equal(ready.code, 0, ready.stdout);
+
+      // DEL releases whatever the file, without the API.
+      for (const id of ["as-self", "as-other", "by-id", "same-id", "no-id"]) {
+        const del = await callPlugin(ipamCall(s, {
+          containerId: id,
+          command: "DEL",
+          env: { NODE_NAME: "self" },
+        }));
+        assert.equal(del.code, 0, del.stdout + del.stderr);
+      }
+      assert.deepEqual(await allocatedFiles(s.dataDir, s.name), []);
+    } finally {
+      await api.close();
+      await Deno.remove(s.dir, { recursive: true });
+    }
+  },
+});

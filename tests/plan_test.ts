@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { NodeInfo } from "../src/kube/node.ts";
-import { parseCidr } from "../src/net/ip.ts";
+import { cidrsOverlap, parseCidr } from "../src/net/ip.ts";
 import { type NetworkSource, parseNode } from "../src/routing/node_parse.ts";
 import { checkNode, plan, PlanMemo, type PlanRules } from "../src/routing/plan.ts";
 import type { LocalAddress } from "../src/routing/types.ts";
@@ -137,21 +137,85 @@ Deno.test("overlapping claims: the older node keeps the range, whatever the orde
   assert.deepEqual(p.routes.map((r) => r.node), ["x"]);
 });
 
-Deno.test("another node cannot claim our own CIDR", () => {
+Deno.test("an older node cannot claim our own CIDR: refused and reported on it", () => {
+  const self = node("a", {
+    creationTimestamp: "2026-01-01T00:00:00Z",
+    podCIDRs: ["10.244.0.0/24", "fd00:10::/64"],
+    internalIPs: ["192.168.1.1", "fd00:1::1"],
+  });
+  const evil = node("evil", {
+    // Older than our own node: by age alone it would win.
+    creationTimestamp: "2025-01-01T00:00:00Z",
+    podCIDRs: ["10.244.0.0/25", "fd00:10::/80", "10.250.0.0/24"],
+    internalIPs: ["192.168.1.66", "fd00:1::66"],
+  });
+  for (const order of [[self, evil], [evil, self]]) {
+    const p = run(order);
+    assert.deepEqual(p.routes.map((r) => `${r.node} ${r.dst} via ${r.via}`), [
+      "evil 10.250.0.0/24 via 192.168.1.66",
+    ]);
+    assert.deepEqual(p.selfCidrs, ["10.244.0.0/24", "fd00:10::/64"]);
+    const onEvil = p.problems.filter((x) => x.node === "evil");
+    assert.deepEqual(onEvil.map((x) => [x.kind, x.field, x.value]), [
+      ["conflict", "spec.podCIDRs", "10.244.0.0/25"],
+      ["conflict", "spec.podCIDRs", "fd00:10::/80"],
+    ]);
+    assert.match(onEvil[0].reason, /10\.244\.0\.0\/24 of node a, this router's own node/);
+    assert.match(onEvil[1].reason, /fd00:10::\/64 of node a, this router's own node/);
+    const evilPlan = p.nodes.find((n) => n.name === "evil");
+    assert.deepEqual(evilPlan?.cidrs, ["10.250.0.0/24"]);
+  }
+});
+
+Deno.test("our own CIDRs win against a wider claim and without a creationTimestamp", () => {
   const p = run([
-    node("a", {
-      creationTimestamp: "2025-01-01T00:00:00Z",
-      podCIDRs: ["10.244.0.0/24"],
-      internalIPs: ["192.168.1.1"],
-    }),
-    node("evil", {
-      creationTimestamp: "2026-01-01T00:00:00Z",
-      podCIDRs: ["10.244.0.0/25"],
-      internalIPs: ["192.168.1.66"],
+    node("a", { creationTimestamp: "", podCIDRs: ["10.244.0.0/24"], internalIPs: ["192.168.1.1"] }),
+    node("wide", {
+      creationTimestamp: "2020-01-01T00:00:00Z",
+      podCIDRs: ["10.244.0.0/16"],
+      internalIPs: ["192.168.1.7"],
     }),
   ]);
   assert.deepEqual(p.routes, []);
   assert.deepEqual(p.selfCidrs, ["10.244.0.0/24"]);
+  assert.deepEqual(p.problems.filter((x) => x.kind === "conflict").map((x) => [x.node, x.value]), [
+    ["a", "10.244.0.0/24"],
+    ["wide", "10.244.0.0/16"],
+  ]);
+});
+
+Deno.test("beside our own node, the older of two other nodes still wins between them", () => {
+  const p = run([
+    node("a", {
+      creationTimestamp: "2026-06-01T00:00:00Z",
+      podCIDRs: ["10.244.0.0/24"],
+      internalIPs: ["192.168.1.1"],
+    }),
+    // Refused as a whole for overlapping ours: it then takes nothing from y.
+    node("x", {
+      creationTimestamp: "2025-01-01T00:00:00Z",
+      podCIDRs: ["10.244.0.0/16"],
+      internalIPs: ["192.168.1.2"],
+    }),
+    node("y", {
+      creationTimestamp: "2025-02-01T00:00:00Z",
+      podCIDRs: ["10.244.5.0/24"],
+      internalIPs: ["192.168.1.3"],
+    }),
+    node("z", {
+      creationTimestamp: "2025-03-01T00:00:00Z",
+      podCIDRs: ["10.244.5.128/25"],
+      internalIPs: ["192.168.1.4"],
+    }),
+  ]);
+  assert.deepEqual(p.routes.map((r) => `${r.node} ${r.dst}`), ["y 10.244.5.0/24"]);
+  assert.deepEqual(p.selfCidrs, ["10.244.0.0/24"]);
+  const reasons = Object.fromEntries(
+    p.problems.filter((x) => x.kind === "conflict" && x.node !== "a" && x.node !== "y")
+      .map((x) => [x.node, x.reason]),
+  );
+  assert.match(reasons.x, /of node a, this router's own node/);
+  assert.match(reasons.z, /overlaps 10\.244\.5\.0\/24 of node y, which claimed it first/);
 });
 
 Deno.test("hostile CIDRs are refused, the rest of the node still works", () => {
@@ -248,8 +312,12 @@ Deno.test("plan with a memo equals plan without, through adds, changes, deletes 
       podCIDRs: [`10.${rand(4)}.${rand(3)}.0/${23 + rand(2)}`, `fd00:10:0:${rand(6)}::/64`],
       internalIPs: [`192.168.1.${10 + i}`, ...(v % 3 === 0 ? [] : [`fd00:1::${10 + i}`])],
     });
+  // One of the nodes is our own, so that it too comes and goes, changes, and meets older
+  // claims of its CIDRs.
+  const rules = { ...RULES, selfName: "n5" };
   const memo = new PlanMemo();
   const checkedOf = new Map<NodeInfo, ReturnType<typeof checkNode>>();
+  let selfConflicts = 0;
   let nodes = Array.from({ length: 40 }, (_, i) => make(i, i));
   for (let round = 0; round < 200; round++) {
     const i = rand(60);
@@ -263,9 +331,27 @@ Deno.test("plan with a memo equals plan without, through adds, changes, deletes 
     if (round % 41 === 40) nodes = nodes.map((n, j) => nodes[j % 2 ? j - 1 : j + 1] ?? n);
     const checked = nodes.map((n) => {
       let c = checkedOf.get(n);
-      if (!c) checkedOf.set(n, c = checkNode(parseNode(n, MAIN), RULES, LOCAL));
+      if (!c) checkedOf.set(n, c = checkNode(parseNode(n, MAIN), rules, LOCAL));
       return c;
     });
-    assert.deepEqual(plan(checked, memo), plan(checked), `round ${round}`);
+    const fresh = plan(checked);
+    assert.deepEqual(plan(checked, memo), fresh, `round ${round}`);
+    // The generator may give two nodes one name (then both are "ours"): only a single one
+    // is a real cluster.
+    const selves = checked.filter((n) => n.self);
+    if (selves.length === 1) {
+      const self = selves[0];
+      // Our own node keeps every CIDR it claims, and nothing routed overlaps them.
+      assert.deepEqual(fresh.selfCidrs, self.claims.map((c) => c.text), `round ${round}`);
+      for (const r of fresh.routes) {
+        const dst = parseCidr(r.dst);
+        assert.ok(dst.ok);
+        assert.ok(!self.claims.some((c) => cidrsOverlap(c.cidr, dst.cidr)), `${r.dst}`);
+      }
+      if (fresh.problems.some((p) => p.reason.includes("this router's own node"))) {
+        selfConflicts++;
+      }
+    }
   }
+  assert.ok(selfConflicts > 10, `our own node in conflict in ${selfConflicts} rounds`);
 });

@@ -5,7 +5,8 @@
  *
  * Only routes that the full plan will almost surely want, and that touch nothing already in
  * the kernel, go early:
- * - never our own node's, and none overlapping our own CIDRs (our node is read first);
+ * - never our own node's, and none overlapping our own CIDRs (our node is read first; the
+ *   plan never routes those either, whatever the age of the node claiming them);
  * - only CIDRs of the family's usual size (that of our own node's, else of the first one
  *   seen), so that two claims overlap only when they are equal; a CIDR of another size
  *   waits for the plan, and so does anything it overlaps (more than {@link MAX_ODD} of
@@ -13,8 +14,8 @@
  * - never a destination the kernel already has a route to, ours or not, and never a
  *   destination an earlier node claimed.
  *
- * What only the whole list tells: whether a node listed later, and older, claims the same
- * range (the same CIDR, or one of another size over it). Its claim waits, and the first
+ * What only the whole list tells: whether another node listed later, and older, claims the
+ * same range (the same CIDR, or one of another size over it). Its claim waits, and the first
  * reconcile then moves or removes the early route; until then (at most the rest of the first
  * list) that route leads to the node listed first.
  *

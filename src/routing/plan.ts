@@ -3,9 +3,9 @@
  *
  * Rules, in order: a CIDR must pass the safety checks (inside ALLOWED_CIDRS when set, else
  * a minimum prefix; never a special range; never over this host's own addresses or
- * connected networks); among nodes claiming overlapping CIDRs the first claimant (oldest
- * creationTimestamp, then name) keeps it; the next hop is the node's first usable address of
- * the CIDR's family.
+ * connected networks); among nodes claiming overlapping CIDRs our own node keeps its CIDRs
+ * whatever its age, and between other nodes the first claimant (oldest creationTimestamp,
+ * then name) keeps it; the next hop is the node's first usable address of the CIDR's family.
  *
  * @module
  */
@@ -317,6 +317,9 @@ export function checkNode(
 }
 
 function claimOrder(a: Claim, b: Claim): number {
+  // Our own CIDRs are on our own bridge: a route sending part of them to another node would
+  // cut our pods off, so our node's claims come before every other, whatever their age.
+  if (a.node.self !== b.node.self) return a.node.self ? -1 : 1;
   // The node that claimed first keeps the range; a missing timestamp counts as newest.
   const ta = a.node.creationTimestamp || "\uffff", tb = b.node.creationTimestamp || "\uffff";
   if (ta !== tb) return ta < tb ? -1 : 1;
@@ -332,7 +335,8 @@ function startOrder(a: Claim, b: Claim): number {
 
 /**
  * Resolves overlapping claims between nodes: returns the losing claims, each with the
- * winner. Claims of one node may overlap each other freely.
+ * winner (the first kept claim it overlaps, in {@link claimOrder}: our own node's, else the
+ * oldest). A losing claim blocks nothing. Claims of one node may overlap each other freely.
  *
  * @param families the claims of each family, sorted by {@link startOrder}
  */
@@ -466,19 +470,24 @@ export function plan(nodes: readonly CheckedNode[], memo?: PlanMemo): Plan {
     else extra.set(node, [p]);
   };
   for (const [loser, winner] of losers) {
+    const ours = winner.node.self;
     add(loser.node, {
       node: loser.node.name,
       kind: "conflict",
       field: loser.node.cidrField,
       value: loser.text,
-      reason: `overlaps ${winner.text} of node ${winner.node.name}, which claimed it first`,
+      reason: ours
+        ? `overlaps ${winner.text} of node ${winner.node.name}, this router's own node, ` +
+          "whose CIDRs no other node may take"
+        : `overlaps ${winner.text} of node ${winner.node.name}, which claimed it first`,
     });
     add(winner.node, {
       node: winner.node.name,
       kind: "conflict",
       field: winner.node.cidrField,
       value: winner.text,
-      reason: `also claimed by node ${loser.node.name} (${loser.text}); kept here`,
+      reason: `also claimed by node ${loser.node.name} (${loser.text}); kept here` +
+        (ours ? " as this router's own" : ""),
     });
   }
 

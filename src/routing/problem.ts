@@ -11,7 +11,7 @@ export type ProblemKind =
   | "malformed"
   /** Parsed, but refused by a safety rule (ALLOWED_CIDRS, prefix, special or local range). */
   | "refused"
-  /** Overlaps a CIDR that an older node claimed first. */
+  /** Overlaps a CIDR of our own node, or one that an older node claimed first. */
   | "conflict"
   /** The node has no CIDRs for this network. */
   | "no-cidrs"
