@@ -9,6 +9,10 @@
 import { z } from "zod";
 import { type Level, parseLevel } from "./log.ts";
 import { type Cidr, formatCidr, parseCidr, splitList } from "./net/ip.ts";
+import { assignedNumber, protocolRefusal } from "./routing/protocols.ts";
+import { parsePerNodeHostBits, parsePools, type Pool } from "./alloc/pools.ts";
+import { parseLabelSelector } from "./kube/label_selector.ts";
+import { parseAddressInterface, parseAddressSubnets } from "./publish/addresses.ts";
 
 /** Route protocol used when PROTOCOL is unset. */
 export const DEFAULT_PROTOCOL = 202;
@@ -20,6 +24,8 @@ export const DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d";
 export const DEFAULT_PLUGINS_DIR = "/opt/xcluster-cni/cni";
 /** Where the daemon writes node state files for the kube-node IPAM. */
 export const DEFAULT_STATE_DIR = "/run/xcluster-cni";
+/** Namespace of the allocation Lease when POD_NAMESPACE is unset. */
+export const DEFAULT_POD_NAMESPACE = "kube-system";
 /** Base of the default HTTP port: the port is this plus PROTOCOL, so instances differ. */
 export const HTTP_PORT_BASE = 19000;
 /**
@@ -40,9 +46,6 @@ export const DAEMON_RUNTIME_ENV: Readonly<Record<string, string>> = {
   MALLOC_ARENA_MAX: "2",
   MALLOC_MMAP_THRESHOLD_: "65536",
 };
-
-/** Protocols the kernel and boot scripts own; an instance must never take them. */
-const RESERVED_PROTOCOLS = new Map([[0, "unspec"], [2, "kernel"], [3, "boot"], [4, "static"]]);
 
 /** Everything the daemon reads from its environment. */
 export interface DaemonConfig {
@@ -70,6 +73,18 @@ export interface DaemonConfig {
   minPrefixV6: number;
   /** Post Kubernetes Events on Nodes whose CIDRs are refused. */
   nodeEvents: boolean;
+  /** Only nodes whose labels match are on this network ("" all). Canonical text. */
+  nodeSelector: string;
+  /** Pools the leader allocates node CIDRs from; empty: no allocation. */
+  clusterCidrs: Pool[];
+  /** Host bits of a per-node CIDR for plain CIDRs in CLUSTER_CIDRS. */
+  perNodeHostBits: number | undefined;
+  /** Namespace of the network's Lease (the pod's own). */
+  podNamespace: string;
+  /** Publish the global addresses of this interface into ADDRESS_ANNOTATION. */
+  addressInterface: string;
+  /** Publish the host's addresses inside these subnets into ADDRESS_ANNOTATION. */
+  addressSubnets: Cidr[];
 }
 
 /** One documented environment variable. */
@@ -137,28 +152,55 @@ export function parseRtProtos(text: string): Map<string, number> {
   return names;
 }
 
-const RT_PROTOS_FILES = ["/etc/iproute2/rt_protos", "/usr/share/iproute2/rt_protos"];
-
-function readRtProtos(): Map<string, number> {
-  const all = new Map<string, number>();
-  for (const file of RT_PROTOS_FILES) {
-    try {
-      for (const [k, v] of parseRtProtos(Deno.readTextFileSync(file))) all.set(k, v);
-    } catch { /* absent file: numbers still work */ }
-  }
-  return all;
+/** Protocol names as iproute2 reads them, and the files they came from (for messages). */
+export interface ProtocolNames {
+  readonly names: ReadonlyMap<string, number>;
+  readonly source: string;
 }
 
-/** Parses PROTOCOL: 1-255 or a name from rt_protos; refuses the kernel's own. */
-export function parseProtocol(text: string, names: Map<string, number> = readRtProtos()): number {
+const RT_PROTOS_DIRS = ["/usr/share/iproute2", "/etc/iproute2"];
+
+/** The host's rt_protos files, as iproute2 reads them: later files override earlier ones. */
+function rtProtosFiles(): string[] {
+  const files: string[] = [];
+  for (const dir of RT_PROTOS_DIRS) {
+    files.push(`${dir}/rt_protos`);
+    try {
+      const conf = [...Deno.readDirSync(`${dir}/rt_protos.d`)]
+        .filter((e) => e.name.endsWith(".conf")).map((e) => `${dir}/rt_protos.d/${e.name}`);
+      files.push(...conf.sort());
+    } catch { /* no such folder */ }
+  }
+  return files;
+}
+
+function readRtProtos(): ProtocolNames {
+  const names = new Map<string, number>();
+  const read: string[] = [];
+  for (const file of rtProtosFiles()) {
+    try {
+      for (const [k, v] of parseRtProtos(Deno.readTextFileSync(file))) names.set(k, v);
+      read.push(file);
+    } catch { /* absent file: numbers still work */ }
+  }
+  return { names, source: read.join(", ") || "rt_protos" };
+}
+
+/**
+ * Parses PROTOCOL: a number or a name from rt_protos. Refuses every number that belongs to
+ * the kernel or another routing daemon (see routing/protocols.ts), by number or by name:
+ * this instance would delete that owner's routes.
+ */
+export function parseProtocol(text: string, host: ProtocolNames = readRtProtos()): number {
   const t = text.trim();
   let n: number | undefined;
   if (/^[0-9]+$/.test(t)) n = Number(t);
-  else if (names.has(t)) n = names.get(t);
-  else throw new Error("expected a number 1-255 or a name from rt_protos");
-  if (n === undefined || n < 0 || n > 255) throw new Error("expected a number 1-255");
-  const reserved = RESERVED_PROTOCOLS.get(n);
-  if (reserved) throw new Error(`protocol ${n} (${reserved}) belongs to the kernel`);
+  // The kernel's own names first: a host that renumbered one still means that owner.
+  else n = assignedNumber(t) ?? host.names.get(t);
+  if (n === undefined) throw new Error("expected a number 1-255 or a name from rt_protos");
+  if (n < 0 || n > 255) throw new Error("expected a number 1-255");
+  const refused = protocolRefusal(n, host.names, host.source);
+  if (refused) throw new Error(refused);
   return n;
 }
 
@@ -205,8 +247,10 @@ const SPECS: AnySpec[] = [
     name: "PROTOCOL",
     default: String(DEFAULT_PROTOCOL),
     parse: (v) => parseProtocol(v),
-    description: "Route protocol marking this instance's routes: 1-255 or a name from " +
-      "rt_protos, unique per instance on a node; 0 and 2-4 (kernel, boot, static) refused.",
+    description: "Route protocol marking this instance's routes: a number or a name from " +
+      "rt_protos, unique per instance on a node; 200-254 are free for instances. Refused: the " +
+      "numbers the kernel or rt_protos gives to other sources of routes (kernel, boot, " +
+      "static, dhcp, ra, zebra, bird, bgp, ospf, ...).",
   },
   {
     key: "logLevel",
@@ -310,6 +354,64 @@ const SPECS: AnySpec[] = [
     description: "Post a Kubernetes Event on a Node whose CIDRs are refused " +
       "(needs RBAC events create).",
   },
+  {
+    key: "nodeSelector",
+    name: "NODE_SELECTOR",
+    default: "",
+    parse: (v) => parseLabelSelector(v).text,
+    description: "Label selector (`key=value`, `key in (a,b)`, `!key`, ...): only matching " +
+      "nodes are on this network, routed to and allocated; the list and watch ask the API " +
+      "server for them alone. Empty: every node.",
+  },
+  {
+    key: "perNodeHostBits",
+    name: "PER_NODE_HOST_BITS",
+    default: "",
+    parse: parsePerNodeHostBits,
+    description: "Host bits of a node CIDR for the plain CIDRs of CLUSTER_CIDRS, the same for " +
+      "both families (8: /24 for IPv4, /120 for IPv6).",
+  },
+  {
+    key: "clusterCidrs",
+    name: "CLUSTER_CIDRS",
+    default: "",
+    parse: (v, env) =>
+      v.trim() === "" ? [] : parsePools(v, parsePerNodeHostBits(env.PER_NODE_HOST_BITS ?? "")),
+    description: "Pools of node CIDRs to allocate from, comma separated, each " +
+      "`BASE/PREFIX/NODEPREFIX` (as `xcluster-cni cidr`) or a CIDR sized by " +
+      "PER_NODE_HOST_BITS: the instance holding the network's Lease writes a CIDR of each " +
+      "family into CIDR_ANNOTATION of every node that has none. Needs CIDR_ANNOTATION and " +
+      "NODE_NAME. Empty: no allocation.",
+  },
+  {
+    key: "podNamespace",
+    name: "POD_NAMESPACE",
+    default: DEFAULT_POD_NAMESPACE,
+    parse: (v) => {
+      const t = v.trim();
+      if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(t)) throw new Error("not a namespace name");
+      return t;
+    },
+    description: "Namespace of the network's allocation Lease: the pod's own (downward API).",
+  },
+  {
+    key: "addressInterface",
+    name: "ADDRESS_INTERFACE",
+    default: "",
+    parse: (v) => v.trim() === "" ? "" : parseAddressInterface(v),
+    description: "Publish this node's global addresses on this interface (one per family) " +
+      "into ADDRESS_ANNOTATION, and follow their changes. Needs ADDRESS_ANNOTATION and " +
+      "NODE_NAME.",
+  },
+  {
+    key: "addressSubnets",
+    name: "ADDRESS_SUBNETS",
+    default: "",
+    parse: (v) => v.trim() === "" ? [] : parseAddressSubnets(v),
+    description: "Publish this node's global addresses inside these CIDRs (one per family) " +
+      "into ADDRESS_ANNOTATION, for hosts whose interface names differ. Needs " +
+      "ADDRESS_ANNOTATION and NODE_NAME; not with ADDRESS_INTERFACE.",
+  },
 ];
 
 /** Every environment variable the daemon reads, with default and meaning. */
@@ -353,7 +455,42 @@ export function parseDaemonConfig(env: Env): DaemonConfig {
   }
   const cfg = out as DaemonConfig;
   cfg.httpAddress = parseHttpAddress(env.HTTP_ADDRESS, cfg.protocol);
+  checkWriters(cfg, env);
   return cfg;
+}
+
+/** The settings that make an instance write Node annotations need their counterparts. */
+function checkWriters(cfg: DaemonConfig, env: Env): void {
+  const refuse = (name: string, reason: string) => {
+    throw new ConfigError(name, env[name] ?? "", reason);
+  };
+  if (cfg.clusterCidrs.length > 0) {
+    if (cfg.cidrAnnotation === "") {
+      refuse(
+        "CLUSTER_CIDRS",
+        "allocation needs CIDR_ANNOTATION: spec.podCIDRs belongs to kube-controller-manager",
+      );
+    }
+    if (cfg.nodeName === "") {
+      refuse("CLUSTER_CIDRS", "allocation needs NODE_NAME (the Lease holder)");
+    }
+  }
+  for (const name of ["ADDRESS_INTERFACE", "ADDRESS_SUBNETS"]) {
+    if ((env[name] ?? "").trim() === "") continue;
+    if (cfg.addressAnnotation === "") {
+      refuse(name, "publishing an address needs ADDRESS_ANNOTATION (InternalIP is the kubelet's)");
+    }
+    if (cfg.nodeName === "") refuse(name, "publishing an address needs NODE_NAME");
+  }
+  if (cfg.addressInterface !== "" && cfg.addressSubnets.length > 0) {
+    refuse("ADDRESS_SUBNETS", "set ADDRESS_INTERFACE or ADDRESS_SUBNETS, not both");
+  }
+}
+
+/** The network's allocation Lease: named after its CIDR annotation, a DNS subdomain. */
+export function leaseName(cidrAnnotation: string): string {
+  return `xcluster-cni-${cidrAnnotation.toLowerCase().replace(/[^a-z0-9.-]+/g, "-")}`
+    .replace(/[-.]+$/, "").slice(0, 253);
 }
 
 function parseHttpAddress(raw: string | undefined, protocol: number): string {

@@ -135,9 +135,11 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     }
     const text = r.plan.selfCidrs.join(",");
     if (text === lastState) return;
+    const own = informer.store.get(selfName);
     await writeNodeState(cfg.stateDir, {
       version: 1,
       node: selfName,
+      ...(own?.machineID ? { machineID: own.machineID } : {}),
       annotation: cfg.cidrAnnotation,
       cidrs: [...r.plan.selfCidrs],
       updated: new Date().toISOString(),

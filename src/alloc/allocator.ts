@@ -1,0 +1,308 @@
+/**
+ * The allocator of one network: while this instance leads (holds the network's Lease), every
+ * node without a CIDR of a family gets one from the pools, written into its CIDR annotation.
+ *
+ * What to write is the pure decision of allocate.ts over the informer's nodes. Two things
+ * keep it from handing out a CIDR twice while the watch lags behind its own writes:
+ *
+ * - a value written is assumed for its node until the store shows it (or the node goes), so
+ *   the next decision counts it as held;
+ * - a node is written only when it still has the value the decision started from, with its
+ *   resourceVersion as precondition (see {@link AnnotationWrite}): a change by anyone else
+ *   meanwhile wins, and the node is decided again from what is there now.
+ *
+ * A newly elected allocator starts from a fresh list (the daemon relists before calling
+ * {@link Allocator.lead}), so writes of the previous leader are never missed.
+ *
+ * Decisions fold like reconciles: one runs at a time, changes that arrive meanwhile make one
+ * more. Writes stop the moment leadership is lost.
+ *
+ * @module
+ */
+import type { StoreChange } from "../kube/informer.ts";
+import type { NodeInfo } from "../kube/node.ts";
+import type { Logger } from "../log.ts";
+import {
+  allocate,
+  AllocMemo,
+  type AllocNode,
+  type AllocProblem,
+  type NodeUpdate,
+  type PoolStats,
+} from "./allocate.ts";
+import { updateRecentlyFreed } from "./freed.ts";
+import type { Pool } from "./pools.ts";
+
+/** What became of one write. */
+export type WriteOutcome =
+  /** The node has the new value. */
+  | "written"
+  /** The node no longer had the value decided from: decide again. */
+  | "changed"
+  /** The node is gone. */
+  | "gone";
+
+/**
+ * Writes a node's new annotation value when the node still has `update.previous`, with a
+ * resourceVersion precondition. Throws (an ApiError: 403, 409 after retries, an outage) when
+ * it cannot.
+ */
+export type AnnotationWrite = (update: NodeUpdate, signal: AbortSignal) => Promise<WriteOutcome>;
+
+/** Options of an {@link Allocator}. */
+export interface AllocatorOptions {
+  /** The informer's nodes (already narrowed by NODE_SELECTOR). */
+  nodes: () => Iterable<NodeInfo>;
+  /** The network's CIDR annotation. */
+  annotation: string;
+  pools: readonly Pool[];
+  /** How long a freed CIDR is the last choice (the lease duration). */
+  quarantineMs: number;
+  write: AnnotationWrite;
+  log: Logger;
+  /** Called with the problems that appeared in a decision (for Node Events). */
+  onNewProblems?: (problems: AllocProblem[]) => void;
+  /** Wall clock in ms (tests). */
+  now?: () => number;
+}
+
+/** Counters and the last decision's state, for metrics and `nodes`. */
+export interface AllocatorStats {
+  leader: boolean;
+  /** CIDRs written. */
+  allocations: number;
+  /** Writes that failed, by cause: "forbidden" (403), "conflict", "error". */
+  failures: Record<string, number>;
+  pools: readonly PoolStats[];
+  problems: readonly AllocProblem[];
+}
+
+/** Writes in flight at once: 100 joining nodes are written in a few round trips. */
+const CONCURRENT_WRITES = 16;
+/** Retry of failed writes: doubles up to the maximum. */
+const RETRY_MS = { initial: 1000, max: 30_000 };
+
+/** Allocates the nodes' CIDRs of one network while leading. */
+export class Allocator {
+  readonly #opts: AllocatorOptions;
+  readonly #now: () => number;
+  /** Values written that the store may not show yet, by node. */
+  readonly #assumed = new Map<string, string>();
+  readonly #memo = new AllocMemo();
+  #recentlyFreed: ReadonlyMap<string, number> = new Map();
+  #signal: AbortSignal | undefined;
+  #pending = false;
+  #running: Promise<void> | undefined;
+  #retry: { timer?: ReturnType<typeof setTimeout>; ms: number } = { ms: RETRY_MS.initial };
+  #reported = new Map<string, AllocProblem>();
+  readonly #stats: AllocatorStats = {
+    leader: false,
+    allocations: 0,
+    failures: {},
+    pools: [],
+    problems: [],
+  };
+  /** Last time a failure of each cause was logged, to keep the log readable. */
+  readonly #loggedAt = new Map<string, number>();
+
+  constructor(opts: AllocatorOptions) {
+    this.#opts = opts;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** A copy of the counters and the last decision's pools and problems. */
+  stats(): AllocatorStats {
+    return { ...this.#stats, failures: { ...this.#stats.failures } };
+  }
+
+  /** Whether this instance decides now. */
+  get leading(): boolean {
+    return this.#signal !== undefined && !this.#signal.aborted;
+  }
+
+  /**
+   * Starts deciding, until `signal` aborts (leadership lost or the daemon stopping). The
+   * nodes must be a fresh list by now.
+   */
+  lead(signal: AbortSignal): void {
+    this.#signal = signal;
+    this.#stats.leader = true;
+    this.#retry.ms = RETRY_MS.initial;
+    signal.addEventListener("abort", () => {
+      this.#stats.leader = false;
+      clearTimeout(this.#retry.timer);
+    }, { once: true });
+    this.#opts.log.info("allocating node CIDRs", {
+      annotation: this.#opts.annotation,
+      pools: this.#opts.pools.map((p) => p.text).join(","),
+    });
+    this.changed();
+  }
+
+  /**
+   * Takes changes of the nodes: keeps track of freed CIDRs (also while not leading, so that
+   * a new leader knows what was freed recently) and, leading, decides again when a change
+   * can matter: a node added or deleted, or its annotation changed. Without `changes`
+   * (leadership taken, a retry), decides again in any case.
+   */
+  changed(changes?: readonly StoreChange<NodeInfo>[]): void {
+    const { annotation, quarantineMs } = this.#opts;
+    let relevant = changes === undefined;
+    const lost: AllocNode[] = [];
+    for (const c of changes ?? []) {
+      const before = c.old?.annotations[annotation];
+      if (c.type === "updated" && before === c.value?.annotations[annotation]) continue;
+      relevant = true;
+      if (c.old !== undefined && before !== undefined) {
+        lost.push({ name: c.name, creationTimestamp: "", annotation: before });
+      }
+    }
+    if (lost.length > 0) {
+      // A deleted node's CIDRs are free once no node holds them.
+      this.#recentlyFreed = updateRecentlyFreed(
+        this.#recentlyFreed,
+        lost,
+        this.#view(),
+        this.#now(),
+        quarantineMs,
+      );
+    }
+    if (!relevant || !this.leading) return;
+    this.#pending = true;
+    this.#running ??= this.#loop();
+  }
+
+  /** Resolves when no decision is pending or running. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  /** The nodes as the decision reads them: the store, with the values written since. */
+  #view(): AllocNode[] {
+    const { annotation } = this.#opts;
+    const out: AllocNode[] = [];
+    for (const n of this.#opts.nodes()) {
+      const stored = n.annotations[annotation];
+      const assumed = this.#assumed.get(n.name);
+      if (assumed !== undefined && assumed === stored) this.#assumed.delete(n.name);
+      out.push({
+        name: n.name,
+        creationTimestamp: n.creationTimestamp,
+        annotation: assumed ?? stored,
+      });
+    }
+    if (this.#assumed.size > out.length) {
+      const names = new Set(out.map((n) => n.name));
+      for (const name of this.#assumed.keys()) if (!names.has(name)) this.#assumed.delete(name);
+    }
+    return out;
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (this.#pending && this.leading) {
+        this.#pending = false;
+        await this.#decide(this.#signal!);
+      }
+    } finally {
+      this.#running = undefined;
+    }
+  }
+
+  async #decide(signal: AbortSignal): Promise<void> {
+    const decision = allocate({
+      nodes: this.#view(),
+      pools: this.#opts.pools,
+      recentlyFreed: this.#recentlyFreed,
+      now: this.#now(),
+      quarantineMs: this.#opts.quarantineMs,
+      memo: this.#memo,
+    });
+    this.#stats.pools = decision.pools;
+    this.#stats.problems = decision.problems;
+    this.#report(decision.problems);
+    let failed = false;
+    const queue = [...decision.updates];
+    const worker = async () => {
+      for (let u = queue.shift(); u !== undefined && !signal.aborted; u = queue.shift()) {
+        if (!await this.#write(u, signal)) failed = true;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CONCURRENT_WRITES, queue.length) }, worker));
+    if (failed && !signal.aborted) this.#retryLater();
+    else if (!failed) this.#retry.ms = RETRY_MS.initial;
+  }
+
+  /** Writes one update; false when it failed and should be tried again later. */
+  async #write(u: NodeUpdate, signal: AbortSignal): Promise<boolean> {
+    const { log } = this.#opts;
+    try {
+      const outcome = await this.#opts.write(u, signal);
+      if (outcome === "written") {
+        // Counted as held at once: the watch event of this write may come after the next
+        // decision.
+        this.#assumed.set(u.node, u.value);
+        this.#stats.allocations += u.added.length;
+        log.info("node CIDRs allocated", {
+          node: u.node,
+          cidrs: u.added.join(","),
+          value: u.value,
+        });
+      } else if (outcome === "changed") {
+        // Someone else wrote first; the watch brings their value and a new decision.
+        log.info("node changed before its CIDRs were written; deciding again", { node: u.node });
+        this.#pending = true;
+      }
+      return true;
+    } catch (error) {
+      if (signal.aborted) return true;
+      const status = (error as { status?: number }).status;
+      const cause = status === 403 ? "forbidden" : status === 409 ? "conflict" : "error";
+      this.#stats.failures[cause] = (this.#stats.failures[cause] ?? 0) + 1;
+      const last = this.#loggedAt.get(cause) ?? -Infinity;
+      if (this.#now() - last >= RETRY_MS.max) {
+        this.#loggedAt.set(cause, this.#now());
+        log.error(
+          cause === "forbidden"
+            ? "not allowed to write node CIDRs (RBAC: patch on nodes); routing goes on"
+            : "writing node CIDRs failed; retrying",
+          { node: u.node, cidrs: u.added.join(","), error },
+        );
+      }
+      return false;
+    }
+  }
+
+  #retryLater(): void {
+    clearTimeout(this.#retry.timer);
+    const ms = this.#retry.ms;
+    this.#retry.ms = Math.min(ms * 2, RETRY_MS.max);
+    this.#retry.timer = setTimeout(() => this.changed(), ms);
+  }
+
+  /** Logs each problem once when it appears and once when it is gone. */
+  #report(problems: readonly AllocProblem[]): void {
+    const now = new Map(problems.map((p) => [`${p.node} ${p.family} ${p.kind}`, p]));
+    const fresh: AllocProblem[] = [];
+    for (const [key, p] of now) {
+      if (this.#reported.has(key)) continue;
+      fresh.push(p);
+      this.#opts.log.warn("node left without a CIDR", {
+        node: p.node,
+        family: `IPv${p.family}`,
+        kind: p.kind,
+        reason: p.reason,
+      });
+    }
+    for (const [key, p] of this.#reported) {
+      if (!now.has(key)) {
+        this.#opts.log.info("resolved: node has a CIDR again", {
+          node: p.node,
+          family: `IPv${p.family}`,
+        });
+      }
+    }
+    this.#reported = now;
+    if (fresh.length > 0) this.#opts.onNewProblems?.(fresh);
+  }
+}
