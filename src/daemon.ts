@@ -18,6 +18,7 @@ import { writeNodeState } from "./state.ts";
 import { EVENT_NAMESPACE, nodeEvent } from "./events.ts";
 import type { Problem } from "./routing/problem.ts";
 import { VERSION } from "./version.ts";
+import { type LeaseTiming, startWriters } from "./zero_touch.ts";
 
 /** At most this many Node Events are posted per reconcile. */
 const MAX_EVENTS_PER_RECONCILE = 20;
@@ -53,6 +54,8 @@ export interface DaemonOptions {
   kubeconfig?: string;
   /** Install the CNI binaries and conflist on start (default true). */
   install?: boolean;
+  /** Timings of the allocation Lease (default client-go's). */
+  lease?: LeaseTiming;
   log?: Logger;
 }
 
@@ -106,6 +109,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     },
     fields: NODE_FIELDS,
     metadataOnly,
+    // Only the nodes on this network, chosen by the API server.
+    labelSelector: cfg.nodeSelector || undefined,
     log,
     server: access.server,
     onProblem: (name, error) => log.warn("node object not understood", { node: name, error }),
@@ -174,6 +179,17 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     onResult,
     onNewProblems: cfg.nodeEvents ? postEvents : undefined,
   });
+
+  const writers = startWriters({
+    cfg,
+    client,
+    informer,
+    log,
+    netns: opts.netns,
+    lease: opts.lease,
+    postEvents: cfg.nodeEvents ? postEvents : undefined,
+  });
+  metrics.writers = () => writers.stats();
 
   let synced = false;
   // Our own node, from a GET or from the list, whichever has it first: with its CIDRs known, sure
@@ -254,6 +270,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       stopped = true;
       clearInterval(resync);
       clearTimeout(monitorCheck);
+      // First, so that the Lease is released while the API can still be reached.
+      await writers.stop();
       await Promise.allSettled([
         informer.stop(),
         monitor?.close(),

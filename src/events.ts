@@ -13,6 +13,7 @@ const REASONS: Partial<Record<ProblemKind, string>> = {
   refused: "NetworkCIDRRefused",
   conflict: "NetworkCIDRConflict",
   "foreign-route": "ForeignRouteConflict",
+  "no-free-cidr": "NetworkCIDRNotAvailable",
 };
 
 /** Node Events are recorded in this namespace, as the kubelet does. */

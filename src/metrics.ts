@@ -5,6 +5,7 @@
  * @module
  */
 import type { InformerStats } from "./kube/informer.ts";
+import type { WriterStats } from "./zero_touch.ts";
 import { PROBLEM_KINDS, type ProblemKind } from "./routing/problem.ts";
 import { type ReconcileResult, type Trigger, TRIGGERS } from "./routing/reconciler.ts";
 
@@ -25,6 +26,8 @@ export class Metrics {
   #durationCount = 0;
   /** The informer's counters, read at each scrape: they move while no reconcile runs. */
   informer: () => InformerStats | undefined = () => undefined;
+  /** The allocator's and the address publisher's state, read at each scrape. */
+  writers: () => WriterStats = () => ({});
 
   constructor(readonly protocol: number, readonly version: string) {}
 
@@ -57,6 +60,12 @@ export class Metrics {
       out.push(`# HELP xcluster_cni_${name} ${help}`, `# TYPE xcluster_cni_${name} ${type}`);
       for (const l of lines) out.push(`xcluster_cni_${name}${l}`);
     };
+    const { allocation, publication } = this.writers();
+    const problems = new Map(this.#problems);
+    if (allocation) {
+      const short = new Set(allocation.problems.map((p) => p.node));
+      problems.set("no-free-cidr", allocation.leader ? short.size : 0);
+    }
     const inf = this.informer() ??
       { lists: 0, relists: 0, watchRestarts: 0, apiErrors: {}, shortWatches: 0 };
     metric("build_info", "gauge", "Version and route protocol of this instance.", [
@@ -74,7 +83,7 @@ export class Metrics {
       "nodes_with_problems",
       "gauge",
       "Nodes with at least one refused or unusable entry, by reason.",
-      [...this.#problems].map(([k, v]) => `{reason="${k}"} ${v}`),
+      [...problems].map(([k, v]) => `{reason="${k}"} ${v}`),
     );
     metric(
       "reconciles_total",
@@ -109,6 +118,52 @@ export class Metrics {
     metric("last_sync_timestamp_seconds", "gauge", "Time of the last complete list.", [
       ` ${inf.lastSyncTime ? inf.lastSyncTime.getTime() / 1000 : 0}`,
     ]);
+    if (allocation) renderAllocation(metric, allocation);
+    if (publication) {
+      metric("address_publications_total", "counter", "Own node's address annotation written.", [
+        ` ${publication.publications}`,
+      ]);
+      metric("address_publication_failures_total", "counter", "Writes of it that failed.", [
+        ` ${publication.failures}`,
+      ]);
+      metric(
+        "address_problem",
+        "gauge",
+        "1 while the address to publish cannot be found (the annotation is left as it was).",
+        [` ${publication.problem === undefined ? 0 : 1}`],
+      );
+    }
     return out.join("\n") + "\n";
   }
+}
+
+type Emit = (name: string, type: string, help: string, lines: string[]) => void;
+
+function renderAllocation(metric: Emit, a: NonNullable<WriterStats["allocation"]>): void {
+  metric("allocation_leader", "gauge", "1 while this instance holds the allocation Lease.", [
+    ` ${a.leader ? 1 : 0}`,
+  ]);
+  const pool = (p: { pool: string; family: number }) =>
+    `{pool="${p.pool}",family="ipv${p.family}"}`;
+  metric(
+    "pool_size",
+    "gauge",
+    "Node CIDRs a pool holds (as last seen by the leader).",
+    a.pools.map((p) => `${pool(p)} ${p.size}`),
+  );
+  metric(
+    "pool_used",
+    "gauge",
+    "Node CIDRs of a pool that nodes hold.",
+    a.pools.map((p) => `${pool(p)} ${p.used}`),
+  );
+  metric("allocations_total", "counter", "Node CIDRs written by this instance.", [
+    ` ${a.allocations}`,
+  ]);
+  metric(
+    "allocation_failures_total",
+    "counter",
+    "Writes of node CIDRs that failed, by cause (forbidden: RBAC; conflict; error).",
+    ["forbidden", "conflict", "error"].map((c) => `{cause="${c}"} ${a.failures[c] ?? 0}`),
+  );
 }

@@ -64,29 +64,35 @@ async function kubectlServer(): Promise<
   };
 }
 
+/** Runs kubectl against `kubeconfig`: `kubectl` gives the outcome, `ok` the output of a success. */
+function runner(kubeconfig: string) {
+  const kubectl = async (...args: string[]) => {
+    const out = await new Deno.Command(KUBECTL, {
+      args: ["--kubeconfig", kubeconfig, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return {
+      code: out.code,
+      out: new TextDecoder().decode(out.stdout),
+      err: new TextDecoder().decode(out.stderr),
+    };
+  };
+  const ok = async (...args: string[]) => {
+    const r = await kubectl(...args);
+    assert.equal(r.code, 0, `kubectl ${args.join(" ")}: ${r.err}`);
+    return r.out;
+  };
+  return { kubectl, ok };
+}
+
 Deno.test({
   name: "kubectl: get, yaml, watch, annotate, label, create, replace conflict, delete",
   ignore: noKubectl,
   async fn() {
     await using server = await kubectlServer();
     const { api, dir, kubeconfig } = server;
-    const kubectl = async (...args: string[]) => {
-      const out = await new Deno.Command(KUBECTL, {
-        args: ["--kubeconfig", kubeconfig, ...args],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      return {
-        code: out.code,
-        out: new TextDecoder().decode(out.stdout),
-        err: new TextDecoder().decode(out.stderr),
-      };
-    };
-    const ok = async (...args: string[]) => {
-      const r = await kubectl(...args);
-      assert.equal(r.code, 0, `kubectl ${args.join(" ")}: ${r.err}`);
-      return r.out;
-    };
+    const { kubectl, ok } = runner(kubeconfig);
     api.nodes.create(makeNode({
       name: "vm-001",
       podCIDRs: ["10.244.1.0/24"],
@@ -163,5 +169,86 @@ Deno.test({
     await watch.readUntil(/\nvm-001\s+Ready\s+worker\s/);
     api.nodes.patch("vm-001", "merge", { spec: { unschedulable: true } });
     await watch.readUntil(/\nvm-001\s+Ready,SchedulingDisabled\s+worker\s/);
+  },
+});
+
+Deno.test({
+  name: "kubectl: leases: get -n and -A, describe, create -f (strict fields), delete",
+  ignore: noKubectl,
+  async fn() {
+    await using server = await kubectlServer();
+    const { api, dir, kubeconfig } = server;
+    const { kubectl, ok } = runner(kubeconfig);
+    api.leases.create("kube-system", {
+      metadata: { name: "xcluster-net3" },
+      spec: {
+        holderIdentity: "vm-001",
+        leaseDurationSeconds: 15,
+        acquireTime: "2026-01-01T00:00:00.000000Z",
+        renewTime: "2026-01-01T00:00:10.500000Z",
+        leaseTransitions: 2,
+      },
+    });
+    api.leases.create("default", { metadata: { name: "free" } });
+
+    assert.match(
+      await ok("get", "lease", "-n", "kube-system"),
+      /^NAME\s+HOLDER\s+AGE\s*\nxcluster-net3\s+vm-001\s+\d+s\s*\n$/,
+    );
+    // kubectl adds the namespace column from the rows' objects.
+    assert.match(
+      await ok("get", "leases", "-A"),
+      /^NAMESPACE\s+NAME\s+HOLDER\s+AGE\s*\ndefault\s+free\s+\d+s\s*\nkube-system\s+xcluster-net3\s+vm-001\s+\d+s\s*\n$/,
+    );
+    assert.equal(
+      await ok("get", "lease", "-n", "default", "-o", "name"),
+      "lease.coordination.k8s.io/free\n",
+    );
+    const described = await ok("describe", "lease", "xcluster-net3", "-n", "kube-system");
+    assert.match(described, /^Name:\s+xcluster-net3\n/);
+    assert.match(described, /\nNamespace:\s+kube-system\n/);
+    assert.match(described, /\n\s+Holder Identity:\s+vm-001\n/);
+    assert.match(described, /\n\s+Lease Duration Seconds:\s+15\n/);
+    assert.match(described, /\n\s+Renew Time:\s+2026-01-01T00:00:10\.500000Z\n/);
+    assert.match(described, /\n\s+Lease Transitions:\s+2\n/);
+
+    await Deno.writeTextFile(
+      `${dir}/lease.yaml`,
+      "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: made\n" +
+        "  namespace: kube-system\nspec:\n  holderIdentity: vm-002\n  leaseDurationSeconds: 10\n",
+    );
+    assert.match(
+      await ok("create", "-f", `${dir}/lease.yaml`),
+      /lease\.coordination\.k8s\.io\/made created/,
+    );
+    const made = api.leases.get("kube-system", "made");
+    assert.equal(made?.spec.holderIdentity, "vm-002");
+    assert.equal(made?.spec.leaseDurationSeconds, 10);
+    const dup = await kubectl("create", "-f", `${dir}/lease.yaml`);
+    assert.notEqual(dup.code, 0);
+    assert.match(dup.err, /AlreadyExists|already exists/);
+    // kubectl validates strictly, on the server: an unknown field is refused.
+    await Deno.writeTextFile(
+      `${dir}/typo.yaml`,
+      "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: typo\n" +
+        "  namespace: kube-system\nspec:\n  holder: vm-002\n",
+    );
+    const typo = await kubectl("create", "-f", `${dir}/typo.yaml`);
+    assert.notEqual(typo.code, 0);
+    assert.match(typo.err, /unknown field "spec\.holder"/);
+    assert.equal(api.leases.get("kube-system", "typo"), undefined);
+
+    assert.match(
+      await ok("delete", "lease", "made", "-n", "kube-system"),
+      /lease\.coordination\.k8s\.io "made" deleted/,
+    );
+    assert.equal(api.leases.get("kube-system", "made"), undefined);
+    const missing = await kubectl("delete", "lease", "made", "-n", "kube-system");
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.err, /NotFound|not found/);
+    assert.deepEqual(api.leases.list().map((l) => `${l.metadata.namespace}/${l.metadata.name}`), [
+      "default/free",
+      "kube-system/xcluster-net3",
+    ]);
   },
 });

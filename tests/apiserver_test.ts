@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { humanAge } from "../src/devcluster/apiserver/views.ts";
+import { ApiError, KubeClient } from "../src/kube/client.ts";
 import { pollUntil } from "./helpers/netns.ts";
 
 interface Reply {
@@ -618,3 +619,53 @@ Deno.test("apiserver: ages as kubectl prints them, at each change of unit", () =
   ];
   assert.deepEqual(cases.map(([ms]) => humanAge(ms)), cases.map(([, want]) => want));
 });
+
+Deno.test("apiserver: the client's patchNode sends a merge patch; a stale resourceVersion is a 409", () =>
+  withServer(async (api) => {
+    const client = new KubeClient({
+      server: api.url,
+      caPem: api.caPem,
+      insecureSkipTLSVerify: false,
+      token: () => Promise.resolve(api.token),
+      source: "test",
+    });
+    try {
+      const made = api.nodes.create(makeNode({ name: "a", labels: { keep: "1" } }));
+      const rv = made.metadata.resourceVersion!;
+      // A merge patch: null deletes, the rest merges (a strategic one would too, a JSON
+      // patch would be refused as not a list of operations).
+      const patched = await client.patchNode("a", {
+        metadata: { labels: { keep: null, added: "2" }, annotations: { k: "v" } },
+      }, { resourceVersion: rv }) as { metadata: Record<string, unknown> };
+      const labels = patched.metadata.labels as Record<string, string>;
+      assert.equal(labels.keep, undefined);
+      assert.equal(labels.added, "2");
+      assert.equal(labels["kubernetes.io/os"], "linux", "merged, not replaced");
+      assert.deepEqual(patched.metadata.annotations, { k: "v" });
+      assert.equal(patched.metadata.resourceVersion, String(Number(rv) + 1));
+
+      const stale = await client.patchNode("a", { metadata: { annotations: { k: "w" } } }, {
+        resourceVersion: rv,
+      }).catch((e) => e);
+      assert.ok(stale instanceof ApiError, String(stale));
+      assert.equal(stale.status, 409);
+      assert.equal(stale.reason, "Conflict");
+      assert.equal(
+        (api.nodes.get("a")!.metadata.annotations as Record<string, string>).k,
+        "v",
+        "nothing written",
+      );
+      // Without a version the patch applies to whatever is there.
+      await client.patchNode("a", { metadata: { annotations: { k: "w" } } });
+      assert.equal((api.nodes.get("a")!.metadata.annotations as Record<string, string>).k, "w");
+
+      const missing = await client.patchNode("zz", {}).catch((e) => e);
+      assert.ok(missing instanceof ApiError && missing.status === 404);
+      await assert.rejects(
+        () => client.patchNode("a", { metadata: "x" }, { resourceVersion: "1" }),
+        /metadata of the patch is not an object: "x"/,
+      );
+    } finally {
+      client.close();
+    }
+  }));

@@ -46,7 +46,14 @@ Deno.test({
       assert.match(text, new RegExp(`xcd-node${i}  podCIDRs 10\\.244\\.${i}\\.0/24`));
     }
     assert.match(text, /10\.244\.2\.0\/24\s+via 192\.168\.50\.2\s+proto 202/);
-    assert.match(text, /fd00:55::3:0\/112\s+via fd00:60::3\s+proto 200/);
+    // net3 was annotated by nobody: each node's CIDRs come from the pool, all distinct, and
+    // the routes lead to the addresses each node's router published.
+    const net3 = [...text.matchAll(/xcd-node\d+ .* net3 (\S+) \(allocated\)/g)].map((m) => m[1]);
+    assert.equal(net3.length, 3, text);
+    const cidrs = net3.flatMap((v) => v.split(","));
+    assert.equal(new Set(cidrs).size, 6, `distinct: ${cidrs}`);
+    for (const c of cidrs) assert.match(c, /^(10\.55\.\d+\.0\/24|fd00:55::[0-9a-f:]*\/112)$/);
+    assert.match(text, /fd00:55::\S*\/112\s+via fd00:60::3\s+proto 200/);
     assert.deepEqual(await leftovers(), []);
   },
 });

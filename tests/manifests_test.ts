@@ -1,13 +1,16 @@
 /**
  * Every manifest, rendered as `kubectl apply -k` would, checked against the code: env
- * names and defaults, probe ports, RBAC verbs, host paths, IPAM keys, the image's folders.
- * Rendering needs /usr/bin/kubectl (its built-in kustomize).
+ * names, values and defaults, probe ports, RBAC (read-only instances stay read-only; the
+ * components that write grant exactly what the daemon uses), the admission policy, host
+ * paths, IPAM keys, the image's folders. Rendering needs /usr/bin/kubectl (its built-in
+ * kustomize).
  */
 import assert from "node:assert/strict";
 import { KUBECTL, kubectlMissing } from "./helpers/tools.ts";
-import { parseAllDocuments } from "yaml";
+import { parse, parseAllDocuments, stringify } from "yaml";
 import {
   DAEMON_RUNTIME_ENV,
+  type DaemonConfig,
   DEFAULT_CNI_BIN_DIR,
   DEFAULT_CNI_CONF_DIR,
   DEFAULT_PLUGINS_DIR,
@@ -15,20 +18,42 @@ import {
   DEFAULT_STATE_DIR,
   ENV,
   HTTP_PORT_BASE,
+  leaseName,
   parseDaemonConfig,
 } from "../src/config.ts";
+import { parseLabelSelector } from "../src/kube/label_selector.ts";
 import { KUBE_NODE_KEYS } from "../cni/config.ts";
 
 const noKubectl = !!kubectlMissing();
 
-type Obj = Record<string, unknown> & { kind: string; metadata: { name: string } };
+type Meta = { name: string; namespace?: string };
+type Obj = Record<string, unknown> & { kind: string; metadata: Meta };
+interface EnvEntry {
+  name: string;
+  value?: string;
+  valueFrom?: { fieldRef?: { fieldPath: string } };
+}
 interface Container {
-  env?: { name: string; value?: string }[];
+  env?: EnvEntry[];
   ports?: { containerPort: number }[];
   readinessProbe?: { httpGet: { port: number; path: string } };
   livenessProbe?: { httpGet: { port: number; path: string } };
   securityContext?: { privileged?: boolean; capabilities?: { add?: string[] } };
   volumeMounts?: { name: string; mountPath: string }[];
+}
+interface PodSpec extends Record<string, unknown> {
+  containers: Container[];
+  nodeSelector?: Record<string, string>;
+}
+interface Rule {
+  apiGroups?: string[];
+  resources?: string[];
+  resourceNames?: string[];
+  verbs: string[];
+}
+interface Binding extends Obj {
+  roleRef: { kind: string; name: string };
+  subjects?: { kind: string; name: string; namespace?: string }[];
 }
 
 async function render(dir: string): Promise<Obj[]> {
@@ -41,37 +66,81 @@ async function render(dir: string): Promise<Obj[]> {
   return parseAllDocuments(new TextDecoder().decode(out.stdout)).map((d) => d.toJS() as Obj);
 }
 
-/** An overlay of the main network with the Events component, made for the test. */
-async function withEvents(): Promise<Obj[]> {
-  const dir = await Deno.makeTempDir({ dir: "manifests", prefix: ".test-" });
+/** Renders a kustomization made for the test in a folder under `parent`, then removes it. */
+async function renderTemp(parent: string, files: Record<string, string>): Promise<Obj[]> {
+  const dir = await Deno.makeTempDir({ dir: parent, prefix: ".test-" });
   try {
-    await Deno.writeTextFile(
-      `${dir}/kustomization.yaml`,
-      "resources: [../base]\ncomponents: [../components/node-events]\n",
-    );
+    for (const [name, text] of Object.entries(files)) {
+      await Deno.writeTextFile(`${dir}/${name}`, text);
+    }
     return await render(dir);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 }
 
-function check(objs: Obj[]): void {
-  const ds = objs.filter((o) => o.kind === "DaemonSet");
-  assert.equal(ds.length, 1);
-  const spec = (ds[0].spec as { template: { spec: Record<string, unknown> } }).template.spec;
+/** An overlay of the main network with the Events component, made for the test. */
+function withEvents(): Promise<Obj[]> {
+  return renderTemp("manifests", {
+    "kustomization.yaml": "resources: [../base]\ncomponents: [../components/node-events]\n",
+  });
+}
+
+/** The net4 overlay as it is, plus the admission-policy component (commented out there). */
+async function net4WithAdmissionPolicy(): Promise<Obj[]> {
+  const files: Record<string, string> = {};
+  for await (const f of Deno.readDir("manifests/overlays/net4")) {
+    if (f.isFile) files[f.name] = await Deno.readTextFile(`manifests/overlays/net4/${f.name}`);
+  }
+  const k = parse(files["kustomization.yaml"]) as { components?: string[] };
+  const policy = "../../components/admission-policy";
+  k.components = [...(k.components ?? []).filter((c) => c !== policy), policy];
+  files["kustomization.yaml"] = stringify(k);
+  return renderTemp("manifests/overlays", files);
+}
+
+function daemonSet(objs: Obj[]): { ds: Obj; spec: PodSpec; c: Container } {
+  const all = objs.filter((o) => o.kind === "DaemonSet");
+  assert.equal(all.length, 1);
+  const spec = (all[0].spec as { template: { spec: PodSpec } }).template.spec;
+  return { ds: all[0], spec, c: spec.containers[0] };
+}
+
+/** Sample values of the downward-API fields the manifests may use. */
+function downwardApi(ds: Obj): Record<string, string> {
+  return { "spec.nodeName": "node-1", "metadata.namespace": ds.metadata.namespace ?? "default" };
+}
+
+/** The environment the container gets: literal values, downward-API fields as samples. */
+function podEnv(ds: Obj, c: Container): Record<string, string> {
+  const fields = downwardApi(ds);
+  const env: Record<string, string> = {};
+  for (const e of c.env ?? []) {
+    if (e.valueFrom) {
+      const path = e.valueFrom.fieldRef?.fieldPath;
+      assert.ok(path && path in fields, `${e.name}: downward API ${JSON.stringify(e.valueFrom)}`);
+      env[e.name] = fields[path];
+    } else {
+      env[e.name] = e.value ?? "";
+    }
+  }
+  return env;
+}
+
+/** Checks the DaemonSet against the code; returns the configuration its pods would parse. */
+function check(objs: Obj[]): DaemonConfig {
+  const { ds, spec, c } = daemonSet(objs);
   assert.equal(spec.hostNetwork, true);
   assert.equal(spec.priorityClassName, "system-node-critical");
   assert.deepEqual(spec.tolerations, [{ operator: "Exists" }]);
-  const c = (spec.containers as Container[])[0];
-  const env = new Map((c.env ?? []).map((e) => [e.name, e.value]));
+  const env = podEnv(ds, c);
   const known = new Map(ENV.map((e) => [e.name, e]));
-  for (const [name, value] of env) {
+  for (const name of Object.keys(env)) {
     assert.ok(known.has(name), `env ${name} is not in the config schema`);
-    if (value !== undefined && name !== "NODE_NAME") {
-      // Every literal value parses, so the daemon starts with it.
-      parseDaemonConfig({ [name]: value });
-    }
   }
+  // The whole environment parses, so the daemon starts with it: every value, and the
+  // counterparts of allocation and publication (CIDR_ANNOTATION, NODE_NAME, ...).
+  const cfg = parseDaemonConfig(env);
   for (
     const [name, def] of [["CNI_BIN_DIR", DEFAULT_CNI_BIN_DIR], [
       "CNI_CONF_DIR",
@@ -79,7 +148,7 @@ function check(objs: Obj[]): void {
     ], ["STATE_DIR", DEFAULT_STATE_DIR]]
   ) {
     assert.equal(known.get(name)?.default, def);
-    const path = env.get(name) ?? def;
+    const path = env[name] ?? def;
     const mount = c.volumeMounts?.find((m) => m.mountPath === path);
     assert.ok(mount, `${name}=${path} is mounted`);
     const vol = (spec.volumes as { name: string; hostPath?: { path: string } }[]).find((v) =>
@@ -87,7 +156,7 @@ function check(objs: Obj[]): void {
     );
     assert.equal(vol?.hostPath?.path, def, `${name} comes from the host's ${def}`);
   }
-  const protocol = Number(env.get("PROTOCOL") ?? DEFAULT_PROTOCOL);
+  const protocol = Number(env.PROTOCOL ?? DEFAULT_PROTOCOL);
   const port = HTTP_PORT_BASE + protocol;
   assert.equal(c.readinessProbe?.httpGet.port, port);
   assert.equal(c.readinessProbe?.httpGet.path, "/readyz");
@@ -96,33 +165,94 @@ function check(objs: Obj[]): void {
   for (const p of c.ports ?? []) assert.equal(p.containerPort, port);
   assert.notEqual(c.securityContext?.privileged, true);
   assert.deepEqual(c.securityContext?.capabilities?.add, ["NET_ADMIN"]);
-
-  const events = env.get("NODE_EVENTS") === "yes";
-  const rules = objs.filter((o) => o.kind === "ClusterRole").flatMap((r) =>
-    r.rules as { resources: string[]; verbs: string[] }[]
-  );
-  assert.deepEqual(rules.filter((r) => r.resources.includes("nodes")).map((r) => r.verbs.sort()), [[
-    "get",
-    "list",
-    "watch",
-  ]]);
-  assert.deepEqual(
-    rules.filter((r) => r.resources.includes("events")).map((r) => r.verbs),
-    events ? [["create"]] : [],
-  );
-  assert.equal(rules.length, events ? 2 : 1, "no other permissions");
-  const sa = objs.find((o) => o.kind === "ServiceAccount")!;
-  for (const b of objs.filter((o) => o.kind === "ClusterRoleBinding")) {
-    const s = (b.subjects as { name: string; namespace: string }[])[0];
-    assert.equal(s.name, sa.metadata.name);
-    assert.equal(s.namespace, (sa.metadata as { namespace?: string }).namespace);
+  if ("POD_NAMESPACE" in env) {
+    const from = c.env?.find((e) => e.name === "POD_NAMESPACE")?.valueFrom?.fieldRef?.fieldPath;
+    assert.equal(from, "metadata.namespace", "POD_NAMESPACE is the pod's own namespace");
   }
+  return cfg;
+}
+
+function serviceAccount(objs: Obj[]): Meta {
+  const sas = objs.filter((o) => o.kind === "ServiceAccount");
+  assert.equal(sas.length, 1);
+  const { ds } = daemonSet(objs);
+  const podSa = (ds.spec as { template: { spec: { serviceAccountName?: string } } }).template.spec
+    .serviceAccountName;
+  assert.equal(podSa, sas[0].metadata.name, "the pods run as the rendered ServiceAccount");
+  assert.equal(sas[0].metadata.namespace, ds.metadata.namespace);
+  return sas[0].metadata;
+}
+
+/**
+ * Every permission the instance's ServiceAccount gets from the render, one line each:
+ * "<cluster | namespace NS> <group>/<resource> <verb>[ <resourceNames>]". Checks on the way
+ * that every binding names the ServiceAccount as kustomize prefixed it, every role bound is
+ * in the render and every role of the render is bound.
+ */
+function grants(objs: Obj[]): string[] {
+  const sa = serviceAccount(objs);
+  const out = new Set<string>();
+  const bound = new Set<Obj>();
+  const bindings = objs.filter((o) =>
+    o.kind === "ClusterRoleBinding" || o.kind === "RoleBinding"
+  ) as Binding[];
+  for (const b of bindings) {
+    const what = `${b.kind} ${b.metadata.name}`;
+    assert.deepEqual(
+      (b.subjects ?? []).map((s) => [s.kind, s.name, s.namespace]),
+      [["ServiceAccount", sa.name, sa.namespace]],
+      `${what} binds the instance's own ServiceAccount`,
+    );
+    const ns = b.kind === "RoleBinding" ? b.metadata.namespace : undefined;
+    if (b.kind === "RoleBinding") assert.ok(ns, `${what} has a namespace`);
+    const role = objs.find((o) =>
+      o.kind === b.roleRef.kind && o.metadata.name === b.roleRef.name &&
+      (o.kind === "ClusterRole" || o.metadata.namespace === ns)
+    );
+    assert.ok(role, `${what}: ${b.roleRef.kind} ${b.roleRef.name} is in the render`);
+    bound.add(role);
+    const scope = ns === undefined ? "cluster" : `namespace ${ns}`;
+    for (const r of role.rules as Rule[]) {
+      const names = r.resourceNames?.length ? ` ${[...r.resourceNames].sort().join(",")}` : "";
+      for (const g of r.apiGroups ?? [""]) {
+        for (const res of r.resources ?? []) {
+          for (const v of r.verbs) out.add(`${scope} ${g || "core"}/${res} ${v}${names}`);
+        }
+      }
+    }
+  }
+  for (const r of objs.filter((o) => o.kind === "ClusterRole" || o.kind === "Role")) {
+    assert.ok(bound.has(r), `${r.kind} ${r.metadata.name} is bound`);
+  }
+  return [...out].sort();
+}
+
+const READS = ["cluster core/nodes get", "cluster core/nodes list", "cluster core/nodes watch"];
+const WRITES = new Set(["create", "update", "patch", "delete", "deletecollection", "*"]);
+
+/** Rules of any role in the render that write Nodes or Leases. */
+function nodeOrLeaseWrites(objs: Obj[]): string[] {
+  const found: string[] = [];
+  for (const role of objs.filter((o) => o.kind === "ClusterRole" || o.kind === "Role")) {
+    for (const r of role.rules as Rule[]) {
+      const res = (r.resources ?? []).filter((x) => /^(\*|nodes|leases)(\/.*)?$/.test(x));
+      const verbs = r.verbs.filter((v) => WRITES.has(v));
+      if (res.length > 0 && verbs.length > 0) {
+        found.push(`${role.kind} ${role.metadata.name}: ${res} ${verbs}`);
+      }
+    }
+  }
+  return found;
 }
 
 Deno.test({
   name: "manifests: the main network",
   ignore: noKubectl,
-  fn: async () => check(await render("manifests/base")),
+  async fn() {
+    const objs = await render("manifests/base");
+    check(objs);
+    assert.deepEqual(grants(objs), READS);
+  },
 });
 
 Deno.test({
@@ -130,21 +260,14 @@ Deno.test({
   ignore: noKubectl,
   async fn() {
     const objs = await render("manifests/overlays/net3");
-    check(objs);
-    const ds = objs.find((o) => o.kind === "DaemonSet")!;
-    const env = new Map(
-      ((ds.spec as { template: { spec: { containers: Container[] } } }).template.spec.containers[0]
-        .env ?? [])
-        .map((e) => [e.name, e.value]),
-    );
-    assert.equal(env.get("INSTALL_K8S_NET"), "no");
-    assert.notEqual(env.get("PROTOCOL"), String(DEFAULT_PROTOCOL));
-    assert.ok(env.get("CIDR_ANNOTATION") && env.get("ADDRESS_ANNOTATION"));
+    const cfg = check(objs);
+    assert.deepEqual(grants(objs), READS);
+    const { ds } = daemonSet(objs);
+    assert.equal(cfg.installK8sNet, false);
+    assert.notEqual(cfg.protocol, DEFAULT_PROTOCOL);
+    assert.ok(cfg.cidrAnnotation && cfg.addressAnnotation);
     assert.ok(
-      objs.some((o) =>
-        o.kind === "Namespace" &&
-        o.metadata.name === (ds.metadata as { namespace?: string }).namespace
-      ),
+      objs.some((o) => o.kind === "Namespace" && o.metadata.name === ds.metadata.namespace),
     );
   },
 });
@@ -152,7 +275,132 @@ Deno.test({
 Deno.test({
   name: "manifests: Node Events add only events create",
   ignore: noKubectl,
-  fn: async () => check(await withEvents()),
+  async fn() {
+    const objs = await withEvents();
+    assert.equal(check(objs).nodeEvents, true);
+    assert.deepEqual(grants(objs), [...READS, "cluster core/events create"].sort());
+  },
+});
+
+Deno.test({
+  name: "manifests: read-only instances cannot write Nodes or Leases",
+  ignore: noKubectl,
+  async fn() {
+    for (
+      const [name, objs] of [
+        ["base", await render("manifests/base")],
+        ["net3", await render("manifests/overlays/net3")],
+        ["node-events", await withEvents()],
+      ] as const
+    ) {
+      assert.deepEqual(nodeOrLeaseWrites(objs), [], name);
+      const cfg = check(objs);
+      assert.deepEqual(cfg.clusterCidrs, [], `${name} allocates nothing`);
+      assert.equal(cfg.addressInterface, "", `${name} publishes nothing`);
+      assert.deepEqual(cfg.addressSubnets, [], `${name} publishes nothing`);
+    }
+  },
+});
+
+Deno.test({
+  name: "manifests: the zero-touch net4 allocates, publishes, and may write just that",
+  ignore: noKubectl,
+  async fn() {
+    const objs = await render("manifests/overlays/net4");
+    const cfg = check(objs);
+    const { ds, spec } = daemonSet(objs);
+    const ns = ds.metadata.namespace!;
+    assert.ok(objs.some((o) => o.kind === "Namespace" && o.metadata.name === ns));
+    assert.notEqual(ns, "kube-system", "a namespace of its own (lease create is namespace-wide)");
+    assert.equal(cfg.installK8sNet, false);
+    assert.ok(cfg.clusterCidrs.length > 0, "allocates");
+    assert.ok(cfg.addressInterface !== "" || cfg.addressSubnets.length > 0, "publishes");
+    assert.equal(cfg.podNamespace, ns, "the Lease is in the pod's namespace");
+    // The pods run on exactly the nodes of the network: NODE_SELECTOR's equalities.
+    const selector = parseLabelSelector(cfg.nodeSelector);
+    assert.ok(selector.requirements.length > 0);
+    for (const r of selector.requirements) assert.equal(r.op, "=", r.key);
+    assert.deepEqual(
+      spec.nodeSelector,
+      Object.fromEntries(selector.requirements.map((r) => [r.key, r.values[0]])),
+    );
+    // Nodes: the base's reads plus patch; the network's Lease: get, create, update.
+    const lease = leaseName(cfg.cidrAnnotation);
+    assert.deepEqual(
+      grants(objs),
+      [
+        ...READS,
+        "cluster core/nodes patch",
+        `namespace ${ns} coordination.k8s.io/leases create`,
+        `namespace ${ns} coordination.k8s.io/leases get ${lease}`,
+        `namespace ${ns} coordination.k8s.io/leases update ${lease}`,
+      ].sort(),
+    );
+    const role = objs.find((o) => o.kind === "Role")!;
+    assert.equal(role.metadata.namespace, ns);
+    assert.ok((role.rules as Rule[]).some((r) => r.resourceNames?.includes(lease)));
+  },
+});
+
+Deno.test({
+  name: "manifests: the admission policy takes its network's values from the bound ConfigMap",
+  ignore: noKubectl,
+  async fn() {
+    const objs = await net4WithAdmissionPolicy();
+    const cfg = check(objs);
+    const sa = serviceAccount(objs);
+    const find = (kind: string) => {
+      const all = objs.filter((o) => o.kind === kind);
+      assert.equal(all.length, 1, kind);
+      return all[0] as Obj & { spec: Record<string, unknown> };
+    };
+    const vap = find("ValidatingAdmissionPolicy");
+    const binding = find("ValidatingAdmissionPolicyBinding");
+    assert.equal(vap.apiVersion, "admissionregistration.k8s.io/v1");
+    assert.equal(binding.apiVersion, "admissionregistration.k8s.io/v1");
+    assert.equal(binding.spec.policyName, vap.metadata.name);
+    assert.deepEqual(binding.spec.validationActions, ["Deny"]);
+    assert.deepEqual(vap.spec.paramKind, { apiVersion: "v1", kind: "ConfigMap" });
+    assert.equal(vap.spec.failurePolicy, "Fail");
+    const ref = binding.spec.paramRef as { name: string; namespace: string };
+    const cm = objs.find((o) =>
+      o.kind === "ConfigMap" && o.metadata.name === ref.name &&
+      o.metadata.namespace === ref.namespace
+    ) as Obj & { data: Record<string, string> } | undefined;
+    assert.ok(cm, `paramRef ${ref.namespace}/${ref.name} is a ConfigMap of the render`);
+    assert.deepEqual(cm.data, {
+      serviceAccount: `system:serviceaccount:${sa.namespace}:${sa.name}`,
+      cidrAnnotation: cfg.cidrAnnotation,
+      addressAnnotation: cfg.addressAnnotation,
+    });
+    // Node writes (patches arrive as UPDATE) by that service account alone.
+    const rules = (vap.spec.matchConstraints as {
+      resourceRules: { apiGroups: string[]; resources: string[]; operations: string[] }[];
+    }).resourceRules;
+    assert.ok(rules.some((r) =>
+      r.apiGroups.includes("") && r.resources.includes("nodes") &&
+      ["CREATE", "UPDATE", "DELETE"].every((op) => r.operations.includes(op))
+    ));
+    const exprs = (key: string) =>
+      (vap.spec[key] as { expression: string }[] | undefined ?? []).map((e) => e.expression);
+    assert.match(exprs("matchConditions").join(" "), /request\.userInfo\.username == params\.data/);
+    // Every key of the ConfigMap is read through params, and nothing else is.
+    const cel = [...exprs("matchConditions"), ...exprs("variables"), ...exprs("validations")]
+      .join("\n");
+    const read = new Set(
+      [...cel.matchAll(/params\.data\.\??([A-Za-z]+)|"([A-Za-z]+)" in params\.data/g)]
+        .map((m) => m[1] ?? m[2]),
+    );
+    assert.deepEqual([...read].sort(), Object.keys(cm.data).sort());
+    assert.ok(cel.includes(`"authentication.kubernetes.io/node-name"`), "the token's node");
+    assert.ok(cel.includes("oldObject"), "compares with the node as it was");
+    for (const v of vap.spec.validations as { message?: string; reason?: string }[]) {
+      assert.ok(v.message && !v.message.includes("\n"), "a static message to fall back on");
+      assert.equal(v.reason, "Forbidden");
+    }
+    // The policy adds no permission.
+    assert.deepEqual(grants(objs), grants(await render("manifests/overlays/net4")));
+  },
 });
 
 Deno.test("manifests: NetworkAttachmentDefinitions use kube-node with known keys only", async () => {
@@ -176,7 +424,30 @@ Deno.test("manifests: NetworkAttachmentDefinitions use kube-node with known keys
       n++;
     }
   }
-  assert.equal(n, 2);
+  assert.equal(n, 3);
+});
+
+Deno.test({
+  name: "manifests: every NetworkAttachmentDefinition is on an overlay's CIDR_ANNOTATION",
+  ignore: noKubectl,
+  async fn() {
+    const annotations = new Set<string>();
+    for await (const d of Deno.readDir("manifests/overlays")) {
+      if (!d.isDirectory || d.name.startsWith(".")) continue;
+      annotations.add(check(await render(`manifests/overlays/${d.name}`)).cidrAnnotation);
+    }
+    for await (const f of Deno.readDir("manifests/multus")) {
+      for (const doc of parseAllDocuments(await Deno.readTextFile(`manifests/multus/${f.name}`))) {
+        const conf = JSON.parse((doc.toJS() as { spec: { config: string } }).spec.config) as {
+          ipam: { annotation?: string };
+        };
+        assert.ok(
+          annotations.has(conf.ipam.annotation ?? ""),
+          `${f.name}: ${conf.ipam.annotation}`,
+        );
+      }
+    }
+  },
 });
 
 Deno.test("Dockerfile: plugins where the installer looks, Deno as pinned in build.sh", async () => {

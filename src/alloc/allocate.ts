@@ -48,6 +48,11 @@ export interface AllocNode {
   readonly creationTimestamp: string;
   /** The network's CIDR annotation; undefined when the node has none. */
   readonly annotation: string | undefined;
+  /**
+   * Off the network (NODE_SELECTOR no longer matches it): what it holds stays taken, but it
+   * is given nothing.
+   */
+  readonly holdOnly?: boolean;
 }
 
 /** Everything the decision depends on. */
@@ -308,6 +313,7 @@ export function allocate(input: AllocInput): Decision {
   const allocated: string[] = [];
   const fs4 = families.get(4), fs6 = families.get(6);
   for (const r of read) {
+    if (r.node.holdOnly) continue;
     const need: FamilyState[] = [];
     if (fs4 && !r.annotation.has4) need.push(fs4);
     if (fs6 && !r.annotation.has6) need.push(fs6);

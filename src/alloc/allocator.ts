@@ -19,6 +19,7 @@
  *
  * @module
  */
+import type { AnnotateOutcome } from "../kube/annotate.ts";
 import type { StoreChange } from "../kube/informer.ts";
 import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
@@ -33,21 +34,15 @@ import {
 import { updateRecentlyFreed } from "./freed.ts";
 import type { Pool } from "./pools.ts";
 
-/** What became of one write. */
-export type WriteOutcome =
-  /** The node has the new value. */
-  | "written"
-  /** The node no longer had the value decided from: decide again. */
-  | "changed"
-  /** The node is gone. */
-  | "gone";
-
 /**
  * Writes a node's new annotation value when the node still has `update.previous`, with a
  * resourceVersion precondition. Throws (an ApiError: 403, 409 after retries, an outage) when
  * it cannot.
  */
-export type AnnotationWrite = (update: NodeUpdate, signal: AbortSignal) => Promise<WriteOutcome>;
+export type AnnotationWrite = (
+  update: NodeUpdate,
+  signal: AbortSignal,
+) => Promise<AnnotateOutcome>;
 
 /** Options of an {@link Allocator}. */
 export interface AllocatorOptions {
@@ -59,6 +54,11 @@ export interface AllocatorOptions {
   /** How long a freed CIDR is the last choice (the lease duration). */
   quarantineMs: number;
   write: AnnotationWrite;
+  /**
+   * With NODE_SELECTOR, a node leaving the view may only have stopped matching: this looks it
+   * up, giving its annotation while it exists (its CIDRs stay taken), "gone" once deleted.
+   */
+  lookup?: (name: string) => Promise<string | undefined | "gone">;
   log: Logger;
   /** Called with the problems that appeared in a decision (for Node Events). */
   onNewProblems?: (problems: AllocProblem[]) => void;
@@ -79,6 +79,8 @@ export interface AllocatorStats {
 
 /** Writes in flight at once: 100 joining nodes are written in a few round trips. */
 const CONCURRENT_WRITES = 16;
+/** Nodes off the network are looked up again, when the pools are full, at most this often. */
+const OUTSIDE_RECHECK_MS = 30_000;
 /** Retry of failed writes: doubles up to the maximum. */
 const RETRY_MS = { initial: 1000, max: 30_000 };
 
@@ -89,6 +91,9 @@ export class Allocator {
   /** Values written that the store may not show yet, by node. */
   readonly #assumed = new Map<string, string>();
   readonly #memo = new AllocMemo();
+  /** Nodes that left the selection but exist: what they hold stays taken. */
+  readonly #outside = new Map<string, AllocNode>();
+  #outsideCheckedAt = -Infinity;
   #recentlyFreed: ReadonlyMap<string, number> = new Map();
   #signal: AbortSignal | undefined;
   #pending = false;
@@ -153,8 +158,15 @@ export class Allocator {
       const before = c.old?.annotations[annotation];
       if (c.type === "updated" && before === c.value?.annotations[annotation]) continue;
       relevant = true;
-      if (c.old !== undefined && before !== undefined) {
-        lost.push({ name: c.name, creationTimestamp: "", annotation: before });
+      if (c.type === "added") this.#outside.delete(c.name);
+      if (c.old === undefined || before === undefined) continue;
+      const node = { name: c.name, creationTimestamp: "", annotation: before };
+      if (c.type === "deleted" && this.#opts.lookup) {
+        // Held until known to be deleted rather than only unselected.
+        this.#outside.set(c.name, { ...node, holdOnly: true });
+        void this.#lookUp(c.name);
+      } else {
+        lost.push(node);
       }
     }
     if (lost.length > 0) {
@@ -170,6 +182,33 @@ export class Allocator {
     if (!relevant || !this.leading) return;
     this.#pending = true;
     this.#running ??= this.#loop();
+  }
+
+  /** Finds out whether a node that left the view was deleted; frees what it held if so. */
+  async #lookUp(name: string): Promise<void> {
+    const held = this.#outside.get(name);
+    if (held === undefined || !this.#opts.lookup) return;
+    let found: string | undefined | "gone";
+    try {
+      found = await this.#opts.lookup(name);
+    } catch (error) {
+      this.#opts.log.debug("looking up a node off the network failed", { node: name, error });
+      return;
+    }
+    if (this.#outside.get(name) !== held) return;
+    if (found === "gone") {
+      this.#outside.delete(name);
+      this.#recentlyFreed = updateRecentlyFreed(
+        this.#recentlyFreed,
+        [held],
+        this.#view(),
+        this.#now(),
+        this.#opts.quarantineMs,
+      );
+    } else {
+      this.#outside.set(name, { ...held, annotation: found });
+    }
+    this.changed();
   }
 
   /** Resolves when no decision is pending or running. */
@@ -191,6 +230,7 @@ export class Allocator {
         annotation: assumed ?? stored,
       });
     }
+    for (const node of this.#outside.values()) out.push(node);
     if (this.#assumed.size > out.length) {
       const names = new Set(out.map((n) => n.name));
       for (const name of this.#assumed.keys()) if (!names.has(name)) this.#assumed.delete(name);
@@ -221,6 +261,14 @@ export class Allocator {
     this.#stats.pools = decision.pools;
     this.#stats.problems = decision.problems;
     this.#report(decision.problems);
+    const full = decision.problems.some((p) => p.kind === "pools-full");
+    if (
+      full && this.#outside.size > 0 && this.#now() - this.#outsideCheckedAt >= OUTSIDE_RECHECK_MS
+    ) {
+      // Some may have been deleted since they left the network.
+      this.#outsideCheckedAt = this.#now();
+      for (const name of this.#outside.keys()) void this.#lookUp(name);
+    }
     let failed = false;
     const queue = [...decision.updates];
     const worker = async () => {
@@ -264,7 +312,7 @@ export class Allocator {
         this.#loggedAt.set(cause, this.#now());
         log.error(
           cause === "forbidden"
-            ? "not allowed to write node CIDRs (RBAC: patch on nodes); routing goes on"
+            ? "not allowed to write node CIDRs (RBAC patch on nodes, or an admission policy); routing goes on"
             : "writing node CIDRs failed; retrying",
           { node: u.node, cidrs: u.added.join(","), error },
         );

@@ -61,11 +61,11 @@ export function parsePerNodeHostBits(text: string): number | undefined {
   const t = text.trim();
   if (t === "") return undefined;
   const n = /^[0-9]{1,3}$/.test(t) ? Number(t) : NaN;
-  checkHostBits(n, t);
+  checkHostBits(n);
   return n;
 }
 
-function checkHostBits(n: number, text: string): void {
+function checkHostBits(n: number): void {
   if (!Number.isInteger(n) || n < MIN_PER_NODE_HOST_BITS || n > MAX_PER_NODE_HOST_BITS) {
     throw new Error(
       `expected an integer ` +
@@ -90,7 +90,7 @@ function checkHostBits(n: number, text: string): void {
  * ```
  */
 export function parsePools(text: string, perNodeHostBits: number | undefined): Pool[] {
-  if (perNodeHostBits !== undefined) checkHostBits(perNodeHostBits, String(perNodeHostBits));
+  if (perNodeHostBits !== undefined) checkHostBits(perNodeHostBits);
   const pools: Pool[] = [];
   for (const entry of splitList(text)) {
     const pool = parsePool(entry, perNodeHostBits);

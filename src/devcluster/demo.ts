@@ -1,7 +1,9 @@
 /**
  * `demo`: a whole cluster on this machine. Nodes are network namespaces on two LANs, each
- * running two routers (main network on podCIDRs, a secondary network on annotations) as the
- * DaemonSets would; pods are namespaces attached through CNI; every pod pair is pinged.
+ * running two routers as the DaemonSets would: the main network on podCIDRs, and a secondary
+ * network that nobody annotates (its routers allocate the node CIDRs from a pool and publish
+ * each node's address on it). Pods are namespaces attached through CNI; every pod pair is
+ * pinged.
  *
  * `--check` runs the check and exits 0 only if every pair answers; without it the cluster
  * stays up for experiments with kubectl until Ctrl-C. Nothing is left behind.
@@ -30,7 +32,14 @@ const MARKER = "XCLUSTER_CNI_DEMO";
 const TMP_PREFIX = "xcluster-demo-";
 const PLUGINS = ["bridge", "host-local", "loopback"];
 const SYSTEM_CNI = "/usr/lib/cni";
-const NET3 = { cidr: "cidr.example.com/net3", adr: "adr.example.com/net3", protocol: 200 };
+const NET3 = {
+  cidr: "cidr.example.com/net3",
+  adr: "adr.example.com/net3",
+  protocol: 200,
+  pools: "10.55.0.0/16/24,fd00:55::/96/112",
+  /** The node's interface on the secondary LAN, whose addresses its router publishes. */
+  interface: "eth1",
+};
 const MAIN_PROTOCOL = 202;
 
 interface Running {
@@ -82,6 +91,12 @@ function startRouter(
       ...extra,
     },
   });
+}
+
+/** The net3 CIDRs a node's router wrote into its state file for kube-node. */
+async function net3Cidrs(dir: string): Promise<string> {
+  const state = JSON.parse(await Deno.readTextFile(`${dir}/state/node-cidr.example.com_net3.json`));
+  return Array.isArray(state.cidrs) ? state.cidrs.join(",") : "?";
 }
 
 async function routesOf(ns: string): Promise<string[]> {
@@ -186,14 +201,11 @@ export async function demoCommand(args: string[]): Promise<number> {
     for (let i = 1; i <= opts.nodes; i++) {
       const node = demoNode(i);
       await makeNodeNs(node);
+      // No annotation of net3: its routers write them.
       store.create(makeNode({
         name: node.name,
         podCIDRs: node.podCIDRs,
         internalIPs: [node.mainV4, node.mainV6],
-        annotations: {
-          [NET3.cidr]: node.net3CIDRs.join(","),
-          [NET3.adr]: `${node.netV4},${node.netV6}`,
-        },
       }));
       running.push({
         node,
@@ -240,6 +252,9 @@ export async function demoCommand(args: string[]): Promise<number> {
         CIDR_ANNOTATION: NET3.cidr,
         ADDRESS_ANNOTATION: NET3.adr,
         INSTALL_K8S_NET: "no",
+        CLUSTER_CIDRS: NET3.pools,
+        ADDRESS_INTERFACE: NET3.interface,
+        POD_NAMESPACE: "kube-system",
       }, "net3.log"));
     }
     for (const r of running) {
@@ -282,8 +297,9 @@ export async function demoCommand(args: string[]): Promise<number> {
 
     console.log(`\nxcluster-cni demo: ${opts.nodes} nodes, ${pods.length} pods\n`);
     for (const r of running) {
+      const net3 = await net3Cidrs(r.dir);
       console.log(
-        `${r.node.name}  podCIDRs ${r.node.podCIDRs.join(",")}  net3 ${r.node.net3CIDRs.join(",")}`,
+        `${r.node.name}  podCIDRs ${r.node.podCIDRs.join(",")}  net3 ${net3} (allocated)`,
       );
       for (const line of await routesOf(r.node.ns)) {
         console.log(`    ${line}`);
@@ -304,11 +320,17 @@ export async function demoCommand(args: string[]): Promise<number> {
     }
 
     const k = `ip netns exec ${LAN_NS} kubectl --kubeconfig ${top}/kubeconfig`;
+    const joining = `${PREFIX}node${opts.nodes + 1}`;
     console.log(`\nThe cluster stays up until Ctrl-C. Try:
-  ${k} get nodes
-  ${k} annotate node ${PREFIX}node2 ${NET3.cidr}=10.55.2.0/24,10.56.2.0/24,fd00:55::2:0/112 --overwrite
-  ${k} delete node ${PREFIX}node${opts.nodes}
-  ip -n ${PREFIX}node1 route show proto ${NET3.protocol}
+  ${k} get nodes -o custom-columns=NAME:.metadata.name,NET3:.metadata.annotations.cidr\\.example\\.com/net3
+  ${k} get lease -n kube-system
+  # a node joins net3 (its address written by hand, as it has no router here): it gets CIDRs
+  # from the pool, and the other nodes route to them
+  ${k} create -f - <<<'{"apiVersion":"v1","kind":"Node","metadata":{"name":"${joining}","annotations":{"${NET3.adr}":"192.168.60.${
+      opts.nodes + 1
+    },fd00:60::${opts.nodes + 1}"}}}'
+  ${k} delete node ${joining}
+  ip -n ${PREFIX}node1 route show table all proto ${NET3.protocol}
 Route changes are printed as they happen.\n`);
     const last = new Map<string, string>();
     for (const r of running) {

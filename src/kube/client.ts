@@ -1,6 +1,6 @@
 /**
- * A small Kubernetes client over fetch: the Node calls the router needs, Events, and
- * Status errors turned into {@link ApiError}.
+ * A small Kubernetes client over fetch: the Node calls the router needs, Leases (for leader
+ * election), Events, and Status errors turned into {@link ApiError}.
  *
  * @module
  */
@@ -8,8 +8,12 @@ import { z } from "zod";
 import type { Logger } from "../log.ts";
 import type { KubeAccess } from "./kubeconfig.ts";
 import { type Fields, ListSplitter, pickFields } from "./json_list.ts";
+import { type Lease, LeaseSchema } from "./lease.ts";
 
-/** A failed API request: HTTP status (0 when no response), reason and message. */
+/**
+ * A failed API request: HTTP status (0 when no response), reason and message. A write whose
+ * resourceVersion precondition is stale is status 409, reason "Conflict".
+ */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -89,6 +93,31 @@ export function statusError(status: unknown, fallbackCode = 0): ApiError {
   );
 }
 
+/** The URL of a namespace's Leases, or of one. */
+function leasePath(namespace: string, name?: string): string {
+  const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
+  return name === undefined ? base : `${base}/${encodeURIComponent(name)}`;
+}
+
+/** A Lease from a response body; ApiError (BadLease) naming what does not fit. */
+async function parseLease(res: Response, what: string): Promise<Lease> {
+  let body: unknown;
+  try {
+    body = await res.json();
+  } catch (e) {
+    throw new ApiError(res.status, "BadLease", `lease ${what}: ${(e as Error).message}`);
+  }
+  const parsed = LeaseSchema.safeParse(body);
+  if (!parsed.success) {
+    throw new ApiError(
+      res.status,
+      "BadLease",
+      `lease ${what} not understood: ${parsed.error.message}`,
+    );
+  }
+  return parsed.data;
+}
+
 type Send = (url: string, init: RequestInit) => Promise<Response>;
 
 /**
@@ -156,7 +185,7 @@ export interface ClientOptions {
   userAgent?: string;
 }
 
-/** The Node (and Event) calls of the Kubernetes API. */
+/** The Node, Lease (and Event) calls of the Kubernetes API. */
 export class KubeClient {
   #access: KubeAccess;
   #sender: Promise<{ send: Send; close(): void }>;
@@ -179,6 +208,8 @@ export class KubeClient {
       body?: unknown;
       signal?: AbortSignal;
       accept?: string;
+      /** Content type of the body (default application/json). */
+      contentType?: string;
     } = {},
   ): Promise<Response> {
     const url = new URL(this.#access.server + path);
@@ -191,7 +222,7 @@ export class KubeClient {
     };
     const token = await this.#access.token();
     if (token) headers.authorization = `Bearer ${token}`;
-    if (opts.body !== undefined) headers["content-type"] = "application/json";
+    if (opts.body !== undefined) headers["content-type"] = opts.contentType ?? "application/json";
     const { send } = await this.#sender;
     let res: Response;
     try {
@@ -203,10 +234,13 @@ export class KubeClient {
       });
     } catch (e) {
       if (opts.signal?.aborted) throw e;
+      // fetch says only "fetch failed"; what went wrong (refused, reset, TLS) is its cause.
+      const cause = (e as Error).cause;
+      const why = cause instanceof Error ? `: ${cause.message}` : "";
       throw new ApiError(
         0,
         "ConnectionFailed",
-        `${method} ${url.pathname}: ${(e as Error).message}`,
+        `${method} ${url.pathname}: ${(e as Error).message}${why}`,
       );
     }
     if (res.status >= 200 && res.status < 300) return res;
@@ -387,6 +421,82 @@ export class KubeClient {
     } finally {
       await reader.cancel().catch(() => {});
     }
+  }
+
+  /**
+   * Patches a Node with a JSON merge patch (RFC 7386) and returns the Node as raw JSON.
+   * With `resourceVersion`, the patch carries it in metadata.resourceVersion: the server
+   * applies it only to that version, else an ApiError 409 (Conflict), upon which the caller
+   * reads the node again and decides afresh.
+   *
+   * @example
+   * ```ts
+   * await client.patchNode("vm-001", { metadata: { annotations: { k: "v" } } }, {
+   *   resourceVersion: node.metadata.resourceVersion,
+   * });
+   * ```
+   */
+  async patchNode(
+    name: string,
+    patch: Record<string, unknown>,
+    opts: { resourceVersion?: string; signal?: AbortSignal } = {},
+  ): Promise<unknown> {
+    let body = patch;
+    if (opts.resourceVersion !== undefined) {
+      const meta = patch.metadata ?? {};
+      if (typeof meta !== "object" || meta === null || Array.isArray(meta)) {
+        throw new TypeError(
+          `patchNode ${name}: metadata of the patch is not an object: ${JSON.stringify(meta)}`,
+        );
+      }
+      body = { ...patch, metadata: { ...meta, resourceVersion: opts.resourceVersion } };
+    }
+    const res = await this.request("PATCH", `/api/v1/nodes/${encodeURIComponent(name)}`, {
+      body,
+      contentType: "application/merge-patch+json",
+      signal: opts.signal,
+    });
+    return await res.json();
+  }
+
+  /** GET a Lease; ApiError 404 when absent. */
+  async getLease(
+    namespace: string,
+    name: string,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<Lease> {
+    const res = await this.request("GET", leasePath(namespace, name), { signal: opts.signal });
+    return await parseLease(res, `${namespace}/${name}`);
+  }
+
+  /** Creates a Lease in `namespace`; ApiError 409 (AlreadyExists) when it exists. */
+  async createLease(
+    namespace: string,
+    lease: Lease,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<Lease> {
+    const res = await this.request("POST", leasePath(namespace), {
+      body: lease,
+      signal: opts.signal,
+    });
+    return await parseLease(res, `${namespace}/${lease.metadata.name}`);
+  }
+
+  /**
+   * Replaces a Lease (PUT). The metadata.resourceVersion it carries is a precondition: when
+   * the lease changed since, ApiError 409 (Conflict).
+   */
+  async updateLease(
+    namespace: string,
+    lease: Lease,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<Lease> {
+    const name = lease.metadata.name;
+    const res = await this.request("PUT", leasePath(namespace, name), {
+      body: lease,
+      signal: opts.signal,
+    });
+    return await parseLease(res, `${namespace}/${name}`);
   }
 
   /** Creates a core/v1 Event. */

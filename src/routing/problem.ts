@@ -20,7 +20,9 @@ export type ProblemKind =
   /** A route of another owner already has the destination. */
   | "foreign-route"
   /** The kernel refused the route (e.g. next hop not on-link). */
-  | "kernel";
+  | "kernel"
+  /** The allocation pools have no CIDR left for the node. */
+  | "no-free-cidr";
 
 /** Every problem kind, for metrics that report zero counts too. */
 export const PROBLEM_KINDS: readonly ProblemKind[] = [
@@ -31,6 +33,7 @@ export const PROBLEM_KINDS: readonly ProblemKind[] = [
   "no-address",
   "foreign-route",
   "kernel",
+  "no-free-cidr",
 ];
 
 /** One reported problem: node, field, value and reason. */

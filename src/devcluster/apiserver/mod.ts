@@ -1,12 +1,14 @@
 /**
- * The embedded Kubernetes API server for core/v1 Nodes: HTTPS with a generated CA and a
- * bearer token, real list/watch semantics, optional persistence, and fault injection for
- * tests and benchmarks.
+ * The embedded Kubernetes API server for core/v1 Nodes and coordination.k8s.io/v1 Leases:
+ * HTTPS with a generated CA and a bearer token, real list/watch semantics (one global
+ * resourceVersion for both kinds), optional persistence, and fault injection for tests and
+ * benchmarks.
  *
  * @example
  * ```ts
  * const api = await startApiServer({ kubeconfigPath: "/tmp/kubeconfig" });
  * api.nodes.create(makeNode({ name: "a", podCIDRs: ["10.244.0.0/24"] }));
+ * api.leases.get("kube-system", "net3")?.spec.holderIdentity;
  * await api.close();
  * ```
  *
@@ -15,12 +17,16 @@
 import { type Logger, silentLogger } from "../../log.ts";
 import { type ServerCerts, serverCerts } from "./certs.ts";
 import { writeKubeconfig } from "./kubeconfig.ts";
+import { type LeaseJson, LeaseStore } from "./leases.ts";
+import { Revision } from "./object_store.ts";
 import { route, type RouteContext, statusResponse } from "./routes.ts";
 import { StatusError } from "./status.ts";
 import { type NodeJson, NodeStore } from "./store.ts";
 
 export { NodeStore } from "./store.ts";
 export type { NodeJson } from "./store.ts";
+export { LeaseStore } from "./leases.ts";
+export type { LeaseJson, LeaseSpecJson } from "./leases.ts";
 
 /** Options of {@link startApiServer}. */
 export interface ApiServerOptions {
@@ -30,7 +36,7 @@ export interface ApiServerOptions {
   insecureHttp?: boolean;
   /** Write a kubeconfig for this server there. */
   kubeconfigPath?: string;
-  /** Keep the nodes in this file across restarts. */
+  /** Keep the nodes and leases in this file across restarts. */
   stateFile?: string;
   /** Watch events kept for replay (default 10,000). */
   historySize?: number;
@@ -55,6 +61,11 @@ export interface Faults {
    * as from a server whose watch cache lags behind its lists.
    */
   expireWatches(on: boolean): void;
+  /**
+   * While on, every watch ends as soon as it is answered, with no event, as behind a proxy
+   * that cuts long requests.
+   */
+  endWatches(on: boolean): void;
   /** The next `n` requests get a Status with `code` (429 with Retry-After). */
   failNext(n: number, code: number, opts?: { retryAfterSeconds?: number }): void;
   /** Delays every response by `ms`. */
@@ -80,6 +91,8 @@ export interface ApiServer {
   readonly caPem: string | undefined;
   readonly kubeconfigPath: string | undefined;
   readonly nodes: NodeStore;
+  /** The Leases (coordination.k8s.io/v1) of every namespace. */
+  readonly leases: LeaseStore;
   readonly faults: Faults;
   /** Events posted to the server, newest last. */
   readonly events: readonly unknown[];
@@ -93,12 +106,20 @@ function newToken(): string {
 
 const OPEN_PATHS = new Set(["/healthz", "/readyz", "/livez", "/version"]);
 
-async function loadState(
-  path: string,
-): Promise<{ nodes: NodeJson[]; resourceVersion: number } | undefined> {
+/** What the state file keeps; files written before Leases have none. */
+interface State {
+  nodes: NodeJson[];
+  leases?: LeaseJson[];
+  resourceVersion: number;
+}
+
+async function loadState(path: string): Promise<State | undefined> {
   try {
     const v = JSON.parse(await Deno.readTextFile(path));
-    if (Array.isArray(v.nodes) && typeof v.resourceVersion === "number") return v;
+    if (
+      Array.isArray(v.nodes) && typeof v.resourceVersion === "number" &&
+      (v.leases === undefined || Array.isArray(v.leases))
+    ) return v;
     throw new Error("not a state file");
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;
@@ -116,19 +137,24 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   let token = opts.token ?? newToken();
 
   const saved = opts.stateFile ? await loadState(opts.stateFile) : undefined;
-  const store = new NodeStore({ historySize: opts.historySize, ...saved });
+  const revision = new Revision(saved?.resourceVersion ?? 0);
+  const historySize = opts.historySize;
+  const store = new NodeStore({ historySize, nodes: saved?.nodes, revision });
+  const leases = new LeaseStore({ historySize, leases: saved?.leases, revision });
   let saveTimer: ReturnType<typeof setTimeout> | undefined;
   const save = async () => {
     saveTimer = undefined;
     const tmp = `${opts.stateFile}.tmp`;
-    await Deno.writeTextFile(
-      tmp,
-      JSON.stringify({ resourceVersion: store.resourceVersion(), nodes: store.list() }),
-    );
+    const state: State = {
+      resourceVersion: revision.value,
+      nodes: store.list(),
+      leases: leases.list(),
+    };
+    await Deno.writeTextFile(tmp, JSON.stringify(state));
     await Deno.rename(tmp, opts.stateFile!);
   };
   if (opts.stateFile) {
-    store.onChange = () => {
+    store.onChange = leases.onChange = () => {
       saveTimer ??= setTimeout(
         () => save().catch((e) => log.error("saving state failed", { error: e })),
         100,
@@ -147,14 +173,17 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   let failCount = 0, failCode = 0, retryAfter: number | undefined;
   let latency = 0;
   let expireAll = false;
+  let endAll = false;
   let requests = 0;
   const events: unknown[] = [];
   const openWatches = new Set<() => void>();
   const ctx: RouteContext = {
     store,
+    leases,
     events,
     maxBodyBytes: opts.maxBodyBytes ?? 3 * 1024 * 1024,
     expireWatches: () => expireAll,
+    endWatches: () => endAll,
     trackWatch(close) {
       openWatches.add(close);
       return () => openWatches.delete(close);
@@ -215,11 +244,15 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     }
   };
   await writeConfig();
-  const bookmarks = setInterval(() => store.bookmark(), opts.bookmarkIntervalMs ?? 5000);
+  const bookmarks = setInterval(() => {
+    store.bookmark();
+    leases.bookmark();
+  }, opts.bookmarkIntervalMs ?? 5000);
 
   const dropWatches = () => {
     for (const close of [...openWatches]) close();
     store.dropWatches();
+    leases.dropWatches();
   };
   const stopListening = async () => {
     dropWatches();
@@ -235,12 +268,19 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     caPem: certs?.caPem,
     kubeconfigPath: opts.kubeconfigPath,
     nodes: store,
+    leases,
     events,
     faults: {
       dropWatches,
-      compact: () => store.compact(),
+      compact() {
+        store.compact();
+        leases.compact();
+      },
       expireWatches(on) {
         expireAll = on;
+      },
+      endWatches(on) {
+        endAll = on;
       },
       failNext(n, code, o) {
         failCount = n;

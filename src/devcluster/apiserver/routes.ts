@@ -1,44 +1,78 @@
 /**
  * HTTP routes of the embedded API server: discovery, probes, Nodes (list, watch, get,
- * create, update, patch, delete, status), and Events (create, list).
+ * create, update, patch, delete, status), Leases of coordination.k8s.io/v1 in any
+ * namespace (the same verbs), and Events (create, list).
  *
  * @module
  */
+import { z } from "zod";
+import {
+  COORDINATION,
+  COORDINATION_GROUP,
+  COORDINATION_RESOURCES,
+  CORE_RESOURCES,
+  GROUPS,
+  OPENAPI,
+  VERSION,
+} from "./discovery.ts";
+import type { LeaseStore } from "./leases.ts";
+import type {
+  ObjectJson,
+  ObjectStore,
+  Preconditions,
+  StoredObject,
+  WriteOptions,
+} from "./object_store.ts";
 import {
   parseFieldSelector,
   parseLabelSelector,
   type Selector,
   SelectorError,
 } from "./selectors.ts";
-import { badRequest, expired, status, StatusError } from "./status.ts";
+import { badRequest, expired, notFound, status, StatusError } from "./status.ts";
+import { isNamespaceName } from "./validation.ts";
 import {
   eventLine,
-  type NodeJson,
   type NodeStore,
   type PatchType,
-  type StoredNode,
   type StoreEvent,
   type Watcher,
 } from "./store.ts";
 import {
   type IncludeObject,
   includeObject,
+  LEASE_TABLE,
   listHead,
   metadataBytes,
   negotiate,
-  nodeTable,
+  NODE_TABLE,
+  objectTable,
+  type TableSpec,
   type View,
 } from "./views.ts";
 
-/** What the routes need besides the store. */
+/** What the routes need besides the stores. */
 export interface RouteContext {
   store: NodeStore;
+  leases: LeaseStore;
   events: unknown[];
   maxBodyBytes: number;
   /** Registers an open watch stream so that shutdown can end it. */
   trackWatch(close: () => void): () => void;
   /** Fault: every watch from a resourceVersion gets 410 Expired. */
   expireWatches?: () => boolean;
+  /** Fault: every watch ends at once, with no event. */
+  endWatches?: () => boolean;
+}
+
+/** One collection as a request reads it: a store, its Table, and a namespace or all. */
+interface Served {
+  store: ObjectStore<ObjectJson>;
+  table: TableSpec;
+  /** The namespace of the URL; undefined for all namespaces or a cluster-scoped kind. */
+  namespace?: string;
+  /** Fields a fieldSelector may name. */
+  fields: readonly string[];
 }
 
 const JSON_HEADERS = { "content-type": "application/json" };
@@ -69,74 +103,8 @@ export function statusResponse(e: StatusError, headers: Record<string, string> =
   return json(e.toStatus(), e.code, headers);
 }
 
-const VERSION = {
-  major: "1",
-  minor: "32",
-  gitVersion: "v1.32.0-xcluster-devcluster",
-  gitCommit: "",
-  gitTreeState: "clean",
-  buildDate: "2026-01-01T00:00:00Z",
-  goVersion: "",
-  compiler: "deno",
-  platform: "linux/amd64",
-};
-
-const RESOURCES = {
-  kind: "APIResourceList",
-  apiVersion: "v1",
-  groupVersion: "v1",
-  resources: [
-    {
-      name: "nodes",
-      singularName: "node",
-      namespaced: false,
-      kind: "Node",
-      verbs: ["create", "delete", "get", "list", "patch", "update", "watch"],
-      shortNames: ["no"],
-    },
-    {
-      name: "nodes/status",
-      singularName: "",
-      namespaced: false,
-      kind: "Node",
-      verbs: ["get", "patch", "update"],
-    },
-    {
-      name: "events",
-      singularName: "event",
-      namespaced: true,
-      kind: "Event",
-      verbs: ["create", "list"],
-      shortNames: ["ev"],
-    },
-  ],
-};
-
-// Just enough OpenAPI for kubectl to see that the server validates fields itself
-// (fieldValidation), so `kubectl create -f` needs no client-side schema.
-const NODE_GVK = { group: "", version: "v1", kind: "Node" };
-const FIELD_VALIDATION = { name: "fieldValidation", in: "query", schema: { type: "string" } };
-const OPENAPI_INDEX = { paths: { "api/v1": { serverRelativeURL: "/openapi/v3/api/v1?hash=1" } } };
-const OPENAPI_V1 = {
-  openapi: "3.0.0",
-  info: { title: "xcluster-cni devcluster", version: "v1" },
-  paths: Object.fromEntries(
-    [["/api/v1/nodes", ["post"]], ["/api/v1/nodes/{name}", ["put", "patch"]]].map((
-      [path, ops],
-    ) => [
-      path,
-      Object.fromEntries((ops as string[]).map((op) => [op, {
-        parameters: [FIELD_VALIDATION],
-        responses: {},
-        "x-kubernetes-action": op,
-        "x-kubernetes-group-version-kind": NODE_GVK,
-      }])),
-    ]),
-  ),
-  components: { schemas: {} },
-};
-
-async function readBody(req: Request, max: number): Promise<unknown> {
+/** The body's bytes; 413 past `max`. */
+async function readBytes(req: Request, max: number): Promise<Uint8Array> {
   const length = Number(req.headers.get("content-length") ?? "0");
   if (length > max) {
     throw new StatusError(
@@ -153,6 +121,11 @@ async function readBody(req: Request, max: number): Promise<unknown> {
       `the request body is larger than ${max} bytes`,
     );
   }
+  return buf;
+}
+
+async function readBody(req: Request, max: number): Promise<unknown> {
+  const buf = await readBytes(req, max);
   try {
     return JSON.parse(new TextDecoder().decode(buf));
   } catch (e) {
@@ -172,16 +145,26 @@ function patchType(req: Request): PatchType {
   );
 }
 
-function selectors(url: URL): Selector | undefined {
+function selectors(url: URL, fields: readonly string[]): Selector | undefined {
   const l = url.searchParams.get("labelSelector"), f = url.searchParams.get("fieldSelector");
   if (!l && !f) return undefined;
   try {
-    const ls = parseLabelSelector(l), fs = parseFieldSelector(f);
+    const ls = parseLabelSelector(l), fs = parseFieldSelector(f, fields);
     return (o) => ls(o) && fs(o);
   } catch (e) {
     if (e instanceof SelectorError) throw badRequest(e.message);
     throw e;
   }
+}
+
+/** The `fieldValidation` parameter: Strict makes unknown fields a 400; others drop them. */
+function writeOptions(url: URL): WriteOptions {
+  const v = url.searchParams.get("fieldValidation");
+  if (v === null || v === "" || v === "Ignore" || v === "Warn") return {};
+  if (v === "Strict") return { strict: true };
+  throw badRequest(
+    `fieldValidation=${JSON.stringify(v)}: must be one of "Ignore", "Warn" or "Strict"`,
+  );
 }
 
 function encodeContinue(rv: number, last: string): string {
@@ -240,38 +223,44 @@ function listBody(head: Uint8Array, items: Uint8Array[]): ReadableStream<Uint8Ar
   });
 }
 
-/** A Table of `nodes` with its columns, rows as `includeObject` in `url` asks. */
-function tableJson(nodes: NodeJson[], meta: Record<string, string>, url: URL): Response {
+/** A Table of `objects` with its columns, rows as `includeObject` in `url` asks. */
+function tableJson(
+  spec: TableSpec,
+  objects: ObjectJson[],
+  meta: Record<string, string>,
+  url: URL,
+): Response {
   const include = includeObject(url.searchParams.get("includeObject"));
-  return json(nodeTable(nodes, { meta, include, columns: true }));
+  return json(objectTable(spec, objects, { meta, include, columns: true }));
 }
 
-/** A stored node's JSON in the view (the object, or its metadata, made once). */
-function itemBytes(node: StoredNode, view: View): Uint8Array<ArrayBuffer> {
-  return view === "metadata" ? (node.meta ??= metadataBytes(node.obj.metadata)) : node.bytes;
+/** A stored object's JSON in the view (the object, or its metadata, made once). */
+function itemBytes(stored: StoredObject, view: View): Uint8Array<ArrayBuffer> {
+  return view === "metadata" ? (stored.meta ??= metadataBytes(stored.obj.metadata)) : stored.bytes;
 }
 
-function list(ctx: RouteContext, req: Request, url: URL): Response {
+function list(served: Served, req: Request, url: URL): Response {
+  const { store } = served;
   const view = negotiate(req.headers.get("accept"), "list");
-  const selector = selectors(url);
+  const selector = selectors(url, served.fields);
   const limit = Number(url.searchParams.get("limit") ?? "0");
   if (!Number.isInteger(limit) || limit < 0) throw badRequest("limit must be a positive integer");
   const cont = url.searchParams.get("continue");
-  let rv = ctx.store.resourceVersion();
+  let rv = store.resourceVersion();
   let after: string | undefined;
   if (cont) {
     const c = decodeContinue(cont);
-    ctx.store.checkVersion(c.rv);
+    store.checkVersion(c.rv);
     rv = c.rv;
     after = c.start;
   }
-  const page = ctx.store.page(selector, limit, after);
+  const page = store.page(selector, limit, after, served.namespace);
   const meta: Record<string, string> = { resourceVersion: String(rv) };
   if (page.last !== undefined) meta.continue = encodeContinue(rv, page.last);
   if (view === "table") {
-    return tableJson(page.items.map((n) => n.obj), meta, url);
+    return tableJson(served.table, page.items.map((n) => n.obj), meta, url);
   }
-  const head = encoder.encode(listHead(view, meta));
+  const head = encoder.encode(listHead(view, meta, store.kind));
   const items = page.items.map((n) => itemBytes(n, view));
   return new Response(listBody(head, items), { headers: JSON_HEADERS });
 }
@@ -283,12 +272,12 @@ function list(ctx: RouteContext, req: Request, url: URL): Response {
 function watchLine(
   ev: StoreEvent,
   view: View,
-  table: { include: IncludeObject; first: boolean },
+  table: { spec: TableSpec; include: IncludeObject; first: boolean },
 ): Uint8Array {
   if (view === "table") {
     const meta = { resourceVersion: ev.obj.metadata.resourceVersion ?? String(ev.rv) };
     const rows = ev.type === "BOOKMARK" ? [] : [ev.obj];
-    const t = nodeTable(rows, { meta, include: table.include, columns: table.first });
+    const t = objectTable(table.spec, rows, { meta, include: table.include, columns: table.first });
     table.first = false;
     return eventLine(ev.type, encoder.encode(JSON.stringify(t)));
   }
@@ -303,14 +292,25 @@ function watchLine(
   return line;
 }
 
-function watch(ctx: RouteContext, req: Request, url: URL): Response {
+/** The selector of a watch, narrowed to the namespace of the URL. */
+function watchSelector(served: Served, url: URL): Selector | undefined {
+  const selector = selectors(url, served.fields);
+  const ns = served.namespace;
+  if (ns === undefined) return selector;
+  return selector
+    ? (o) => o.metadata.namespace === ns && selector(o)
+    : (o) => o.metadata.namespace === ns;
+}
+
+function watch(ctx: RouteContext, served: Served, req: Request, url: URL): Response {
   const view = negotiate(req.headers.get("accept"), "item");
   // includeObject means something to Tables only, as on the real server.
-  const table: { include: IncludeObject; first: boolean } = {
+  const table: { spec: TableSpec; include: IncludeObject; first: boolean } = {
+    spec: served.table,
     include: view === "table" ? includeObject(url.searchParams.get("includeObject")) : "None",
     first: true,
   };
-  const selector = selectors(url);
+  const selector = watchSelector(served, url);
   const from = url.searchParams.get("resourceVersion") ?? "";
   const bookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
   const timeout = Number(url.searchParams.get("timeoutSeconds") ?? "0");
@@ -338,9 +338,13 @@ function watch(ctx: RouteContext, req: Request, url: URL): Response {
       };
       let unregister = () => {};
       const untrack = ctx.trackWatch(() => w.close());
+      if (ctx.endWatches?.()) {
+        w.close();
+        return;
+      }
       try {
         if (ctx.expireWatches?.() && from !== "" && from !== "0") throw expired(from);
-        unregister = ctx.store.watch(from, w);
+        unregister = served.store.watch(from, w);
       } catch (e) {
         if (!(e instanceof StatusError)) throw e;
         // As the real server: a watch that cannot start is an ERROR event, then the end.
@@ -360,6 +364,145 @@ function watch(ctx: RouteContext, req: Request, url: URL): Response {
   return new Response(body, { headers: { ...JSON_HEADERS, "transfer-encoding": "chunked" } });
 }
 
+/** GET of a collection: a list, or a watch with `watch=true`. */
+function listOrWatch(ctx: RouteContext, served: Served, req: Request, url: URL): Response {
+  const w = url.searchParams.get("watch");
+  return w === "true" || w === "1" ? watch(ctx, served, req, url) : list(served, req, url);
+}
+
+/** GET of one object in the view the Accept header asks for. */
+function getOne(served: Served, name: string, req: Request, url: URL): Response {
+  const view = negotiate(req.headers.get("accept"), "item");
+  const stored = served.store.storedIn(served.namespace, name);
+  if (stored === undefined) throw notFound(name, served.store.kind);
+  if (view === "table") {
+    const meta = { resourceVersion: stored.obj.metadata.resourceVersion ?? "" };
+    return tableJson(served.table, [stored.obj], meta, url);
+  }
+  return jsonBytes(itemBytes(stored, view));
+}
+
+function notAllowed(m: string, what: string): StatusError {
+  return new StatusError(405, "MethodNotAllowed", `${m} is not supported on ${what}`);
+}
+
+const NODE_FIELDS = ["metadata.name"];
+const NAMESPACED_FIELDS = ["metadata.name", "metadata.namespace"];
+
+async function nodeRoutes(
+  ctx: RouteContext,
+  req: Request,
+  url: URL,
+  path: string,
+): Promise<Response | undefined> {
+  const m = req.method;
+  const served: Served = { store: ctx.store, table: NODE_TABLE, fields: NODE_FIELDS };
+  if (path === "/api/v1/nodes") {
+    if (m === "GET") return listOrWatch(ctx, served, req, url);
+    if (m === "POST") return json(ctx.store.create(await readBody(req, ctx.maxBodyBytes)), 201);
+    throw notAllowed(m, "nodes");
+  }
+  const node = /^\/api\/v1\/nodes\/([^/]+)(\/status)?$/.exec(path);
+  if (!node) return undefined;
+  const name = decodeURIComponent(node[1]);
+  const part = node[2] ? "status" : "spec";
+  if (m === "GET") return getOne(served, name, req, url);
+  if (m === "PUT") {
+    return json(ctx.store.update(name, await readBody(req, ctx.maxBodyBytes), part));
+  }
+  if (m === "PATCH") {
+    const type = patchType(req);
+    return json(ctx.store.patch(name, type, await readBody(req, ctx.maxBodyBytes), part));
+  }
+  if (m === "DELETE" && !node[2]) return json(ctx.store.delete(name));
+  throw notAllowed(m, `nodes/${name}${node[2] ?? ""}`);
+}
+
+const DeleteOptionsSchema = z.object({
+  preconditions: z.object({
+    uid: z.string().nullish(),
+    resourceVersion: z.string().nullish(),
+  }).nullish(),
+});
+
+/** The preconditions of a DELETE's optional DeleteOptions body. */
+async function deletePreconditions(req: Request, max: number): Promise<Preconditions> {
+  const text = req.body ? new TextDecoder().decode(await readBytes(req, max)) : "";
+  if (text.trim() === "") return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (e) {
+    throw badRequest(`the body is not valid JSON: ${(e as Error).message}`);
+  }
+  const parsed = DeleteOptionsSchema.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw badRequest(`DeleteOptions: ${issue.path.join(".")}: ${issue.message}`);
+  }
+  const pre = parsed.data.preconditions;
+  return { uid: pre?.uid ?? undefined, resourceVersion: pre?.resourceVersion ?? undefined };
+}
+
+const LEASES = `/apis/${COORDINATION}/v1`;
+const LEASE_PATH = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(?:\/([^/]+))?$/;
+
+async function leaseRoutes(
+  ctx: RouteContext,
+  req: Request,
+  url: URL,
+  path: string,
+): Promise<Response | undefined> {
+  const m = req.method;
+  const served: Served = { store: ctx.leases, table: LEASE_TABLE, fields: NAMESPACED_FIELDS };
+  if (path === `${LEASES}/leases`) {
+    if (m === "GET") return listOrWatch(ctx, served, req, url);
+    throw notAllowed(m, "leases across namespaces");
+  }
+  const lease = LEASE_PATH.exec(path);
+  if (!lease) return undefined;
+  const ns = decodeURIComponent(lease[1]);
+  served.namespace = ns;
+  if (m !== "GET" && !isNamespaceName(ns)) {
+    // No namespace of that name can exist: the real server's admission answers so.
+    throw new StatusError(404, "NotFound", `namespaces "${ns}" not found`, {
+      name: ns,
+      kind: "namespaces",
+    });
+  }
+  if (lease[2] === undefined) {
+    if (m === "GET") return listOrWatch(ctx, served, req, url);
+    if (m === "POST") {
+      const body = await readBody(req, ctx.maxBodyBytes);
+      return json(ctx.leases.create(ns, body, writeOptions(url)), 201);
+    }
+    throw notAllowed(m, "leases");
+  }
+  const name = decodeURIComponent(lease[2]);
+  if (m === "GET") return getOne(served, name, req, url);
+  if (m === "PUT") {
+    const body = await readBody(req, ctx.maxBodyBytes);
+    const existed = ctx.leases.get(ns, name) !== undefined;
+    return json(ctx.leases.update(ns, name, body, writeOptions(url)), existed ? 200 : 201);
+  }
+  if (m === "PATCH") {
+    const type = patchType(req);
+    const body = await readBody(req, ctx.maxBodyBytes);
+    return json(ctx.leases.patch(ns, name, type, body, writeOptions(url)));
+  }
+  if (m === "DELETE") {
+    const gone = ctx.leases.delete(ns, name, await deletePreconditions(req, ctx.maxBodyBytes));
+    return json({
+      kind: "Status",
+      apiVersion: "v1",
+      metadata: {},
+      status: "Success",
+      details: { name, group: COORDINATION, kind: "leases", uid: gone.metadata.uid },
+    });
+  }
+  throw notAllowed(m, `leases/${name}`);
+}
+
 /** Handles one authenticated request. */
 export async function route(ctx: RouteContext, req: Request): Promise<Response> {
   const url = new URL(req.url);
@@ -369,52 +512,19 @@ export async function route(ctx: RouteContext, req: Request): Promise<Response> 
   if (path === "/api") {
     return json({ kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [] });
   }
-  if (path === "/apis") return json({ kind: "APIGroupList", apiVersion: "v1", groups: [] });
-  if (path === "/api/v1") return json(RESOURCES);
-  if (path === "/openapi/v3") return json(OPENAPI_INDEX);
-  if (path === "/openapi/v3/api/v1") return json(OPENAPI_V1);
+  if (path === "/apis") return json(GROUPS);
+  if (path === "/api/v1") return json(CORE_RESOURCES);
+  if (path === `/apis/${COORDINATION}`) return json(COORDINATION_GROUP);
+  if (path === LEASES) return json(COORDINATION_RESOURCES);
+  const doc = OPENAPI[path];
+  if (doc !== undefined) return json(doc);
 
-  if (path === "/api/v1/nodes") {
-    if (m === "GET") {
-      const w = url.searchParams.get("watch");
-      return w === "true" || w === "1" ? watch(ctx, req, url) : list(ctx, req, url);
-    }
-    if (m === "POST") return json(ctx.store.create(await readBody(req, ctx.maxBodyBytes)), 201);
-    throw new StatusError(405, "MethodNotAllowed", `${m} is not supported on nodes`);
-  }
-  const node = /^\/api\/v1\/nodes\/([^/]+)(\/status)?$/.exec(path);
-  if (node) {
-    const name = decodeURIComponent(node[1]);
-    const part = node[2] ? "status" : "spec";
-    if (m === "GET") {
-      const view = negotiate(req.headers.get("accept"), "item");
-      const stored = ctx.store.stored(name);
-      if (stored === undefined) {
-        throw new StatusError(404, "NotFound", `nodes "${name}" not found`, {
-          name,
-          kind: "nodes",
-        });
-      }
-      if (view === "table") {
-        const meta = { resourceVersion: stored.obj.metadata.resourceVersion ?? "" };
-        return tableJson([stored.obj], meta, url);
-      }
-      return jsonBytes(itemBytes(stored, view));
-    }
-    if (m === "PUT") {
-      return json(ctx.store.update(name, await readBody(req, ctx.maxBodyBytes), part));
-    }
-    if (m === "PATCH") {
-      const type = patchType(req);
-      return json(ctx.store.patch(name, type, await readBody(req, ctx.maxBodyBytes), part));
-    }
-    if (m === "DELETE" && !node[2]) return json(ctx.store.delete(name));
-    throw new StatusError(
-      405,
-      "MethodNotAllowed",
-      `${m} is not supported on nodes/${name}${node[2] ?? ""}`,
-    );
-  }
+  const answer = path.startsWith("/api/v1/nodes")
+    ? await nodeRoutes(ctx, req, url, path)
+    : path.startsWith(LEASES)
+    ? await leaseRoutes(ctx, req, url, path)
+    : undefined;
+  if (answer) return answer;
   const ev = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(path);
   if (ev) {
     if (m === "POST") {

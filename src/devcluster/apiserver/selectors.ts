@@ -1,16 +1,21 @@
 /**
- * Label and field selectors as kube-apiserver reads them for Nodes: `a=b`, `a==b`, `a!=b`,
- * `a`, `!a`, comma separated (all must hold); fields: `metadata.name`.
+ * Label and field selectors as kube-apiserver reads them: labels with every operator
+ * (`a=b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`), comma separated (all must hold);
+ * fields: `metadata.name`, and `metadata.namespace` for namespaced kinds.
  *
  * @module
  */
+import {
+  LabelSelectorError,
+  parseLabelSelector as parseLabels,
+} from "../../kube/label_selector.ts";
 
-/** A parsed selector: a predicate over a Node object. */
+/** A parsed selector: a predicate over an object. */
 export type Selector = (obj: NodeLike) => boolean;
 
-/** The parts of a Node a selector reads. */
+/** The parts of an object a selector reads. */
 export interface NodeLike {
-  metadata: { name: string; labels?: Record<string, string> };
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
 }
 
 /** Thrown for a selector that cannot be parsed; becomes a 400 BadRequest. */
@@ -20,40 +25,38 @@ function terms(text: string): string[] {
   return text.split(",").map((t) => t.trim()).filter((t) => t !== "");
 }
 
-/** Parses a labelSelector; undefined or "" selects everything. */
+/**
+ * Parses a labelSelector (every operator, set-based ones included: see
+ * src/kube/label_selector.ts); undefined or "" selects everything.
+ */
 export function parseLabelSelector(text: string | null | undefined): Selector {
-  const checks: Selector[] = [];
-  for (const t of terms(text ?? "")) {
-    const m = /^([^=!\s]+)\s*(==|=|!=)\s*([^=!\s]*)$/.exec(t);
-    if (m) {
-      const [, key, op, value] = m;
-      checks.push((o) => {
-        const v = o.metadata.labels?.[key];
-        return op === "!=" ? v !== value : v === value;
-      });
-    } else if (/^![^=!\s]+$/.test(t)) {
-      const key = t.slice(1);
-      checks.push((o) => !(o.metadata.labels && key in o.metadata.labels));
-    } else if (/^[^=!\s]+$/.test(t)) {
-      checks.push((o) => !!o.metadata.labels && t in o.metadata.labels);
-    } else {
-      throw new SelectorError(`unable to parse requirement: ${JSON.stringify(t)}`);
-    }
+  let parsed;
+  try {
+    parsed = parseLabels(text ?? "");
+  } catch (e) {
+    if (e instanceof LabelSelectorError) throw new SelectorError(e.message);
+    throw e;
   }
-  return (o) => checks.every((c) => c(o));
+  return (o) => parsed.matches(o.metadata.labels);
 }
 
-/** Parses a fieldSelector; Nodes support metadata.name. */
-export function parseFieldSelector(text: string | null | undefined): Selector {
+/** Parses a fieldSelector over `fields` (by default metadata.name, as for Nodes). */
+export function parseFieldSelector(
+  text: string | null | undefined,
+  fields: readonly string[] = ["metadata.name"],
+): Selector {
   const checks: Selector[] = [];
   for (const t of terms(text ?? "")) {
     const m = /^([A-Za-z.]+)\s*(==|=|!=)\s*(.*)$/.exec(t);
     if (!m) throw new SelectorError(`invalid field selector: ${JSON.stringify(t)}`);
     const [, field, op, value] = m;
-    if (field !== "metadata.name") {
+    if (!fields.includes(field)) {
       throw new SelectorError(`field label not supported: ${field}`);
     }
-    checks.push((o) => (op === "!=" ? o.metadata.name !== value : o.metadata.name === value));
+    const read = field === "metadata.name"
+      ? (o: NodeLike) => o.metadata.name
+      : (o: NodeLike) => o.metadata.namespace ?? "";
+    checks.push((o) => (op === "!=" ? read(o) !== value : read(o) === value));
   }
   return (o) => checks.every((c) => c(o));
 }

@@ -41,9 +41,50 @@ export function status(
   };
 }
 
-/** 404 for a node. */
-export function notFound(name: string): StatusError {
-  return new StatusError(404, "NotFound", `nodes "${name}" not found`, { name, kind: "nodes" });
+/** How errors name a kind of object: its kind, its resource (plural) and its API group. */
+export interface ResourceNames {
+  readonly kind: string;
+  readonly plural: string;
+  /** "" for the core group. */
+  readonly group: string;
+}
+
+/** Nodes, as errors name them. */
+export const NODE_NAMES: ResourceNames = { kind: "Node", plural: "nodes", group: "" };
+
+/** The resource as messages qualify it: `nodes`, `leases.coordination.k8s.io`. */
+function qualified(r: ResourceNames): string {
+  return r.group ? `${r.plural}.${r.group}` : r.plural;
+}
+
+function details(r: ResourceNames, name: string): Record<string, unknown> {
+  return r.group ? { name, group: r.group, kind: r.plural } : { name, kind: r.plural };
+}
+
+/** 404 for an object (a node unless told). */
+export function notFound(name: string, r: ResourceNames = NODE_NAMES): StatusError {
+  return new StatusError(404, "NotFound", `${qualified(r)} "${name}" not found`, details(r, name));
+}
+
+/** 409 AlreadyExists for a create. */
+export function alreadyExists(name: string, r: ResourceNames): StatusError {
+  return new StatusError(
+    409,
+    "AlreadyExists",
+    `${qualified(r)} "${name}" already exists`,
+    details(r, name),
+  );
+}
+
+/** 409 Conflict for a write whose resourceVersion precondition is stale. */
+export function conflict(name: string, r: ResourceNames): StatusError {
+  return new StatusError(
+    409,
+    "Conflict",
+    `Operation cannot be fulfilled on ${qualified(r)} "${name}": the object has been ` +
+      "modified; please apply your changes to the latest version and try again",
+    details(r, name),
+  );
 }
 
 /** 410 for a resourceVersion older than the history. */
@@ -51,11 +92,18 @@ export function expired(rv: string): StatusError {
   return new StatusError(410, "Expired", `too old resource version: ${rv}`);
 }
 
-/** 422 for an invalid object. */
-export function invalid(name: string, field: string, message: string): StatusError {
-  return new StatusError(422, "Invalid", `Node "${name}" is invalid: ${field}: ${message}`, {
+/** 422 for an invalid object (a node unless told). */
+export function invalid(
+  name: string,
+  field: string,
+  message: string,
+  r: ResourceNames = NODE_NAMES,
+): StatusError {
+  const kind = r.group ? `${r.kind}.${r.group}` : r.kind;
+  return new StatusError(422, "Invalid", `${kind} "${name}" is invalid: ${field}: ${message}`, {
     name,
-    kind: "Node",
+    ...(r.group ? { group: r.group } : {}),
+    kind: r.kind,
     causes: [{ reason: "FieldValueInvalid", message, field }],
   });
 }

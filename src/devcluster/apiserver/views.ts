@@ -1,14 +1,17 @@
 /**
- * The forms a response can give Nodes in, chosen by the Accept header as kube-apiserver
+ * The forms a response can give objects in, chosen by the Accept header as kube-apiserver
  * chooses them: the objects themselves, their metadata only (`as=PartialObjectMetadata`,
- * what metadata informers ask for), or a Table (`as=Table`, what `kubectl get` asks for).
+ * what metadata informers ask for), or a Table (`as=Table`, what `kubectl get` asks for)
+ * with the columns of the kind (Nodes, Leases).
  *
  * @module
  */
 import { StatusError } from "./status.ts";
+import type { ObjectJson } from "./object_store.ts";
+import type { LeaseJson } from "./leases.ts";
 import type { NodeJson } from "./store.ts";
 
-/** How Nodes are rendered in a response. */
+/** How objects are rendered in a response. */
 export type View = "object" | "metadata" | "table";
 
 /** What a request reads: a list, or one object (get, and every event of a watch). */
@@ -71,7 +74,7 @@ export function negotiate(accept: string | null, target: Target): View {
     406,
     "NotAcceptable",
     `the server cannot respond in any of the accepted media types (${accept}): it serves ` +
-      `application/json as Nodes, as=${partial} or as=Table (g=${META_GROUP}, v=${META_VERSION})`,
+      `application/json as the objects, as=${partial} or as=Table (g=${META_GROUP}, v=${META_VERSION})`,
   );
 }
 
@@ -85,10 +88,14 @@ export function metadataBytes(metadata: Record<string, unknown>): Uint8Array<Arr
   );
 }
 
-/** The head of a list body, up to the opening bracket of its items. */
-export function listHead(view: View, meta: Record<string, string>): string {
+/** The head of a list body, up to the opening bracket of its items (a NodeList unless told). */
+export function listHead(
+  view: View,
+  meta: Record<string, string>,
+  of: { kind: string; apiVersion: string } = { kind: "Node", apiVersion: "v1" },
+): string {
   const kind = view === "object"
-    ? `"kind":"NodeList","apiVersion":"v1"`
+    ? `"kind":"${of.kind}List","apiVersion":"${of.apiVersion}"`
     : `"kind":"PartialObjectMetadataList","apiVersion":"${META_GROUP}/${META_VERSION}"`;
   return `{${kind},"metadata":${JSON.stringify(meta)},"items":[`;
 }
@@ -107,8 +114,23 @@ export function includeObject(value: string | null): IncludeObject {
   );
 }
 
+/** One column of a Table. */
+export interface Column {
+  name: string;
+  type: string;
+  format: string;
+  description: string;
+  priority: number;
+}
+
+/** How a kind is shown in a Table: its columns, and the cells of one object. */
+export interface TableSpec<T extends ObjectJson = ObjectJson> {
+  readonly columns: readonly Column[];
+  cells(obj: T, now: number): string[];
+}
+
 /** The columns of `kubectl get nodes` (priority 1: `-o wide` only). */
-const COLUMNS = [
+const NODE_COLUMNS: Column[] = ([
   ["Name", 0, "Name must be unique within a namespace."],
   ["Status", 0, "The status of the node."],
   ["Roles", 0, "The roles of the node."],
@@ -119,7 +141,7 @@ const COLUMNS = [
   ["OS-Image", 1, "OS image reported by the node."],
   ["Kernel-Version", 1, "Kernel version reported by the node."],
   ["Container-Runtime", 1, "Container runtime and version reported by the node."],
-].map(([name, priority, description]) => ({
+] as const).map(([name, priority, description]) => ({
   name,
   type: "string",
   format: name === "Name" ? "name" : "",
@@ -191,12 +213,11 @@ function firstAddress(node: NodeJson, type: string): string {
 /** The cells of one node's row, in the order of the columns. */
 export function nodeCells(node: NodeJson, now: number): string[] {
   const info = asObject(asObject(node.status).nodeInfo);
-  const created = Date.parse(node.metadata.creationTimestamp ?? "");
   return [
     node.metadata.name,
     nodeStatus(node),
     roles(node),
-    Number.isNaN(created) ? "<unknown>" : humanAge(now - created),
+    age(node, now),
     text(info.kubeletVersion, ""),
     firstAddress(node, "InternalIP"),
     firstAddress(node, "ExternalIP"),
@@ -206,32 +227,73 @@ export function nodeCells(node: NodeJson, now: number): string[] {
   ];
 }
 
-function row(node: NodeJson, include: IncludeObject, now: number): Json {
-  const r: Json = { cells: nodeCells(node, now) };
+/** Nodes in a Table. */
+export const NODE_TABLE: TableSpec<NodeJson> = { columns: NODE_COLUMNS, cells: nodeCells };
+
+function age(obj: ObjectJson, now: number): string {
+  const created = Date.parse(obj.metadata.creationTimestamp ?? "");
+  return Number.isNaN(created) ? "<unknown>" : humanAge(now - created);
+}
+
+/** Leases in a Table: the columns of `kubectl get leases`. */
+export const LEASE_TABLE: TableSpec<LeaseJson> = {
+  columns: [
+    ["Name", "name", "Name must be unique within a namespace."],
+    ["Holder", "", "The holder of the lease (spec.holderIdentity)."],
+    ["Age", "", "Time since the lease was created."],
+  ].map(([name, format, description]) => ({
+    name,
+    type: name === "Age" ? "date" : "string",
+    format,
+    description,
+    priority: 0,
+  })),
+  cells: (lease, now) => [lease.metadata.name, lease.spec?.holderIdentity ?? "", age(lease, now)],
+};
+
+function row<T extends ObjectJson>(
+  spec: TableSpec<T>,
+  obj: T,
+  include: IncludeObject,
+  now: number,
+): Json {
+  const r: Json = { cells: spec.cells(obj, now) };
   if (include === "Metadata") {
     r.object = {
       kind: "PartialObjectMetadata",
       apiVersion: `${META_GROUP}/${META_VERSION}`,
-      metadata: node.metadata,
+      metadata: obj.metadata,
     };
-  } else if (include === "Object") r.object = node;
+  } else if (include === "Object") r.object = obj;
   return r;
 }
 
-/**
- * A Table of nodes. `columns` false leaves the column definitions out, as a watch does
- * after its first event.
- */
-export function nodeTable(
-  nodes: readonly NodeJson[],
-  opts: { meta: Record<string, string>; include: IncludeObject; columns: boolean; now?: number },
+/** Options of a Table: its metadata, what rows carry, whether it has the columns. */
+export interface TableOptions {
+  meta: Record<string, string>;
+  include: IncludeObject;
+  /** False leaves the column definitions out, as a watch does after its first event. */
+  columns: boolean;
+  now?: number;
+}
+
+/** A Table of objects of the kind `spec` shows. */
+export function objectTable<T extends ObjectJson>(
+  spec: TableSpec<T>,
+  objects: readonly T[],
+  opts: TableOptions,
 ): Json {
   const now = opts.now ?? Date.now();
   return {
     kind: "Table",
     apiVersion: `${META_GROUP}/${META_VERSION}`,
     metadata: opts.meta,
-    columnDefinitions: opts.columns ? COLUMNS : [],
-    rows: nodes.map((n) => row(n, opts.include, now)),
+    columnDefinitions: opts.columns ? spec.columns : [],
+    rows: objects.map((o) => row(spec, o, opts.include, now)),
   };
+}
+
+/** A Table of nodes. */
+export function nodeTable(nodes: readonly NodeJson[], opts: TableOptions): Json {
+  return objectTable(NODE_TABLE, nodes, opts);
 }

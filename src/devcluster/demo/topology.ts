@@ -32,7 +32,6 @@ export interface DemoNode {
   netV4: string;
   netV6: string;
   podCIDRs: string[];
-  net3CIDRs: string[];
 }
 
 /** The addressing plan of node `i` (1-based). */
@@ -46,7 +45,6 @@ export function demoNode(i: number): DemoNode {
     netV4: `192.168.60.${i}`,
     netV6: `fd00:60::${i}`,
     podCIDRs: [`10.244.${i}.0/24`, `fd00:244:0:${i}::/64`],
-    net3CIDRs: [`10.55.${i}.0/24`, `fd00:55::${i}:0/112`],
   };
 }
 

@@ -1,0 +1,106 @@
+/**
+ * Writing one annotation of one Node, guarded: the node is read, the write happens only when
+ * the annotation still has the value the writer decided from, and the patch carries the
+ * resourceVersion read, so that any change made meanwhile, by a person or another writer,
+ * wins and the writer decides again from what is there.
+ *
+ * @example
+ * ```ts
+ * const outcome = await annotateNode(client, "vm-003", "cidr.example.com/net3", {
+ *   previous: undefined,
+ *   value: "192.168.64.0/26",
+ * });
+ * ```
+ *
+ * @module
+ */
+import { z } from "zod";
+import { ApiError, type KubeClient } from "./client.ts";
+
+/** What became of a guarded write. */
+export type AnnotateOutcome =
+  /** The node has the new value. */
+  | "written"
+  /** The annotation no longer had the expected value: nothing written. */
+  | "changed"
+  /** The node does not exist. */
+  | "gone";
+
+/** A conflict means the node changed between the read and the patch: read it again. */
+const ATTEMPTS = 3;
+
+const NodeMetaSchema = z.object({
+  metadata: z.object({
+    resourceVersion: z.string().min(1),
+    annotations: z.record(z.string(), z.string()).nullish(),
+  }),
+});
+
+/** One annotation of a node as the API has it now (undefined: absent), or "gone". */
+export async function nodeAnnotation(
+  client: Pick<KubeClient, "getNode">,
+  name: string,
+  annotation: string,
+): Promise<string | undefined | "gone"> {
+  let raw: unknown;
+  try {
+    raw = await client.getNode(name, { metadataOnly: true });
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) return "gone";
+    throw e;
+  }
+  const parsed = NodeMetaSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new ApiError(200, "BadNode", `node ${name}: ${parsed.error.issues[0]?.message}`);
+  }
+  return parsed.data.metadata.annotations?.[annotation];
+}
+
+/**
+ * What to write: `value`, when the annotation is `previous` now (undefined: absent), or over
+ * whatever is there (`overwrite`, for a writer that owns the annotation).
+ */
+export type AnnotationChange =
+  | { readonly value: string; readonly previous: string | undefined }
+  | { readonly value: string; readonly overwrite: true };
+
+/**
+ * Sets `annotation` of node `name` as `change` says. Throws the ApiError of a failed request
+ * (403 when not allowed; 409 when the node kept changing under every attempt).
+ */
+export async function annotateNode(
+  client: Pick<KubeClient, "getNode" | "patchNode">,
+  name: string,
+  annotation: string,
+  change: AnnotationChange,
+  signal?: AbortSignal,
+): Promise<AnnotateOutcome> {
+  for (let attempt = 1;; attempt++) {
+    let raw: unknown;
+    try {
+      raw = await client.getNode(name, { metadataOnly: true, signal });
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return "gone";
+      throw e;
+    }
+    const parsed = NodeMetaSchema.safeParse(raw);
+    if (!parsed.success) {
+      throw new ApiError(200, "BadNode", `node ${name}: ${parsed.error.issues[0]?.message}`);
+    }
+    const { resourceVersion, annotations } = parsed.data.metadata;
+    const now = annotations?.[annotation];
+    if (now === change.value) return "written";
+    if (!("overwrite" in change) && now !== change.previous) return "changed";
+    try {
+      await client.patchNode(name, { metadata: { annotations: { [annotation]: change.value } } }, {
+        resourceVersion,
+        signal,
+      });
+      return "written";
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 409 && attempt < ATTEMPTS) continue;
+      if (e instanceof ApiError && e.status === 404) return "gone";
+      throw e;
+    }
+  }
+}

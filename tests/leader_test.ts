@@ -1,0 +1,499 @@
+/** Leader election over a Lease of the embedded API server, through its faults. Needs openssl. */
+import assert from "node:assert/strict";
+import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
+import { ApiError, KubeClient } from "../src/kube/client.ts";
+import { type KubeAccess, loadKubeconfig } from "../src/kube/kubeconfig.ts";
+import { LeaderElector, type LeaderElectorOptions, LeadershipLost } from "../src/kube/leader.ts";
+import { formatMicroTime } from "../src/kube/lease.ts";
+import { pollUntil } from "./helpers/netns.ts";
+
+const NS = "kube-system";
+const NAME = "xcluster-net3";
+/** Short durations; the lease's duration is a whole second, as the API wants. */
+const TIMING = { leaseDurationMs: 1000, renewDeadlineMs: 600, retryPeriodMs: 100 };
+/** How late a timer or a loopback request may be on a busy machine. */
+const SLACK_MS = 80;
+
+/** One term of leadership, as the callbacks saw it (performance.now() and wall times). */
+interface Term {
+  id: string;
+  start: number;
+  startWall: number;
+  end?: number;
+  signal: AbortSignal;
+  /** onStoppedLeading came after the signal aborted. */
+  stoppedAfterAbort?: boolean;
+}
+
+interface Candidate {
+  id: string;
+  elector: LeaderElector;
+  client: KubeClient;
+  running: Promise<void>;
+  terms: Term[];
+  newLeaders: string[];
+}
+
+class Rig {
+  readonly candidates: Candidate[] = [];
+  readonly terms: Term[] = [];
+  /** Who leads now, by the callbacks; more than one at a start is a violation. */
+  readonly leading = new Set<string>();
+  readonly violations: string[] = [];
+
+  constructor(readonly api: ApiServer, readonly access: KubeAccess) {}
+
+  /** Starts a candidate (through `access` when given, e.g. a proxy). */
+  start(id: string, opts: { access?: KubeAccess } & Partial<LeaderElectorOptions> = {}) {
+    const client = new KubeClient(opts.access ?? this.access);
+    const c: Candidate = {
+      id,
+      client,
+      elector: undefined as unknown as LeaderElector,
+      running: Promise.resolve(),
+      terms: [],
+      newLeaders: [],
+    };
+    c.elector = new LeaderElector(client, {
+      namespace: NS,
+      name: NAME,
+      identity: id,
+      ...TIMING,
+      ...opts,
+      onStartedLeading: (signal) => {
+        if (this.leading.size > 0) {
+          this.violations.push(`${id} started while ${[...this.leading]} led`);
+        }
+        this.leading.add(id);
+        const term: Term = { id, start: performance.now(), startWall: Date.now(), signal };
+        signal.addEventListener("abort", () => {
+          term.end = performance.now();
+          this.leading.delete(id);
+        });
+        c.terms.push(term);
+        this.terms.push(term);
+      },
+      onStoppedLeading: () => {
+        const term = c.terms.at(-1);
+        if (term) term.stoppedAfterAbort = term.signal.aborted;
+      },
+      onNewLeader: (leader) => c.newLeaders.push(leader),
+    });
+    c.running = c.elector.run();
+    this.candidates.push(c);
+    return c;
+  }
+
+  leaders(): Candidate[] {
+    return this.candidates.filter((c) => c.elector.isLeader);
+  }
+
+  /** Waits until exactly one candidate leads; returns it. */
+  async leader(timeoutMs = 5000): Promise<Candidate> {
+    await pollUntil(() => this.leaders().length === 1, {
+      timeoutMs,
+      message: () => `one leader among ${this.candidates.map((c) => c.id)}`,
+    });
+    return this.leaders()[0];
+  }
+
+  lease() {
+    return this.api.leases.get(NS, NAME);
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(this.candidates.map((c) => c.elector.stop()));
+    await Promise.all(this.candidates.map((c) => c.running));
+    for (const c of this.candidates) c.client.close();
+  }
+}
+
+async function rig(fn: (r: Rig) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-leader-" });
+  const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+  const r = new Rig(api, await loadKubeconfig(`${dir}/kubeconfig`));
+  try {
+    await fn(r);
+  } finally {
+    await r.stopAll();
+    await api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+  assert.deepEqual(r.violations, [], "never two leaders");
+}
+
+/**
+ * A TCP proxy on loopback to the API server: `cut()` makes it swallow everything both
+ * ways, as a network that lost its route (requests hang rather than fail).
+ */
+class Blackhole {
+  readonly #listener: Deno.TcpListener;
+  readonly #conns = new Set<Deno.Conn>();
+  #cut = false;
+  readonly #accepting: Promise<void>;
+
+  constructor(readonly upstream: { hostname: string; port: number }) {
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.#accepting = this.#accept();
+  }
+
+  get port(): number {
+    return this.#listener.addr.port;
+  }
+
+  cut(): void {
+    this.#cut = true;
+  }
+
+  async #accept(): Promise<void> {
+    try {
+      for await (const conn of this.#listener) {
+        this.#conns.add(conn);
+        this.#serve(conn).catch(() => {});
+      }
+    } catch { /* closed */ }
+  }
+
+  async #serve(conn: Deno.Conn): Promise<void> {
+    if (this.#cut) {
+      await this.#pump(conn, undefined);
+      return;
+    }
+    const up = await Deno.connect(this.upstream);
+    this.#conns.add(up);
+    await Promise.all([this.#pump(conn, up), this.#pump(up, conn)]);
+  }
+
+  async #pump(from: Deno.Conn, to: Deno.Conn | undefined): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await from.read(buf);
+        if (n === null) break;
+        if (this.#cut || !to) continue;
+        for (let at = 0; at < n;) at += await to.write(buf.subarray(at, n));
+      }
+    } catch { /* closed */ }
+    for (const c of [from, to]) {
+      if (c && this.#conns.delete(c)) {
+        try {
+          c.close();
+        } catch { /* closed already */ }
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#listener.close();
+    for (const c of this.#conns) {
+      try {
+        c.close();
+      } catch { /* closed already */ }
+    }
+    this.#conns.clear();
+    await this.#accepting;
+  }
+}
+
+Deno.test("leader: options are checked with errors naming the values", () => {
+  const client = {} as KubeClient;
+  const base = { namespace: NS, name: NAME, identity: "a" };
+  assert.throws(
+    () => new LeaderElector(client, { ...base, leaseDurationMs: 600, renewDeadlineMs: 600 }),
+    /renewDeadlineMs \(600\) must be less than leaseDurationMs \(600\)/,
+  );
+  assert.throws(
+    () => new LeaderElector(client, { ...base, renewDeadlineMs: 1000, retryPeriodMs: 900 }),
+    /retryPeriodMs × 1\.2 \(900 × 1\.2 = 1080\) must be less than renewDeadlineMs \(1000\)/,
+  );
+  assert.throws(
+    () => new LeaderElector(client, { ...base, retryPeriodMs: -1 }),
+    /retryPeriodMs must be a positive number of ms, not -1/,
+  );
+  assert.throws(() => new LeaderElector(client, { ...base, identity: "" }), /identity/);
+  // client-go's defaults pass.
+  const e = new LeaderElector(client, base);
+  assert.equal(e.isLeader, false);
+  assert.equal(e.leader, undefined);
+});
+
+Deno.test("leader: one of three leads; the others see it and wait while it renews", () =>
+  rig(async (r) => {
+    for (const id of ["a", "b", "c"]) r.start(id);
+    const leader = await r.leader();
+    const lease = r.lease()!;
+    assert.equal(lease.spec.holderIdentity, leader.id);
+    assert.equal(lease.spec.leaseDurationSeconds, 1);
+    assert.equal(lease.spec.leaseTransitions, 0, "created by the first to come");
+    await pollUntil(() => r.candidates.every((c) => c.elector.leader === leader.id), {
+      message: "everyone saw the leader",
+    });
+    // Renewals for longer than the lease lasts: nobody takes over meanwhile.
+    const rv = Number(lease.metadata.resourceVersion);
+    await pollUntil(() => Number(r.lease()!.metadata.resourceVersion) >= rv + 15, {
+      message: "15 renewals",
+    });
+    assert.deepEqual(r.leaders(), [leader]);
+    assert.equal(r.terms.length, 1);
+    assert.equal(r.lease()!.spec.acquireTime, lease.spec.acquireTime, "kept while renewing");
+    assert.notEqual(r.lease()!.spec.renewTime, lease.spec.renewTime);
+    for (const c of r.candidates) assert.deepEqual(c.newLeaders, [leader.id], c.id);
+  }));
+
+Deno.test("leader: stop() ends leadership at once and releases; another leads well before expiry", () =>
+  rig(async (r) => {
+    for (const id of ["a", "b", "c"]) r.start(id);
+    const first = await r.leader();
+    await pollUntil(() => r.candidates.every((c) => c.elector.leader === first.id));
+    const term = first.terms[0];
+    // An edit since the leader's last write: its release conflicts, reads, and tries again.
+    const edited = structuredClone(r.lease()!);
+    edited.metadata.labels = { team: "net" };
+    r.api.leases.update(NS, NAME, edited);
+    const t0 = performance.now();
+    const stopping = first.elector.stop();
+    // Before stop() resolves, before any request: the work must stop now.
+    assert.equal(first.elector.isLeader, false);
+    assert.ok(term.signal.aborted);
+    assert.ok(term.signal.reason instanceof LeadershipLost);
+    assert.match(String(term.signal.reason.message), /stopped/);
+    assert.equal(term.stoppedAfterAbort, true);
+    await stopping;
+    const second = await r.leader();
+    const handover = performance.now() - t0;
+    assert.notEqual(second.id, first.id);
+    assert.ok(
+      handover < TIMING.leaseDurationMs - 200,
+      `handed over in ${handover.toFixed(0)} ms, without waiting for the lease to expire`,
+    );
+    const lease = r.lease()!;
+    assert.equal(lease.spec.holderIdentity, second.id);
+    assert.equal(lease.spec.leaseTransitions, 1);
+    assert.deepEqual(lease.metadata.labels, { team: "net" });
+    assert.ok(second.terms[0].start >= term.end!, "no overlap");
+    await pollUntil(
+      () =>
+        r.candidates.filter((c) => c !== first).every((c) =>
+          c.newLeaders.join() === `${first.id},${second.id}`
+        ),
+      { message: "the others saw the new leader" },
+    );
+  }));
+
+Deno.test("leader: cut off from the API, the leader stops within renewDeadline; another takes over after leaseDuration", async () => {
+  let proxy: Blackhole | undefined;
+  try {
+    await rig(async (r) => {
+      const url = new URL(r.api.url);
+      proxy = new Blackhole({ hostname: url.hostname, port: Number(url.port) });
+      const a = r.start("a", {
+        access: { ...r.access, server: `https://127.0.0.1:${proxy.port}` },
+      });
+      assert.equal(await r.leader(), a);
+      for (const id of ["b", "c"]) r.start(id);
+      await pollUntil(() => r.candidates.every((c) => c.elector.leader === "a"));
+      const term = a.terms[0];
+
+      const cutAt = performance.now();
+      proxy.cut();
+      await pollUntil(() => term.signal.aborted, { message: "a stopped leading" });
+      const led = term.end! - cutAt;
+      assert.ok(
+        led <= TIMING.renewDeadlineMs + SLACK_MS,
+        `led ${led.toFixed(0)} ms after the cut, past renewDeadline`,
+      );
+      assert.ok(led >= TIMING.renewDeadlineMs - TIMING.retryPeriodMs - SLACK_MS, `${led} ms`);
+      assert.match(String(term.signal.reason.message), /renew deadline/);
+      assert.equal(term.stoppedAfterAbort, true);
+      // The last renewal that reached the server: nobody may lead within leaseDuration of it.
+      const last = r.lease()!;
+      assert.equal(last.spec.holderIdentity, "a");
+      const renewedAt = Date.parse(last.spec.renewTime!);
+
+      const next = await r.leader(5000);
+      assert.notEqual(next, a);
+      const t = next.terms[0];
+      assert.ok(t.start > term.end!, "no overlap");
+      assert.ok(
+        t.startWall >= renewedAt + TIMING.leaseDurationMs,
+        `took over ${t.startWall - renewedAt} ms after the last renewal`,
+      );
+      const lease = r.lease()!;
+      assert.equal(lease.spec.holderIdentity, next.id);
+      assert.equal(lease.spec.leaseTransitions, 1);
+      assert.notEqual(lease.spec.acquireTime, last.spec.acquireTime);
+      assert.equal(a.elector.isLeader, false, "still cut off, a does not lead again");
+    });
+  } finally {
+    await proxy?.close();
+  }
+});
+
+Deno.test("leader: a lease of a dead holder is taken over after leaseDuration, not before", () =>
+  rig(async (r) => {
+    const now = formatMicroTime(Date.now());
+    r.api.leases.create(NS, {
+      metadata: { name: NAME },
+      spec: {
+        holderIdentity: "dead",
+        leaseDurationSeconds: 1,
+        acquireTime: now,
+        renewTime: now,
+        leaseTransitions: 4,
+      },
+    });
+    const t0 = performance.now();
+    const e = r.start("e");
+    await pollUntil(() => e.newLeaders.includes("dead"), { message: "e saw the dead holder" });
+    await pollUntil(() => e.elector.isLeader, { message: "e took over" });
+    const waited = e.terms[0].start - t0;
+    assert.ok(waited >= 1000, `took over after ${waited.toFixed(0)} ms`);
+    // Tried every retryPeriod × 1-2.2 meanwhile, so not much later either.
+    assert.ok(waited <= 1000 + 2.2 * TIMING.retryPeriodMs + SLACK_MS, `${waited} ms`);
+    const lease = r.lease()!;
+    assert.equal(lease.spec.holderIdentity, "e");
+    assert.equal(lease.spec.leaseTransitions, 5);
+    assert.ok(Date.parse(lease.spec.acquireTime!) > Date.parse(now));
+    assert.deepEqual(e.newLeaders, ["dead", "e"]);
+  }));
+
+Deno.test("leader: a write by another ends leadership at the next renewal; an edited label does not", () =>
+  rig(async (r) => {
+    const a = r.start("a");
+    await r.leader();
+    const put = (change: (l: ReturnType<Rig["lease"]> & object) => void) => {
+      const l = structuredClone(r.lease()!);
+      change(l);
+      return r.api.leases.update(NS, NAME, l);
+    };
+    // Another writer edits a label: the leader's next write conflicts, it reads again, finds
+    // itself the holder and renews, keeping the label.
+    const rv = Number(put((l) => (l.metadata.labels = { team: "net" })).metadata.resourceVersion);
+    await pollUntil(() => Number(r.lease()!.metadata.resourceVersion) >= rv + 3);
+    assert.equal(a.elector.isLeader, true);
+    assert.equal(a.terms.length, 1);
+    assert.deepEqual(r.lease()!.metadata.labels, { team: "net" });
+
+    const takenAt = performance.now();
+    put((l) => {
+      l.spec.holderIdentity = "intruder";
+      l.spec.renewTime = formatMicroTime(Date.now());
+    });
+    await pollUntil(() => !a.elector.isLeader, { message: "a saw the intruder" });
+    const after = a.terms[0].end! - takenAt;
+    assert.ok(after <= TIMING.retryPeriodMs + SLACK_MS, `stopped ${after.toFixed(0)} ms later`);
+    assert.match(String(a.terms[0].signal.reason.message), /held by intruder/);
+    assert.equal(a.elector.leader, "intruder");
+    // The intruder never renews: a takes the lease back once it expires.
+    await pollUntil(() => a.elector.isLeader, { message: "a leads again" });
+    assert.equal(r.lease()!.spec.leaseTransitions, 1);
+  }));
+
+Deno.test("leader: stop() called from onStartedLeading ends the run and releases the lease", () =>
+  rig(async (r) => {
+    const client = new KubeClient(r.access);
+    let signal: AbortSignal | undefined;
+    const elector: LeaderElector = new LeaderElector(client, {
+      namespace: NS,
+      name: NAME,
+      identity: "quitter",
+      ...TIMING,
+      onStartedLeading: (s) => {
+        signal = s;
+        void elector.stop();
+      },
+    });
+    try {
+      await elector.run();
+      assert.ok(signal?.aborted);
+      assert.equal(elector.isLeader, false);
+      assert.equal(r.lease()!.spec.holderIdentity, "");
+    } finally {
+      client.close();
+    }
+  }));
+
+Deno.test("leader: the client's conflicts are ApiErrors with status 409", () =>
+  rig(async (r) => {
+    const client = new KubeClient(r.access);
+    try {
+      const made = await client.createLease(NS, { metadata: { name: NAME }, spec: {} });
+      assert.equal(made.metadata.namespace, NS);
+      const dup = await client.createLease(NS, { metadata: { name: NAME } }).catch((e) => e);
+      assert.ok(dup instanceof ApiError);
+      assert.equal(dup.status, 409);
+      assert.equal(dup.reason, "AlreadyExists");
+      const next = await client.updateLease(NS, { ...made, spec: { holderIdentity: "x" } });
+      assert.equal(next.spec?.holderIdentity, "x");
+      const stale = await client.updateLease(NS, { ...made, spec: { holderIdentity: "y" } })
+        .catch((e) => e);
+      assert.ok(stale instanceof ApiError);
+      assert.equal(stale.status, 409);
+      assert.equal(stale.reason, "Conflict");
+      assert.equal((await client.getLease(NS, NAME)).spec?.holderIdentity, "x");
+      const missing = await client.getLease(NS, "none").catch((e) => e);
+      assert.ok(missing instanceof ApiError && missing.status === 404);
+    } finally {
+      client.close();
+    }
+  }));
+
+Deno.test("leader: never two leaders through failures, latency, outages, hand-overs and edits", () =>
+  rig(async (r) => {
+    let next = 0;
+    for (; next < 4; next++) r.start(`n${next}`);
+    const { faults } = r.api;
+    const handOver = async () => {
+      const leader = r.leaders()[0];
+      if (!leader) return;
+      await leader.elector.stop();
+      r.start(`n${next++}`);
+    };
+    const actions: (() => void | Promise<void>)[] = [
+      () => faults.failNext(1 + Math.floor(Math.random() * 8), 500),
+      () => faults.failNext(1 + Math.floor(Math.random() * 4), 429, { retryAfterSeconds: 0 }),
+      async () => {
+        // Slower than renewDeadline: the leader loses the lease with a request in flight.
+        const leader = r.leaders()[0];
+        faults.setLatency(TIMING.renewDeadlineMs + 100);
+        await pollUntil(() => !leader?.elector.isLeader, { message: "the leader gave up" });
+        faults.setLatency(0);
+      },
+      handOver,
+      async () => {
+        const leader = r.leaders()[0];
+        await faults.stopListening();
+        await pollUntil(() => !leader?.elector.isLeader, { message: "the leader gave up" });
+        faults.startListening();
+      },
+      () => {
+        const l = r.lease();
+        if (l) r.api.leases.update(NS, NAME, { ...l, metadata: { ...l.metadata, labels: {} } });
+      },
+      async () => {
+        // Slow but within renewDeadline, during a hand-over.
+        faults.setLatency(TIMING.retryPeriodMs * 2);
+        await handOver();
+        await r.leader();
+        faults.setLatency(0);
+      },
+    ];
+    for (let round = 0; round < 24 || r.terms.length < 8; round++) {
+      assert.ok(round < 80, `only ${r.terms.length} terms after ${round} rounds`);
+      await actions[round % actions.length]();
+      await pollUntil(() => r.leaders().length === 1, {
+        timeoutMs: 5000,
+        message: `a leader after round ${round}`,
+      });
+    }
+    const terms = [...r.terms].sort((x, y) => x.start - y.start);
+    for (let i = 1; i < terms.length; i++) {
+      const [prev, cur] = [terms[i - 1], terms[i]];
+      assert.ok(
+        prev.end !== undefined && prev.end <= cur.start,
+        `${prev.id} (to ${prev.end}) overlaps ${cur.id} (from ${cur.start})`,
+      );
+    }
+    assert.ok(terms.every((t) => t.end === undefined || t.stoppedAfterAbort));
+    assert.ok(new Set(terms.map((t) => t.id)).size >= 3, "leadership moved around");
+  }));
