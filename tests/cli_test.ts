@@ -97,3 +97,66 @@ Deno.test("cli: a bad environment stops the daemon with exit 2 and one line", as
     'xcluster-cni: LOG_LEVEL="loud": expected error, warn, info, debug, trace or a number',
   );
 });
+
+Deno.test({
+  name:
+    "cli: nodes shows the pools, what is still to allocate, the full pool, and the lease holder",
+  ignore: !!notRoot,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "xcluster-cli-" });
+    const ns = await Netns.create("xcli");
+    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+    const key = "cidr.example.com/net9";
+    try {
+      await ns.lan("lan0", ["192.168.50.1/24"]);
+      api.nodes.create(makeNode({
+        name: "a",
+        internalIPs: ["192.168.50.1"],
+        annotations: { [key]: "10.9.0.0/24" },
+      }));
+      api.nodes.create(makeNode({
+        name: "b",
+        internalIPs: ["192.168.50.2"],
+        annotations: { [key]: "10.9.1.0/24" },
+      }));
+      api.nodes.create(makeNode({ name: "c", internalIPs: ["192.168.50.3"] }));
+      api.nodes.create(makeNode({ name: "d", internalIPs: ["192.168.50.4"] }));
+      const env = {
+        NODE_NAME: "a",
+        CIDR_ANNOTATION: key,
+        CLUSTER_CIDRS: "10.9.0.0/22/24",
+        POD_NAMESPACE: "net9",
+      };
+      const flags = ["--kubeconfig", `${dir}/kubeconfig`, "--netns", ns.name];
+      let out = await cli(env, "nodes", ...flags);
+      assert.equal(out.code, 0, out.err);
+      assert.match(out.out, /^c\s+-\s+-\s+.*allocation pending: 10\.9\.2\.0\/24$/m);
+      assert.match(out.out, /^d\s+-\s+-\s+.*allocation pending: 10\.9\.3\.0\/24$/m);
+      assert.match(
+        out.out,
+        /^allocation lease net9\/xcluster-cni-cidr\.example\.com-net9: \(nobody\)$/m,
+      );
+      assert.match(out.out, /^10\.9\.0\.0\/22\/24\s+IPv4\s+4\s+2\s+2$/m);
+
+      // c holds a CIDR now, and e joins: the pool has one left for two nodes.
+      api.nodes.patch("c", "merge", { metadata: { annotations: { [key]: "10.9.2.0/24" } } });
+      api.nodes.create(makeNode({ name: "e", internalIPs: ["192.168.50.5"] }));
+      api.leases.create("net9", {
+        apiVersion: "coordination.k8s.io/v1",
+        kind: "Lease",
+        metadata: { name: "xcluster-cni-cidr.example.com-net9", namespace: "net9" },
+        spec: { holderIdentity: "b", leaseDurationSeconds: 15 },
+      });
+      out = await cli(env, "nodes", ...flags);
+      assert.equal(out.code, 0, out.err);
+      assert.match(out.out, /^d\s+.*allocation pending: 10\.9\.3\.0\/24$/m);
+      assert.match(out.out, /^e\s+.*pools-full: IPv4: pools of IPv4 are full/m);
+      assert.match(out.out, /: b$/m);
+      assert.match(out.out, /^10\.9\.0\.0\/22\/24\s+IPv4\s+4\s+3\s+1$/m);
+    } finally {
+      await api.close();
+      await ns.delete();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

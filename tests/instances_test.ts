@@ -7,8 +7,9 @@ import assert from "node:assert/strict";
 import { DAEMON_RUNTIME_ENV } from "../src/config.ts";
 import type { Daemon } from "../src/daemon.ts";
 import { spawnMainInNetns } from "../src/devcluster/netns_main.ts";
-import { Netns, pollUntil, requireRoot, run } from "./helpers/netns.ts";
-import { KUBECTL, kubectlMissing } from "./helpers/tools.ts";
+import { type Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
+import { kubectlMissing } from "./helpers/tools.ts";
+import { childrenOf, isolatedCluster, killHard } from "./helpers/isolated.ts";
 import {
   cluster,
   daemon,
@@ -113,57 +114,6 @@ Deno.test({
   },
 });
 
-/**
- * A namespace with its own API server process (seeded with nodes a, b and c of the router
- * test bed through its state file), so that processes inside it reach the API; kubectl
- * run inside the namespace drives it.
- */
-async function isolatedCluster() {
-  const seed = await cluster();
-  const dir = seed.dir;
-  const nodes = seed.api.nodes.list();
-  await seed.api.close();
-  await seed.ns.delete();
-  const ns = await Netns.create("xk");
-  await ns.lan("lan0", ["192.168.50.1/24", "fd00:50::1/64"]);
-  await Deno.writeTextFile(
-    `${dir}/apiserver.json`,
-    JSON.stringify({ resourceVersion: 10, nodes }),
-  );
-  const kubeconfig = `${dir}/kubeconfig.isolated`;
-  const api = spawnMainInNetns(ns.name, [
-    "apiserver",
-    "--listen",
-    "127.0.0.1:6443",
-    "--kubeconfig",
-    kubeconfig,
-    "--state",
-    `${dir}/apiserver.json`,
-  ], { stderr: "inherit" });
-  const kubectl = (...args: string[]) => ns.exec(KUBECTL, "--kubeconfig", kubeconfig, ...args);
-  await pollUntil(async () => {
-    try {
-      return (await kubectl("get", "nodes", "-o", "name")).includes("node/c");
-    } catch {
-      return false;
-    }
-  }, { timeoutMs: 20_000, message: "the API server in the namespace" });
-  return {
-    ns,
-    dir,
-    kubeconfig,
-    kubectl,
-    async close() {
-      try {
-        api.kill("SIGTERM");
-      } catch { /* gone */ }
-      await api.status;
-      await ns.delete();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
-
 /** `main.ts daemon` as its own process inside the namespace, logging to a file. */
 function startProcess(c: { ns: Netns; dir: string; kubeconfig: string }): Deno.ChildProcess {
   return spawnMainInNetns(c.ns.name, ["daemon"], {
@@ -180,19 +130,6 @@ function startProcess(c: { ns: Netns; dir: string; kubeconfig: string }): Deno.C
     },
     stderr: "inherit",
   });
-}
-
-/** The processes whose parent is `pid`, from /proc. */
-async function childrenOf(pid: number): Promise<number[]> {
-  const found: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^[0-9]+$/.test(e.name)) continue;
-    const stat = await Deno.readTextFile(`/proc/${e.name}/stat`).catch(() => "");
-    // The fields after the command name (which may hold spaces): state, then the parent.
-    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    if (ppid === pid) found.push(Number(e.name));
-  }
-  return found;
 }
 
 /** Waits until the daemon's log says `first sync done` `count` times. */
@@ -224,10 +161,7 @@ Deno.test({
     const kill = async () => {
       if (!child) return;
       // Its `ip monitor` outlives it, as on a host without a PID namespace: end it too.
-      const orphans = await childrenOf(child.pid);
-      child.kill("SIGKILL");
-      await child.status;
-      for (const pid of orphans) await run("kill", "-9", String(pid)).catch(() => "");
+      await killHard(child);
       child = undefined;
     };
     try {

@@ -70,6 +70,7 @@ export async function listNodes(cfg: DaemonConfig, kubeconfig?: string): Promise
         limit: 500,
         continue: cont,
         metadataOnly: readsMetadataOnly(cfg),
+        labelSelector: cfg.nodeSelector || undefined,
       });
       for (const item of page.items) nodes.push(toNodeInfo(item, keep));
       cont = page.continue || undefined;
