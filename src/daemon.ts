@@ -322,7 +322,13 @@ async function installMainConflist(
 }
 
 /** `daemon` subcommand: exit 2 on bad configuration, 0 after SIGTERM/SIGINT. */
-export async function daemonCommand(_args: string[]): Promise<number> {
+export async function daemonCommand(args: string[]): Promise<number> {
+  if (args.length > 0) {
+    const { UsageError } = await import("./cli/usage.ts");
+    throw new UsageError(
+      `takes no arguments, not ${JSON.stringify(args[0])}: settings are environment variables`,
+    );
+  }
   let cfg: DaemonConfig;
   try {
     cfg = parseDaemonConfig(Deno.env.toObject());

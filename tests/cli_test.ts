@@ -77,10 +77,22 @@ Deno.test({
       const bad = await cli({ PROTOCOL: "kernel" }, "nodes", ...flags);
       assert.equal(bad.code, 2);
       assert.equal(
-        bad.err.trim(),
-        'xcluster-cni: PROTOCOL="kernel": protocol 2 belongs to kernel (the kernel); ' +
+        bad.err.split("\n")[0],
+        'xcluster-cni nodes: PROTOCOL="kernel": protocol 2 belongs to kernel (the kernel); ' +
           "choose a number 200-254",
       );
+      // The same settings as flags: the flag's value wins over the environment.
+      const flagged = await cli(
+        { PROTOCOL: "kernel", NODE_NAME: "a" },
+        "nodes",
+        "--protocol",
+        "202",
+        "--node",
+        "b",
+        ...flags,
+      );
+      assert.equal(flagged.code, 0, flagged.err);
+      assert.match(flagged.out, /^b \(self\)\s/m);
     } finally {
       await api.close();
       await ns.delete();
@@ -153,6 +165,51 @@ Deno.test({
       assert.match(out.out, /^e\s+.*pools-full: IPv4: pools of IPv4 are full/m);
       assert.match(out.out, /: b$/m);
       assert.match(out.out, /^10\.9\.0\.0\/22\/24\s+IPv4\s+4\s+3\s+1$/m);
+    } finally {
+      await api.close();
+      await ns.delete();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "cli: nodes shows what the kernel would refuse and another owner's route in the way",
+  ignore: !!notRoot,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "xcluster-cli-" });
+    const ns = await Netns.create("xcli");
+    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+    try {
+      await ns.lan("lan0", ["192.168.50.1/24"]);
+      api.nodes.create(
+        makeNode({ name: "a", podCIDRs: ["10.244.0.0/24"], internalIPs: ["192.168.50.1"] }),
+      );
+      api.nodes.create(
+        makeNode({ name: "b", podCIDRs: ["10.244.1.0/24"], internalIPs: ["192.168.50.2"] }),
+      );
+      api.nodes.create(
+        makeNode({ name: "far", podCIDRs: ["10.244.7.0/24"], internalIPs: ["192.168.99.7"] }),
+      );
+      await ns.ip("route", "add", "10.244.1.0/24", "via", "192.168.50.9", "proto", "static");
+      const out = await cli(
+        { NODE_NAME: "a" },
+        "nodes",
+        "--kubeconfig",
+        `${dir}/kubeconfig`,
+        "--netns",
+        ns.name,
+      );
+      assert.equal(out.code, 0, out.err);
+      assert.match(
+        out.out,
+        /^b\s.*foreign-route: 10\.244\.1\.0\/24: a route of protocol 4 via 192\.168\.50\.9 already has this destination/m,
+      );
+      assert.match(
+        out.out,
+        /^far\s.*kernel: 10\.244\.7\.0\/24 via 192\.168\.99\.7: the kernel would refuse it: the next hop is not on-link/m,
+      );
+      assert.doesNotMatch(out.out, /^b\s.*kernel:/m);
     } finally {
       await api.close();
       await ns.delete();

@@ -11,6 +11,7 @@
  * @module
  */
 import { familyBits, formatCidr, makeCidr, parseCidr, splitList } from "../net/ip.ts";
+import { UsageError } from "./usage.ts";
 
 /** Node `index`'s CIDR for one `BASE/PREFIX/NODEPREFIX` item. Throws with the reason. */
 export function nodeCidr(item: string, index: number): string {
@@ -37,9 +38,17 @@ export function nodeCidr(item: string, index: number): string {
 
 /** `cidr BASE/PREFIX/NODEPREFIX[,...] INDEX` */
 export function cidrCommand(args: string[]): Promise<number> {
-  if (args.length !== 2 || !/^[0-9]+$/.test(args[1])) {
-    console.error("usage: xcluster-cni cidr BASE/PREFIX/NODEPREFIX[,...] INDEX");
-    return Promise.resolve(2);
+  if (args.length !== 2) {
+    throw new UsageError(
+      args.length < 2
+        ? `expected BASE/PREFIX/NODEPREFIX[,...] and INDEX, got ${args.length} argument(s)`
+        : `unexpected argument ${JSON.stringify(args[2])}`,
+    );
+  }
+  if (!/^[0-9]+$/.test(args[1])) {
+    throw new UsageError(
+      `INDEX: expected a whole number 0 or more, not ${JSON.stringify(args[1])}`,
+    );
   }
   try {
     console.log(splitList(args[0]).map((item) => nodeCidr(item, Number(args[1]))).join(","));

@@ -7,23 +7,28 @@
 import { cidrContains, parseCidr } from "../net/ip.ts";
 import { createIprouteTable } from "../routing/iproute.ts";
 import { allocationView } from "./allocation.ts";
-import { configOrExit, listNodes, parseViewFlags, planFor, table } from "./snapshot.ts";
+import { kernelProblems, listNodes, parseView, planFor, table } from "./snapshot.ts";
 
 /** `nodes [-o json] [--kubeconfig FILE] [--netns NS]` */
 export async function nodesCommand(args: string[]): Promise<number> {
-  const cfg = configOrExit();
-  if (typeof cfg === "number") return cfg;
-  const flags = parseViewFlags(args);
-  const [nodes, local] = await Promise.all([
+  const { flags, cfg } = parseView(args);
+  const kernelTable = createIprouteTable({ netns: flags.netns });
+  const [nodes, local, kernel] = await Promise.all([
     listNodes(cfg, flags.kubeconfig),
-    createIprouteTable({ netns: flags.netns }).localAddresses(),
+    kernelTable.localAddresses(),
+    kernelTable.list(),
   ]);
   const p = planFor(cfg, nodes, local);
+  const inKernel = kernelProblems(p, kernel, cfg.protocol);
   const alloc = cfg.clusterCidrs.length > 0
     ? await allocationView(cfg, nodes, flags.kubeconfig)
     : undefined;
   if (flags.json) {
-    console.log(JSON.stringify({ nodes: p.nodes, allocation: alloc }, null, 2));
+    const nodesOut = p.nodes.map((n) => ({
+      ...n,
+      problems: [...n.problems, ...inKernel.filter((x) => x.node === n.name)],
+    }));
+    console.log(JSON.stringify({ nodes: nodesOut, allocation: alloc }, null, 2));
     return 0;
   }
   // What the allocator has still to write, or cannot: shown on the node it concerns.
@@ -39,7 +44,9 @@ export async function nodesCommand(args: string[]): Promise<number> {
     n.cidrs.join(",") || "-",
     n.self ? "-" : [...new Set(n.routes.map((r) => r.via))].join(",") || "-",
     [
-      ...n.problems.map((x) => `${x.kind}: ${x.value ? x.value + ": " : ""}${x.reason}`),
+      ...[...n.problems, ...inKernel.filter((x) => x.node === n.name)].map((x) =>
+        `${x.kind}: ${x.value ? x.value + ": " : ""}${x.reason}`
+      ),
       ...pending.get(n.name) ?? [],
     ].join("; ") || "-",
   ]);

@@ -6,13 +6,11 @@
  */
 import { diff, indexKernel } from "../routing/diff.ts";
 import { createIprouteTable } from "../routing/iproute.ts";
-import { configOrExit, listNodes, parseViewFlags, planFor, table } from "./snapshot.ts";
+import { listNodes, parseView, planFor, table } from "./snapshot.ts";
 
 /** `routes [-o json] [--kubeconfig FILE] [--netns NS]` */
 export async function routesCommand(args: string[]): Promise<number> {
-  const cfg = configOrExit();
-  if (typeof cfg === "number") return cfg;
-  const flags = parseViewFlags(args);
+  const { flags, cfg } = parseView(args);
   const kernelTable = createIprouteTable({ netns: flags.netns });
   const [nodes, local, kernel] = await Promise.all([
     listNodes(cfg, flags.kubeconfig),

@@ -5,11 +5,15 @@
  * @module
  */
 import { ConfigError, type DaemonConfig, parseDaemonConfig, readsMetadataOnly } from "../config.ts";
+import { parseFlags, UsageError } from "./usage.ts";
 import { findSelf, readMachineId } from "../daemon.ts";
 import { type NodeInfo, toNodeInfo } from "../kube/node.ts";
 import { parseNode } from "../routing/node_parse.ts";
 import { checkNode, type Plan, plan } from "../routing/plan.ts";
-import type { LocalAddress } from "../routing/types.ts";
+import { diff, indexKernel } from "../routing/diff.ts";
+import { foreignRouteProblem, type Problem } from "../routing/problem.ts";
+import { cidrContainsIp, parseCidr, parseIp } from "../net/ip.ts";
+import type { KernelRoute, LocalAddress } from "../routing/types.ts";
 
 /** Flags common to `nodes` and `routes`. */
 export interface ViewFlags {
@@ -18,42 +22,50 @@ export interface ViewFlags {
   netns?: string;
 }
 
-/** Parses `-o json|table`, `--kubeconfig F`, `--netns NS`. Throws on anything else. */
-export function parseViewFlags(args: string[]): ViewFlags {
-  const flags: ViewFlags = { json: false };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i], v = args[i + 1];
-    if ((a === "-o" || a === "--output") && (v === "json" || v === "table")) {
-      flags.json = v === "json";
-      i++;
-    } else if (a === "--kubeconfig" && v) {
-      flags.kubeconfig = v;
-      i++;
-    } else if (a === "--netns" && v) {
-      flags.netns = v;
-      i++;
-    } else {
-      throw new Error(
-        `unexpected argument ${
-          JSON.stringify(a)
-        } (flags: -o json|table, --kubeconfig FILE, --netns NS)`,
-      );
-    }
-  }
-  return flags;
-}
+/** The flags that stand for a daemon setting, by the environment variable they replace. */
+const SETTING_FLAGS: Record<string, string> = {
+  "--node": "NODE_NAME",
+  "--cidr-annotation": "CIDR_ANNOTATION",
+  "--address-annotation": "ADDRESS_ANNOTATION",
+  "--protocol": "PROTOCOL",
+};
 
-/** Reads the environment as the daemon does; prints the one-line error and returns 2 if bad. */
-export function configOrExit(): DaemonConfig | number {
-  try {
-    return parseDaemonConfig(Deno.env.toObject());
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      console.error(`xcluster-cni: ${e.message}`);
-      return 2;
-    }
-    throw e;
+/**
+ * Parses the flags of `nodes` and `routes` and reads the daemon's settings: the environment,
+ * with the setting flags over it. Throws {@link UsageError} for a bad flag or setting.
+ */
+export function parseView(
+  args: string[],
+  env: Record<string, string | undefined> = Deno.env.toObject(),
+): { flags: ViewFlags; cfg: DaemonConfig } {
+  const known: Record<string, boolean> = { "-o": true, "--output": true, "--kubeconfig": true };
+  known["--netns"] = true;
+  for (const f of Object.keys(SETTING_FLAGS)) known[f] = true;
+  const given = parseFlags(args, known);
+  const output = given.get("-o") ?? given.get("--output") ?? "table";
+  if (output !== "json" && output !== "table") {
+    throw new UsageError(`-o: expected json or table, not ${JSON.stringify(output)}`);
   }
+  const merged = { ...env };
+  for (const [flag, variable] of Object.entries(SETTING_FLAGS)) {
+    if (given.has(flag)) merged[variable] = given.get(flag);
+  }
+  let cfg: DaemonConfig;
+  try {
+    cfg = parseDaemonConfig(merged);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    const flag = Object.keys(SETTING_FLAGS).find((f) => SETTING_FLAGS[f] === e.variable);
+    throw new UsageError(flag && given.has(flag) ? `${flag}: ${e.message}` : e.message);
+  }
+  return {
+    flags: {
+      json: output === "json",
+      kubeconfig: given.get("--kubeconfig"),
+      netns: given.get("--netns"),
+    },
+    cfg,
+  };
 }
 
 /** Lists every node (paged) and keeps the projection the daemon keeps. */
@@ -99,4 +111,39 @@ export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
   return [line(header), ...rows.map(line)].join("\n");
+}
+
+/**
+ * The problems the daemon would meet in the kernel: another owner's route in the way of a
+ * planned one, and a next hop the kernel would refuse as not on-link (no device route of
+ * this host covers it).
+ */
+export function kernelProblems(
+  p: Plan,
+  kernel: readonly KernelRoute[],
+  protocol: number,
+): Problem[] {
+  const problems = diff(p.routes, indexKernel(kernel, protocol)).conflicts.map(
+    foreignRouteProblem,
+  );
+  const links = kernel.flatMap((r) => {
+    const c = r.via === undefined && r.dev !== undefined ? parseCidr(r.dst) : undefined;
+    return c?.ok ? [c.cidr] : [];
+  });
+  const refused = new Set<string>();
+  for (const r of p.routes) {
+    const hop = parseIp(r.via);
+    if (!hop || refused.has(`${r.node} ${r.via}`)) continue;
+    if (links.some((l) => cidrContainsIp(l, hop))) continue;
+    refused.add(`${r.node} ${r.via}`);
+    problems.push({
+      node: r.node,
+      kind: "kernel",
+      field: "route",
+      value: `${r.dst} via ${r.via}`,
+      reason: "the kernel would refuse it: the next hop is not on-link (no network of this host " +
+        "holds it)",
+    });
+  }
+  return problems;
 }

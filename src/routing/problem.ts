@@ -54,3 +54,17 @@ export function problemKey(p: Problem): string {
 export function describeProblem(p: Problem): string {
   return `node ${p.node}: ${p.field}=${JSON.stringify(p.value)}: ${p.reason}`;
 }
+
+/** The problem of a route that another owner's route stands in the way of. */
+export function foreignRouteProblem(
+  c: { route: { node: string; dst: string }; foreign: { protocol: number; via?: string } },
+): Problem {
+  return {
+    node: c.route.node,
+    kind: "foreign-route",
+    field: "route",
+    value: c.route.dst,
+    reason: `a route of protocol ${c.foreign.protocol}` +
+      `${c.foreign.via ? ` via ${c.foreign.via}` : ""} already has this destination; left alone`,
+  };
+}

@@ -15,7 +15,7 @@ import { diff, indexKernel, type KernelIndex, routeKey } from "./diff.ts";
 import { HeadStart } from "./head_start.ts";
 import { type NetworkSource, parseNode } from "./node_parse.ts";
 import { type CheckedNode, checkNode, type Plan, plan, PlanMemo, type PlanRules } from "./plan.ts";
-import { describeProblem, type Problem, problemKey } from "./problem.ts";
+import { describeProblem, foreignRouteProblem, type Problem, problemKey } from "./problem.ts";
 import type {
   KernelRoute,
   LocalAddress,
@@ -369,18 +369,7 @@ export class Reconciler {
     // A refused batch line changes nothing, so the view stays true; it is retried next time.
 
     const problems: Problem[] = [...thePlan.problems];
-    for (const c of conflicts) {
-      problems.push({
-        node: c.route.node,
-        kind: "foreign-route",
-        field: "route",
-        value: c.route.dst,
-        reason: `a route of protocol ${c.foreign.protocol}` +
-          `${
-            c.foreign.via ? ` via ${c.foreign.via}` : ""
-          } already has this destination; left alone`,
-      });
-    }
+    for (const c of conflicts) problems.push(foreignRouteProblem(c));
     for (const f of failures) {
       const r = f.op.route;
       problems.push({
