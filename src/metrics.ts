@@ -43,7 +43,10 @@ export class Metrics {
       set.add(p.node);
       kinds.set(p.kind, set);
     }
-    this.#problems = new Map(PROBLEM_KINDS.map((k) => [k, kinds.get(k)?.size ?? 0]));
+    // A node without CIDRs is normal where a network covers some nodes only: no gauge.
+    this.#problems = new Map(
+      PROBLEM_KINDS.filter((k) => k !== "no-cidrs").map((k) => [k, kinds.get(k)?.size ?? 0]),
+    );
     this.#reconciles.set(r.trigger, (this.#reconciles.get(r.trigger) ?? 0) + 1);
     const s = r.durationMs / 1000;
     BUCKETS.forEach((b, i) => {

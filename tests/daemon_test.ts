@@ -326,7 +326,7 @@ Deno.test({
         [...MAIN_B, "10.244.2.0/24 via 192.168.50.3"],
         "change applied",
       );
-      assert.equal(lines.filter((l) => l.includes("node far:")).length, 1, lines.join("\n"));
+      assert.equal(lines.filter((l) => l.includes(`"msg":"node problem","node":"far"`)).length, 1, lines.join("\n"));
     } finally {
       await d.stop();
       await c.close();

@@ -19,7 +19,7 @@ export async function nodesCommand(args: string[]): Promise<number> {
     kernelTable.list(),
   ]);
   const p = planFor(cfg, nodes, local);
-  const inKernel = kernelProblems(p, kernel, cfg.protocol);
+  const inKernel = kernelProblems(p, kernel, local, cfg.protocol);
   const alloc = cfg.clusterCidrs.length > 0
     ? await allocationView(cfg, nodes, flags.kubeconfig)
     : undefined;

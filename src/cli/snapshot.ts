@@ -12,7 +12,7 @@ import { parseNode } from "../routing/node_parse.ts";
 import { checkNode, type Plan, plan } from "../routing/plan.ts";
 import { diff, indexKernel } from "../routing/diff.ts";
 import { foreignRouteProblem, type Problem } from "../routing/problem.ts";
-import { cidrContainsIp, parseCidr, parseIp } from "../net/ip.ts";
+import { cidrContainsIp, formatCidr, makeCidr, parseCidr, parseIp } from "../net/ip.ts";
 import type { KernelRoute, LocalAddress } from "../routing/types.ts";
 
 /** Flags common to `nodes` and `routes`. */
@@ -115,12 +115,13 @@ export function table(header: string[], rows: string[][]): string {
 
 /**
  * The problems the daemon would meet in the kernel: another owner's route in the way of a
- * planned one, and a next hop the kernel would refuse as not on-link (no device route of
- * this host covers it).
+ * planned one, and a next hop the kernel would refuse: not on-link (no device route of this
+ * host covers it), or the broadcast address of a network of this host.
  */
 export function kernelProblems(
   p: Plan,
   kernel: readonly KernelRoute[],
+  local: readonly LocalAddress[],
   protocol: number,
 ): Problem[] {
   const problems = diff(p.routes, indexKernel(kernel, protocol)).conflicts.map(
@@ -130,19 +131,28 @@ export function kernelProblems(
     const c = r.via === undefined && r.dev !== undefined ? parseCidr(r.dst) : undefined;
     return c?.ok ? [c.cidr] : [];
   });
-  const refused = new Set<string>();
+  const broadcasts = new Set(
+    local.filter((a) => a.family === 4 && a.prefix <= 30).map((a) => {
+      const ip = parseIp(a.address)!;
+      const host = (1n << BigInt(32 - a.prefix)) - 1n;
+      return formatCidr(makeCidr(4, ip.value | host, 32));
+    }),
+  );
   for (const r of p.routes) {
     const hop = parseIp(r.via);
-    if (!hop || refused.has(`${r.node} ${r.via}`)) continue;
-    if (links.some((l) => cidrContainsIp(l, hop))) continue;
-    refused.add(`${r.node} ${r.via}`);
+    if (!hop) continue;
+    const why = !links.some((l) => cidrContainsIp(l, hop))
+      ? "the next hop is not on-link (no network of this host holds it)"
+      : broadcasts.has(`${r.via}/32`)
+      ? "the next hop is the broadcast address of a network of this host"
+      : undefined;
+    if (why === undefined) continue;
     problems.push({
       node: r.node,
       kind: "kernel",
       field: "route",
       value: `${r.dst} via ${r.via}`,
-      reason: "the kernel would refuse it: the next hop is not on-link (no network of this host " +
-        "holds it)",
+      reason: `the kernel would refuse it: ${why}`,
     });
   }
   return problems;

@@ -15,7 +15,7 @@ import { diff, indexKernel, type KernelIndex, routeKey } from "./diff.ts";
 import { HeadStart } from "./head_start.ts";
 import { type NetworkSource, parseNode } from "./node_parse.ts";
 import { type CheckedNode, checkNode, type Plan, plan, PlanMemo, type PlanRules } from "./plan.ts";
-import { describeProblem, foreignRouteProblem, type Problem, problemKey } from "./problem.ts";
+import { foreignRouteProblem, type Problem, problemKey } from "./problem.ts";
 import type {
   KernelRoute,
   LocalAddress,
@@ -431,26 +431,33 @@ export class Reconciler {
     }
   }
 
-  /** Logs each problem once when it appears and once when it is gone. */
+  /**
+   * Logs each problem once when it appears and once when it is gone, with a stable message
+   * and the values in fields. A node without CIDRs for this network is normal where a network
+   * covers some nodes only: that is said at debug level.
+   */
   #report(problems: readonly Problem[]): void {
     const { log } = this.#opts;
     const now = new Map(problems.map((p) => [problemKey(p), p]));
     const fresh: Problem[] = [];
     for (const [key, p] of now) {
-      if (!this.#reported.has(key)) {
-        fresh.push(p);
-        log.warn(describeProblem(p), {
-          node: p.node,
-          kind: p.kind,
-          field: p.field,
-          value: p.value,
-        });
-      }
+      if (this.#reported.has(key)) continue;
+      fresh.push(p);
+      const fields = {
+        node: p.node,
+        kind: p.kind,
+        field: p.field,
+        value: p.value,
+        reason: p.reason,
+      };
+      if (p.kind === "no-cidrs") log.debug("node problem", fields);
+      else log.warn("node problem", fields);
     }
     for (const [key, p] of this.#reported) {
-      if (!now.has(key)) {
-        log.info(`resolved: ${describeProblem(p)}`, { node: p.node, kind: p.kind });
-      }
+      if (now.has(key)) continue;
+      const fields = { node: p.node, kind: p.kind, field: p.field, value: p.value };
+      if (p.kind === "no-cidrs") log.debug("node problem resolved", fields);
+      else log.info("node problem resolved", fields);
     }
     this.#reported = now;
     if (fresh.length > 0) this.#opts.onNewProblems?.(fresh);
