@@ -231,8 +231,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     const given = { heapCompacted: compactHeap(), mallocTrimmed: trimMalloc() };
     const fields = { ...given, ms: Math.round(performance.now() - t0) };
     // The start's end is said once; a resync's, every few minutes, only when debugging.
-    if (trigger === "monitor") log.info("start over; memory given back", fields);
-    else log.debug("resync done; memory given back", fields);
+    if (trigger === "monitor") log.info("start complete; idle memory released", fields);
+    else log.debug("resync complete; idle memory released", fields);
   };
   const startMonitor = () => {
     monitor = watchRoutes({

@@ -326,7 +326,11 @@ Deno.test({
         [...MAIN_B, "10.244.2.0/24 via 192.168.50.3"],
         "change applied",
       );
-      assert.equal(lines.filter((l) => l.includes(`"msg":"node problem","node":"far"`)).length, 1, lines.join("\n"));
+      assert.equal(
+        lines.filter((l) => l.includes(`"msg":"node problem","node":"far"`)).length,
+        1,
+        lines.join("\n"),
+      );
     } finally {
       await d.stop();
       await c.close();
@@ -394,6 +398,44 @@ Deno.test({
       assert.equal(ours.length, 2 * 602);
       assert.ok(ours.includes("10.102.97.0/24 via 192.168.50.19"), "node n609");
       assert.ok(ours.includes(MAIN_B[1]));
+    } finally {
+      await d.stop();
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "daemon: at debug level a reconcile names each route it added, replaced and deleted",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    const lines: string[] = [];
+    const log = createLogger("debug", { write: (l) => lines.push(l), text: false });
+    const d = await daemon(c, {}, { log });
+    const said = (msg: string) =>
+      lines.map((l) => JSON.parse(l) as Record<string, string>).filter((l) => l.msg === msg)
+        .map((l) => `${l.dst} via ${l.via}${l.node ? ` (${l.node})` : ""}`).sort();
+    try {
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "initial");
+      assert.deepEqual(said("route added"), [
+        "10.244.1.0/24 via 192.168.50.2 (b)",
+        "10.244.2.0/24 via 192.168.50.3 (c)",
+        "fd00:244:0:1::/64 via fd00:50::2 (b)",
+        "fd00:244:0:2::/64 via fd00:50::3 (c)",
+      ]);
+      lines.length = 0;
+      c.api.nodes.patch("b", "merge", {
+        status: { addresses: [{ type: "InternalIP", address: "192.168.50.12" }] },
+      });
+      c.api.nodes.delete("c");
+      await expectRoutes(c.ns, 202, ["10.244.1.0/24 via 192.168.50.12"], "after the changes");
+      assert.deepEqual(said("route replaced"), ["10.244.1.0/24 via 192.168.50.12 (b)"]);
+      assert.deepEqual(said("route deleted"), [
+        "10.244.2.0/24 via 192.168.50.3",
+        "fd00:244:0:1::/64 via fd00:50::2",
+        "fd00:244:0:2::/64 via fd00:50::3",
+      ]);
     } finally {
       await d.stop();
       await c.close();

@@ -174,7 +174,7 @@ Deno.test({
       await pollUntil(
         async () =>
           (over = (await Deno.readTextFile(`${c.dir}/daemon.log`)).split("\n")
-            .find((l) => l.includes('"start over; memory given back"')) ?? "") !== "",
+            .find((l) => l.includes('"start complete; idle memory released"')) ?? "") !== "",
         { timeoutMs: 10_000, message: () => "the daemon did not give memory back after its start" },
       );
       const given = JSON.parse(over);

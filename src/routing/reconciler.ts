@@ -20,6 +20,7 @@ import type {
   KernelRoute,
   LocalAddress,
   OpFailure,
+  Route,
   RouteBatch,
   RouteOp,
   RouteTable,
@@ -349,14 +350,28 @@ export class Reconciler {
     const t3 = performance.now();
 
     const failed = new Set(failures.map((f) => f.op));
+    const debug = log.enabled("debug");
     for (const op of head?.ops ?? []) {
       if (failed.has(op)) kernel.ours.delete(routeKey(op.route));
+      else if (debug && op.op === "replace") {
+        const { dst, via, node } = op.route;
+        log.debug("route added", { dst, via, node, trigger: "head start" });
+      }
     }
     for (const op of ops) {
       const key = routeKey(op.route);
       if (failed.has(op)) {
         if (op.op === "delete") this.#expectEchoes([key], -1);
         continue;
+      }
+      if (debug) {
+        const msg = op.op === "delete"
+          ? "route deleted"
+          : kernel.ours.has(key)
+          ? "route replaced"
+          : "route added";
+        const { dst, via } = op.route;
+        log.debug(msg, { dst, via, node: "node" in op.route ? op.route.node : undefined, trigger });
       }
       if (op.op === "delete") {
         const left = kernel.ours.get(key)?.filter((r) => r !== op.route) ?? [];
