@@ -1,13 +1,13 @@
 /**
  * Every manifest, rendered as `kubectl apply -k` would, checked against the code: env
- * names, values and defaults, probe ports, RBAC (read-only instances stay read-only; the
- * components that write grant exactly what the daemon uses), the admission policy, host
- * paths, IPAM keys, the image's folders. Rendering needs /usr/bin/kubectl (its built-in
- * kustomize).
+ * names, values and defaults, HTTP and probe ports, selectors, node selectors, the image,
+ * RBAC (read-only instances stay read-only; the components that write grant exactly what the
+ * daemon uses), the admission policy, host paths, IPAM keys and routes, the image's folders.
+ * Rendering needs /usr/bin/kubectl (its built-in kustomize).
  */
 import assert from "node:assert/strict";
 import { KUBECTL, kubectlMissing } from "./helpers/tools.ts";
-import { parse, parseAllDocuments, stringify } from "yaml";
+import { parse, parseAllDocuments, parseDocument, stringify } from "yaml";
 import {
   DAEMON_RUNTIME_ENV,
   type DaemonConfig,
@@ -23,6 +23,7 @@ import {
 } from "../src/config.ts";
 import { parseLabelSelector } from "../src/kube/label_selector.ts";
 import { KUBE_NODE_KEYS } from "../cni/config.ts";
+import { type Cidr, cidrContains, cidrsOverlap, formatCidr, parseCidr } from "../src/net/ip.ts";
 
 const noKubectl = !!kubectlMissing();
 
@@ -33,17 +34,25 @@ interface EnvEntry {
   value?: string;
   valueFrom?: { fieldRef?: { fieldPath: string } };
 }
+interface Probe {
+  httpGet: { port: number | string; path: string };
+}
 interface Container {
+  image?: string;
   env?: EnvEntry[];
-  ports?: { containerPort: number }[];
-  readinessProbe?: { httpGet: { port: number; path: string } };
-  livenessProbe?: { httpGet: { port: number; path: string } };
+  ports?: { name?: string; containerPort: number }[];
+  readinessProbe?: Probe;
+  livenessProbe?: Probe;
   securityContext?: { privileged?: boolean; capabilities?: { add?: string[] } };
   volumeMounts?: { name: string; mountPath: string }[];
 }
 interface PodSpec extends Record<string, unknown> {
   containers: Container[];
   nodeSelector?: Record<string, string>;
+}
+interface DaemonSetSpec {
+  selector: { matchLabels?: Record<string, string>; matchExpressions?: unknown[] };
+  template: { metadata: { labels?: Record<string, string> }; spec: PodSpec };
 }
 interface Rule {
   apiGroups?: string[];
@@ -77,6 +86,63 @@ async function renderTemp(parent: string, files: Record<string, string>): Promis
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** The kustomizations applied as they are: the main network and the overlays, under `root`. */
+async function overlayDirs(root = "manifests"): Promise<string[]> {
+  const dirs = ["base"];
+  for await (const d of Deno.readDir(`${root}/overlays`)) {
+    if (d.isDirectory && !d.name.startsWith(".")) dirs.push(`overlays/${d.name}`);
+  }
+  return dirs.sort();
+}
+
+/** A copy of manifests/ in a temporary folder, whose files a test may edit; removes it after. */
+async function withCopy<T>(fn: (root: string) => Promise<T>): Promise<T> {
+  const root = await Deno.makeTempDir({ prefix: "xcluster-cni-manifests-" });
+  const copy = async (from: string, to: string) => {
+    for await (const e of Deno.readDir(from)) {
+      if (e.name.startsWith(".")) continue;
+      if (e.isDirectory) {
+        await Deno.mkdir(`${to}/${e.name}`);
+        await copy(`${from}/${e.name}`, `${to}/${e.name}`);
+      } else if (e.isFile) {
+        await Deno.copyFile(`${from}/${e.name}`, `${to}/${e.name}`);
+      }
+    }
+  };
+  try {
+    await copy("manifests", root);
+    return await fn(root);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+/** Edits a YAML file in place (its comments kept). */
+async function editYaml(
+  path: string,
+  edit: (doc: ReturnType<typeof parseDocument>) => void,
+): Promise<void> {
+  const doc = parseDocument(await Deno.readTextFile(path));
+  edit(doc);
+  await Deno.writeTextFile(path, doc.toString());
+}
+
+/** Sets the value of env `name` of the first container of a DaemonSet file or patch. */
+function setEnv(path: string, name: string, value: string): Promise<void> {
+  return editYaml(path, (doc) => {
+    const containers = ["spec", "template", "spec", "containers"];
+    const env = (doc.toJS() as { spec: DaemonSetSpec }).spec.template.spec.containers[0].env ?? [];
+    const i = env.findIndex((e) => e.name === name);
+    assert.ok(i >= 0, `${path} sets ${name}`);
+    doc.setIn([...containers, 0, "env", i, "value"], value);
+  });
+}
+
+/** The file of a kustomization that sets PROTOCOL. */
+function protocolFile(root: string, dir: string): string {
+  return dir === "base" ? `${root}/base/daemonset.yaml` : `${root}/${dir}/network.yaml`;
 }
 
 /** An overlay of the main network with the Events component, made for the test. */
@@ -156,13 +222,13 @@ function check(objs: Obj[]): DaemonConfig {
     );
     assert.equal(vol?.hostPath?.path, def, `${name} comes from the host's ${def}`);
   }
-  const protocol = Number(env.PROTOCOL ?? DEFAULT_PROTOCOL);
-  const port = HTTP_PORT_BASE + protocol;
-  assert.equal(c.readinessProbe?.httpGet.port, port);
+  // The daemon listens where the probes look and the container port says: 19000 + PROTOCOL.
+  const ports = httpPorts(c, cfg);
+  const port = HTTP_PORT_BASE + cfg.protocol;
+  assert.deepEqual(ports, { daemon: port, container: [port], readiness: port, liveness: port });
   assert.equal(c.readinessProbe?.httpGet.path, "/readyz");
-  assert.equal(c.livenessProbe?.httpGet.port, port);
   assert.equal(c.livenessProbe?.httpGet.path, "/healthz");
-  for (const p of c.ports ?? []) assert.equal(p.containerPort, port);
+  assert.equal(spec.nodeSelector?.["kubernetes.io/os"], "linux", "Linux nodes only");
   assert.notEqual(c.securityContext?.privileged, true);
   assert.deepEqual(c.securityContext?.capabilities?.add, ["NET_ADMIN"]);
   if ("POD_NAMESPACE" in env) {
@@ -170,6 +236,23 @@ function check(objs: Obj[]): DaemonConfig {
     assert.equal(from, "metadata.namespace", "POD_NAMESPACE is the pod's own namespace");
   }
   return cfg;
+}
+
+/** The daemon's HTTP port (from its parsed HTTP_ADDRESS), the container's and the probes'. */
+function httpPorts(c: Container, cfg: DaemonConfig) {
+  const m = /:([0-9]+)$/.exec(cfg.httpAddress);
+  assert.ok(m, `HTTP_ADDRESS ${cfg.httpAddress} serves`);
+  const named = new Map((c.ports ?? []).map((p) => [p.name, p.containerPort]));
+  const probe = (p: Probe | undefined) => {
+    const port = p?.httpGet.port;
+    return typeof port === "string" ? named.get(port) : port;
+  };
+  return {
+    daemon: Number(m[1]),
+    container: (c.ports ?? []).map((p) => p.containerPort),
+    readiness: probe(c.readinessProbe),
+    liveness: probe(c.livenessProbe),
+  };
 }
 
 function serviceAccount(objs: Obj[]): Meta {
@@ -316,14 +399,14 @@ Deno.test({
     assert.ok(cfg.clusterCidrs.length > 0, "allocates");
     assert.ok(cfg.addressInterface !== "" || cfg.addressSubnets.length > 0, "publishes");
     assert.equal(cfg.podNamespace, ns, "the Lease is in the pod's namespace");
-    // The pods run on exactly the nodes of the network: NODE_SELECTOR's equalities.
+    // The pods run on exactly the nodes of the network: NODE_SELECTOR's equalities, on Linux.
     const selector = parseLabelSelector(cfg.nodeSelector);
     assert.ok(selector.requirements.length > 0);
     for (const r of selector.requirements) assert.equal(r.op, "=", r.key);
-    assert.deepEqual(
-      spec.nodeSelector,
-      Object.fromEntries(selector.requirements.map((r) => [r.key, r.values[0]])),
-    );
+    assert.deepEqual(spec.nodeSelector, {
+      "kubernetes.io/os": "linux",
+      ...Object.fromEntries(selector.requirements.map((r) => [r.key, r.values[0]])),
+    });
     // Nodes: the base's reads plus patch; the network's Lease: get, create, update.
     const lease = leaseName(cfg.cidrAnnotation);
     assert.deepEqual(
@@ -466,4 +549,185 @@ Deno.test("Dockerfile: plugins where the installer looks, Deno as pinned in buil
     Object.entries(DAEMON_RUNTIME_ENV).map(([k, v]) => `${k}=${v}`).sort(),
     "the image's ENV is DAEMON_RUNTIME_ENV",
   );
+});
+
+Deno.test({
+  name: "manifests: the HTTP port, container port and probes follow PROTOCOL in every overlay",
+  ignore: noKubectl,
+  async fn() {
+    const dirs = await overlayDirs();
+    assert.deepEqual(dirs, ["base", "overlays/net3", "overlays/net4"]);
+    for (const dir of dirs) check(await render(`manifests/${dir}`));
+    // A copy with PROTOCOL changed and nothing else: check() finds every port at 19000 + it.
+    await withCopy(async (root) => {
+      for (const [i, dir] of dirs.entries()) {
+        const protocol = 230 + i;
+        await setEnv(protocolFile(root, dir), "PROTOCOL", String(protocol));
+        assert.equal(check(await render(`${root}/${dir}`)).protocol, protocol, dir);
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "manifests: DaemonSets in one namespace select only their own pods",
+  ignore: noKubectl,
+  async fn() {
+    const sets: { name: string; spec: DaemonSetSpec }[] = [];
+    const add = (name: string, objs: Obj[]) =>
+      sets.push({ name, spec: daemonSet(objs).ds.spec as DaemonSetSpec });
+    for (const dir of await overlayDirs()) add(dir, await render(`manifests/${dir}`));
+    // net4 copied as net5 into net4's namespace, only the name prefix changed.
+    await withCopy(async (root) => {
+      const k = `${root}/overlays/net4/kustomization.yaml`;
+      await editYaml(k, (doc) => doc.set("namePrefix", "net5-"));
+      add("net4 copied as net5", await render(`${root}/overlays/net4`));
+    });
+    const matches = (selector: DaemonSetSpec["selector"], labels: Record<string, string>) =>
+      Object.entries(selector.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+    for (const a of sets) {
+      assert.equal(a.spec.selector.matchExpressions, undefined, a.name);
+      assert.ok(matches(a.spec.selector, a.spec.template.metadata.labels ?? {}), a.name);
+      for (const b of sets) {
+        if (a === b) continue;
+        assert.ok(
+          !matches(a.spec.selector, b.spec.template.metadata.labels ?? {}),
+          `${a.name} selects the pods of ${b.name}`,
+        );
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "manifests: every DaemonSet runs on Linux nodes, net4 only on its own",
+  ignore: noKubectl,
+  async fn() {
+    for (
+      const [name, objs] of [
+        ...await Promise.all(
+          (await overlayDirs()).map(async (d) => [d, await render(`manifests/${d}`)] as const),
+        ),
+        ["node-events", await withEvents()] as const,
+        ["net4 with the admission policy", await net4WithAdmissionPolicy()] as const,
+      ]
+    ) {
+      const { spec } = daemonSet(objs);
+      assert.equal(spec.nodeSelector?.["kubernetes.io/os"], "linux", name);
+    }
+    const { spec } = daemonSet(await render("manifests/overlays/net4"));
+    assert.equal(spec.nodeSelector?.["network.example.com/net4"], "yes");
+  },
+});
+
+interface ImageEntry {
+  name: string;
+  newName?: string;
+  newTag?: string;
+}
+
+Deno.test({
+  name: "manifests: the images entry of an overlay, as README shows it, sets that overlay's image",
+  ignore: noKubectl,
+  async fn() {
+    const readme = await Deno.readTextFile("README.md");
+    const block = /```yaml\n(images:\n[\s\S]*?)```/.exec(readme)?.[1];
+    assert.ok(block, "README shows an images entry");
+    const [example, ...more] = (parse(block) as { images: ImageEntry[] }).images;
+    assert.equal(more.length, 0);
+    const wanted = `${example.newName}:${example.newTag}`;
+    const dirs = await overlayDirs();
+    const images = async (root: string) =>
+      new Map(
+        await Promise.all(
+          dirs.map(async (d) => [d, daemonSet(await render(`${root}/${d}`)).c.image] as const),
+        ),
+      );
+    const before = await images("manifests");
+    for (const d of dirs) {
+      const k = parse(await Deno.readTextFile(`manifests/${d}/kustomization.yaml`)) as {
+        images?: ImageEntry[];
+      };
+      assert.deepEqual(k.images?.map((i) => i.name), [example.name], `${d}: one images entry`);
+      assert.equal(before.get(d), `${k.images![0].newName}:${k.images![0].newTag}`, d);
+      assert.notEqual(before.get(d), wanted);
+    }
+    // README's entry in one overlay of a copy: that overlay's image, and no other's, changes.
+    for (const d of dirs) {
+      await withCopy(async (root) => {
+        await editYaml(`${root}/${d}/kustomization.yaml`, (doc) => {
+          doc.setIn(["images", 0], doc.createNode(example));
+        });
+        const after = await images(root);
+        for (const o of dirs) {
+          assert.equal(after.get(o), o === d ? wanted : before.get(o), `${d} edited: ${o}`);
+        }
+      });
+    }
+    // README tags and pushes the image build.sh builds.
+    const build = await Deno.readTextFile("build.sh");
+    assert.match(build, /^\s*-t xcluster-cni:\$version /m);
+    assert.ok(readme.includes("./build.sh image"));
+    assert.match(readme, /docker tag xcluster-cni:\$v (\S+):\$v\ndocker push \1:\$v\n/);
+    assert.equal(/docker push (\S+):\$v/.exec(readme)?.[1], example.newName);
+  },
+});
+
+Deno.test({
+  name: "manifests: NetworkAttachmentDefinition routes cover the README's and the pools' CIDRs",
+  ignore: noKubectl,
+  async fn() {
+    const readme = await Deno.readTextFile("README.md");
+    const cidrs = (text: string): Cidr[] =>
+      text.split(",").map((t) => {
+        const r = parseCidr(t.trim());
+        assert.ok(r.ok, t);
+        return r.cidr;
+      });
+    // What each network's CIDR annotation holds: the overlay's pools, README's example value.
+    const held = new Map<string, Cidr[]>();
+    const hold = (annotation: string, more: Cidr[]) =>
+      held.set(annotation, [...held.get(annotation) ?? [], ...more]);
+    for (const dir of await overlayDirs()) {
+      const cfg = check(await render(`manifests/${dir}`));
+      if (cfg.cidrAnnotation) hold(cfg.cidrAnnotation, cfg.clusterCidrs.map((p) => p.cidr));
+    }
+    for (const m of readme.matchAll(/([a-z0-9.-]+\/[A-Za-z0-9_.-]+)=([0-9a-fA-F.:/,]+)/g)) {
+      if (held.has(m[1])) hold(m[1], cidrs(m[2]));
+    }
+    const routed: { file: string; annotation: string; dst: Cidr[] }[] = [];
+    for await (const f of Deno.readDir("manifests/multus")) {
+      for (const doc of parseAllDocuments(await Deno.readTextFile(`manifests/multus/${f.name}`))) {
+        const ipam = (JSON.parse((doc.toJS() as { spec: { config: string } }).spec.config) as {
+          ipam: { annotation: string; routes?: { dst: string }[] };
+        }).ipam;
+        if (!ipam.routes?.length) continue;
+        const dst = cidrs(ipam.routes.map((r) => r.dst).join(","));
+        const want = held.get(ipam.annotation) ?? [];
+        assert.ok(want.length > 0, `${f.name}: no pool or README example of ${ipam.annotation}`);
+        for (const c of want) {
+          assert.ok(
+            dst.some((d) => d.family === c.family && cidrContains(d, c)),
+            `${f.name}: routes ${dst.map(formatCidr)} miss ${formatCidr(c)}`,
+          );
+        }
+        routed.push({ file: f.name, annotation: ipam.annotation, dst });
+      }
+    }
+    assert.ok(routed.length >= 2);
+    // Routes of one network never take another network's addresses.
+    for (const a of routed) {
+      for (const b of routed) {
+        if (a.annotation === b.annotation) continue;
+        for (const x of a.dst) {
+          for (const y of b.dst) {
+            assert.ok(
+              x.family !== y.family || !cidrsOverlap(x, y),
+              `${a.file} ${formatCidr(x)} and ${b.file} ${formatCidr(y)}`,
+            );
+          }
+        }
+      }
+    }
+  },
 });
