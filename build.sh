@@ -8,7 +8,8 @@
 
 prg=$(basename $0)
 dir=$(cd "$(dirname "$0")" && pwd)
-tmp=/tmp/${prg}_$$
+# A scratch folder, made by the commands that need one (and removed on every exit).
+tmp=""
 
 # The one place the Deno version is pinned.
 DENO_VERSION=2.9.6
@@ -16,12 +17,11 @@ DEBIAN_PACKAGES="iproute2 containernetworking-plugins iputils-ping openssl"
 
 die() {
 	echo "ERROR: $*" >&2
-	rm -rf $tmp
+	test -n "$tmp" && rm -rf "$tmp"
 	exit 1
 }
 help() {
 	grep '^##' $0 | cut -c3-
-	rm -rf $tmp
 	exit 0
 }
 test -n "$1" || help
@@ -84,6 +84,7 @@ cmd_check() {
 ##     Offline, set DENORT_BIN to a denort binary of the pinned Deno version.
 cmd_binary() {
 	cd $dir
+	tmp=$(mktemp -d)
 	local version=$(git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-unknown)
 	cp src/version.json $tmp/version.json
 	echo "{ \"version\": \"$version\" }" > src/version.json
@@ -127,8 +128,7 @@ shift
 grep -q "^cmd_$cmd()" $0 || die "Invalid command [$cmd]"
 
 trap "die Interrupted" INT TERM
-mkdir -p $tmp
 cmd_$cmd "$@"
 status=$?
-rm -rf $tmp
+test -n "$tmp" && rm -rf "$tmp"
 exit $status

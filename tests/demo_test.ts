@@ -41,6 +41,7 @@ Deno.test({
     }
     // 6 pods: 30 ordered pairs per matrix, 4 matrices, all answered.
     assert.equal((text.match(/\bok\b/g) ?? []).length, 120);
+    assert.match(text, /every pair checked answers/);
     assert.ok(!text.includes("FAIL"));
     for (let i = 1; i <= 3; i++) {
       assert.match(text, new RegExp(`xcd-node${i}  podCIDRs 10\\.244\\.${i}\\.0/24`));
@@ -66,4 +67,65 @@ Deno.test("demo: bad arguments are refused with the usage", async () => {
   }).output();
   assert.equal(out.code, 2);
   assert.match(new TextDecoder().decode(out.stderr), /--nodes must be 2-50/);
+});
+
+Deno.test({
+  name: "demo: Ctrl-C or SIGTERM during the set-up cleans up everything within seconds",
+  ignore: !!notRoot,
+  async fn() {
+    for (
+      const [signal, after] of [["SIGINT", "node namespaces made"], [
+        "SIGTERM",
+        "routers ready",
+      ]] as const
+    ) {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "main.ts", "demo", "--check", "--nodes", "4"],
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      let err = "";
+      const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      const reading = (async () => {
+        for (let r = await reader.read(); !r.done; r = await reader.read()) err += r.value;
+      })();
+      const t0 = performance.now();
+      while (!err.includes(after) && performance.now() - t0 < 120_000) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(err.includes(after), `${signal}: set-up reached "${after}": ${err}`);
+      const sent = performance.now();
+      child.kill(signal);
+      const status = await child.status;
+      const ms = performance.now() - sent;
+      await reading;
+      console.log(`  ${signal} after "${after}": gone in ${Math.round(ms)} ms`);
+      assert.equal(status.code, 130, err);
+      assert.match(err, /interrupted; cleaning up/);
+      assert.ok(ms < 10_000, `${signal}: ${Math.round(ms)} ms`);
+      assert.deepEqual(await leftovers(), [], `${signal}: nothing left`);
+    }
+  },
+});
+
+Deno.test({
+  name: "build.sh leaves no scratch folder behind, also when it hands over to the demo",
+  ignore: !!notRoot,
+  async fn() {
+    const scratch = async () => {
+      const found: string[] = [];
+      for await (const e of Deno.readDir("/tmp")) {
+        if (e.name.startsWith("build.sh_")) found.push(e.name);
+      }
+      return found.sort();
+    };
+    const before = await scratch();
+    const out = await new Deno.Command("./build.sh", {
+      args: ["demo", "--nodes", "1"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 2, new TextDecoder().decode(out.stderr));
+    assert.deepEqual(await scratch(), before);
+  },
 });

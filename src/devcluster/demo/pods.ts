@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "zod";
-import { makeNetns, PREFIX, sh } from "./topology.ts";
+import { checkInterrupted, Interrupted, interruption, makeNetns, PREFIX, sh } from "./topology.ts";
 
 /** A pod with its addresses per network. */
 export interface DemoPod {
@@ -42,12 +42,14 @@ async function cni(
   conf: Record<string, unknown>,
   env: Record<string, string>,
 ): Promise<string[]> {
+  checkInterrupted();
   const child = new Deno.Command("ip", {
     args: ["netns", "exec", nodeNs, `${binDir}/${conf.type}`],
     env: { CNI_PATH: binDir, ...env },
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
+    signal: interruption.signal,
   }).spawn();
   const w = child.stdin.getWriter();
   await w.write(new TextEncoder().encode(JSON.stringify(conf)));
@@ -131,7 +133,8 @@ export async function ping(from: string, to: string): Promise<boolean> {
   try {
     await sh("ip", "netns", "exec", from, "ping", "-c1", "-W1", "-q", to);
     return true;
-  } catch {
+  } catch (e) {
+    if (e instanceof Interrupted) throw e;
     return false;
   }
 }

@@ -13,9 +13,40 @@ export const LAN_NS = `${PREFIX}lan`;
 /** Where the API server listens: an address of the main LAN bridge. */
 export const API_ADDRESS = "192.168.50.254";
 
+/** Thrown by the demo's steps once Ctrl-C or SIGTERM came. */
+export class Interrupted extends Error {
+  constructor() {
+    super("interrupted");
+    this.name = "Interrupted";
+  }
+}
+
+/**
+ * Aborted by Ctrl-C or SIGTERM: every step of the set-up and the check stops at once (a
+ * command running is killed), so that the clean-up comes within seconds.
+ */
+export const interruption = new AbortController();
+
+/** Throws {@link Interrupted} once the demo is interrupted. */
+export function checkInterrupted(): void {
+  if (interruption.signal.aborted) throw new Interrupted();
+}
+
 /** Runs a program; returns stdout; throws with the command and stderr on failure. */
-export async function sh(cmd: string, ...args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+export function sh(cmd: string, ...args: string[]): Promise<string> {
+  checkInterrupted();
+  return run(cmd, args, interruption.signal);
+}
+
+/** {@link sh} for the clean-up, which must run after an interruption too. */
+export function shAlways(cmd: string, ...args: string[]): Promise<string> {
+  return run(cmd, args);
+}
+
+async function run(cmd: string, args: string[], signal?: AbortSignal): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped", signal })
+    .output();
+  if (signal?.aborted) throw new Interrupted();
   if (out.code !== 0) {
     throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
   }
@@ -110,11 +141,11 @@ export async function makeNodeNs(n: DemoNode): Promise<void> {
 
 /** Names of existing namespaces with the demo prefix. */
 export async function demoNamespaces(): Promise<string[]> {
-  const out = await sh("ip", "netns", "list");
+  const out = await shAlways("ip", "netns", "list");
   return out.split("\n").map((l) => l.split(" ")[0]).filter((n) => n.startsWith(PREFIX));
 }
 
 /** Deletes every demo namespace (and with them their links). */
 export async function removeNamespaces(): Promise<void> {
-  for (const ns of await demoNamespaces()) await sh("ip", "netns", "del", ns).catch(() => {});
+  for (const ns of await demoNamespaces()) await shAlways("ip", "netns", "del", ns).catch(() => {});
 }

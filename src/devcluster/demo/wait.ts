@@ -4,7 +4,12 @@
  * @module
  */
 
-/** Retries `check` every 100 ms until it resolves; after `ms` throws naming `what`. */
+import { checkInterrupted } from "./topology.ts";
+
+/**
+ * Retries `check` every 100 ms until it resolves; after `ms` throws naming `what`; at once
+ * when the demo is interrupted.
+ */
 export async function pollUntilDone(
   check: () => Promise<void>,
   ms: number,
@@ -12,10 +17,12 @@ export async function pollUntilDone(
 ): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
+    checkInterrupted();
     try {
       await check();
       return;
     } catch (e) {
+      checkInterrupted();
       if (Date.now() > deadline) {
         throw new Error(`timed out waiting for ${what}: ${(e as Error).message}`);
       }
