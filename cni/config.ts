@@ -49,8 +49,88 @@ export const KUBE_NODE_KEYS = [
   "stateDir",
 ] as const;
 
-const IPAM_KEYS = ["type", ...KUBE_NODE_KEYS, "dataDir"];
+const IPAM_KEYS: readonly string[] = ["type", ...KUBE_NODE_KEYS, "dataDir"];
 const NET_KEYS = ["cniVersion", "name", "isDefaultGateway", "ipam"];
+
+/**
+ * The keys whose misspellings are worth a warning: ours, and `dataDir`, which we check
+ * before host-local gets it. Not `type`: it is required, so a misspelled `type` is already
+ * an error, and two edits from a 4-letter word cover unrelated words (`time`, `size`).
+ */
+const SPELLED_KEYS: readonly string[] = [...KUBE_NODE_KEYS, "dataDir"];
+
+/** At most this many edits from one of our keys, a key is taken for its misspelling. */
+export const MAX_KEY_EDITS = 2;
+
+/**
+ * The Levenshtein distance: how many single-character insertions, deletions and
+ * substitutions turn `a` into `b`.
+ *
+ * @example
+ * ```ts
+ * editDistance("anotation", "annotation"); // 1
+ * ```
+ */
+export function editDistance(a: string, b: string): number {
+  // One row of the table at a time: row i holds the distances from a[0..i) to each b[0..j).
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitute = prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1);
+      row.push(Math.min(prev[j] + 1, row[j - 1] + 1, substitute));
+    }
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/**
+ * The kube-node `ipam` key that `key` looks like a misspelling of: equal but for case, or
+ * at most {@link MAX_KEY_EDITS} edits away (case ignored); the nearest, the first listed on
+ * a tie. Undefined for a key we know (ours, `type`, `dataDir`) and for one that resembles
+ * none, such as host-local's `routes` or another plugin's key. Pure.
+ *
+ * @example
+ * ```ts
+ * resemblesIpamKey("anotation"); // "annotation"
+ * resemblesIpamKey("stateDIR"); // "stateDir"
+ * resemblesIpamKey("routes"); // undefined
+ * ```
+ */
+export function resemblesIpamKey(key: string): string | undefined {
+  if (IPAM_KEYS.includes(key)) return undefined;
+  const lower = key.toLowerCase();
+  let nearest: string | undefined;
+  let distance = MAX_KEY_EDITS + 1;
+  for (const known of SPELLED_KEYS) {
+    const d = editDistance(lower, known.toLowerCase());
+    if (d < distance) [nearest, distance] = [known, d];
+  }
+  return nearest;
+}
+
+/** An `ipam` key that is not ours but looks like one of ours. */
+export interface MisspelledKey {
+  /** The key as written. */
+  key: string;
+  /** Our key it resembles. */
+  resembles: string;
+}
+
+/**
+ * The keys of an `ipam` object that look like misspellings of ours, in input order (see
+ * {@link resemblesIpamKey}). They are kept and passed to host-local as any unknown key;
+ * kube-node itself ignores them, so the key meant takes its default.
+ */
+export function misspelledIpamKeys(ipam: Readonly<Record<string, unknown>>): MisspelledKey[] {
+  const out: MisspelledKey[] = [];
+  for (const key of Object.keys(ipam)) {
+    const resembles = resemblesIpamKey(key);
+    if (resembles !== undefined) out.push({ key, resembles });
+  }
+  return out;
+}
 
 /** Copies the defined entries of `known` (in order), then `extra`: the parsed object. */
 function assemble<T>(known: Obj, extra: Obj): T {

@@ -14,12 +14,28 @@
  *   state file of this node nor a kubeconfig is there to learn the ranges from.
  * - GC: delegated to host-local when it implements CNI 1.1.0, else a no-op success.
  *
+ * With `logfile` set, a failed ADD, DEL or CHECK is logged there with its error (see
+ * {@link kubeNodePlugin}), and so is every `ipam` key that looks like a misspelling of ours.
+ *
  * @module
  */
 import { CniCode, CniError } from "./errors.ts";
-import { type CniContext, type CniPlugin, runPlugin } from "./skel.ts";
+import {
+  cniArgPairs,
+  type CniCommand,
+  type CniContext,
+  type CniFailure,
+  type CniPlugin,
+  runPlugin,
+} from "./skel.ts";
 import { type CniVersion, convertResult } from "./version.ts";
-import { KUBE_NODE_KEYS, type KubeNodeNetConf, parseKubeNodeConfig } from "./config.ts";
+import {
+  KUBE_NODE_KEYS,
+  type KubeNodeNetConf,
+  misspelledIpamKeys,
+  parseKubeNodeConfig,
+} from "./config.ts";
+import { isObj } from "./shape.ts";
 import { buildRanges, type HostLocalRanges, PLACEHOLDER_RANGES, wantsIpv4 } from "./ranges.ts";
 import { execPluginInPath, findPlugin } from "./delegate.ts";
 import {
@@ -29,29 +45,104 @@ import {
   type NodeCidrs,
   ownNode,
 } from "./node_cidrs.ts";
-import { DEFAULT_STATE_DIR } from "../src/state.ts";
-import { createLogger, fileSink, type Logger, parseLevel, silentLogger } from "../src/log.ts";
+import { DEFAULT_STATE_DIR, stateFilePath } from "../src/state.ts";
+import {
+  createLogger,
+  type Fields,
+  type Logger,
+  type LogSink,
+  parseLevel,
+  silentLogger,
+} from "../src/log.ts";
 
 /** The delegated IPAM plugin. */
 export const HOST_LOCAL = "host-local";
 
+/**
+ * Appends each line to `path` with a file opened for that line alone: a call writes a line
+ * or two, and no file is left open when the plugin runs in a longer-lived process (tests).
+ */
+function appendSink(path: string): LogSink {
+  return {
+    write: (line) => {
+      try {
+        Deno.writeTextFileSync(path, line + "\n", { append: true });
+      } catch {
+        // An unwritable log file must not fail the pod.
+      }
+    },
+    text: false,
+  };
+}
+
+/**
+ * The log named by `ipam.logfile` at `ipam.loglevel` (info when unset or invalid), from
+ * values not yet checked, as a failed call's config may be invalid; silent without one.
+ */
+function openLog(logfile: unknown, loglevel: unknown): Logger {
+  if (typeof logfile !== "string" || logfile === "") return silentLogger;
+  const level = (typeof loglevel === "string" ? parseLevel(loglevel) : undefined) ?? "info";
+  return createLogger(level, appendSink(logfile));
+}
+
+/** The fields of every line about one call: which call, which pod, which network. */
+function callFields(
+  command: CniCommand,
+  containerId: string,
+  ifname: string,
+  args: Readonly<Record<string, string>>,
+  network: unknown,
+): Fields {
+  return {
+    cmd: command,
+    container: containerId,
+    ifname,
+    network: typeof network === "string" ? network : undefined,
+    ns: args.K8S_POD_NAMESPACE,
+    pod: args.K8S_POD_NAME,
+  };
+}
+
+/**
+ * The call's logger. It first warns about `ipam` keys that look like misspellings of ours:
+ * kube-node ignores them, so a misspelled `annotation` silently means spec.podCIDRs.
+ */
 function logger(conf: KubeNodeNetConf, ctx: CniContext): Logger {
-  const level = parseLevel(conf.ipam.loglevel ?? "info") ?? "info";
-  let log = silentLogger;
-  if (conf.ipam.logfile) {
-    try {
-      log = createLogger(level, fileSink(conf.ipam.logfile));
-    } catch {
-      // An unwritable log file must not fail the pod.
-    }
+  const { command, containerId, ifname, args } = ctx.env;
+  const log = openLog(conf.ipam.logfile, conf.ipam.loglevel)
+    .with(callFields(command, containerId, ifname, args.all, conf.name));
+  for (const { key, resembles } of misspelledIpamKeys(conf.ipam)) {
+    log.warn(
+      `ipam key ${JSON.stringify(key)} looks like a misspelling of ` +
+        `${JSON.stringify(resembles)}: kube-node ignores it (host-local gets it as given)`,
+      { key, resembles },
+    );
   }
-  return log.with({
-    cmd: ctx.env.command,
-    container: ctx.env.containerId,
-    ifname: ctx.env.ifname,
-    ns: ctx.env.args.podNamespace,
-    pod: ctx.env.args.podName,
-  });
+  return log;
+}
+
+/** The commands whose failures are logged: those about one pod. */
+const LOGGED_FAILURES: ReadonlySet<CniCommand> = new Set<CniCommand>(["ADD", "DEL", "CHECK"]);
+
+/**
+ * Logs a failed ADD, DEL or CHECK to `ipam.logfile` with the CNI error, however early it
+ * failed (an invalid config still names its log file): the runtime keeps the error JSON
+ * only as long as its own logs do.
+ */
+function logFailure(f: CniFailure): void {
+  if (f.command === undefined || !LOGGED_FAILURES.has(f.command)) return;
+  const ipam = f.config?.ipam;
+  if (!isObj(ipam)) return;
+  const log = openLog(ipam.logfile, ipam.loglevel).with(callFields(
+    f.command,
+    f.env.CNI_CONTAINERID ?? "",
+    f.env.CNI_IFNAME ?? "",
+    cniArgPairs(f.env.CNI_ARGS ?? ""),
+    f.config?.name,
+  ));
+  const fields: Fields = { code: f.error.code, error: f.error.msg };
+  if (f.error.details !== undefined) fields.details = f.error.details;
+  log.error(`${f.command} failed`, fields);
 }
 
 /**
@@ -168,20 +259,17 @@ async function add(ctx: CniContext): Promise<unknown> {
       kubeconfig: conf.ipam.kubeconfig,
       annotation: conf.ipam.annotation,
       nodeName: Deno.env.get("NODE_NAME"),
+      stateFile: stateFilePath(stateDir(conf), conf.ipam.annotation),
       noState: state?.foreign,
     });
   const ipv4 = wantsIpv4(conf.ipam["ipv4-namespaces"], ctx.env.args.podNamespace);
   const ranges = buildRanges(found.cidrs, { ipv4, source: found.source });
   log.debug("ADD", { source: found.source, ranges, ipv4 });
-  try {
-    const result = await delegate(ctx, ranges, delegateVersion(ctx.cniVersion));
-    const converted = convertResult(result, ctx.cniVersion);
-    log.info("ADD done", { ips: converted.ips?.map((ip) => ip.address) });
-    return converted;
-  } catch (e) {
-    log.error("ADD failed", { error: e });
-    throw e;
-  }
+  // A failure is logged by logFailure, with the error as the runtime gets it.
+  const result = await delegate(ctx, ranges, delegateVersion(ctx.cniVersion));
+  const converted = convertResult(result, ctx.cniVersion);
+  log.info("ADD done", { ips: converted.ips?.map((ip) => ip.address) });
+  return converted;
 }
 
 async function del(ctx: CniContext): Promise<unknown> {
@@ -232,8 +320,9 @@ async function status(ctx: CniContext): Promise<unknown> {
   if (kubeconfig !== undefined && await readable(kubeconfig)) return undefined;
   throw unavailable(
     (state?.foreign ??
-      `no node state file in ${stateDir(conf)} for annotation ` +
-        JSON.stringify(conf.ipam.annotation)) + " and no readable kubeconfig",
+      `no node state file at ${stateFilePath(stateDir(conf), conf.ipam.annotation)} ` +
+        `(annotation ${JSON.stringify(conf.ipam.annotation)})`) +
+      ` and no readable kubeconfig (${kubeconfig ?? "ipam.kubeconfig and KUBECONFIG unset"})`,
   );
 }
 
@@ -261,8 +350,11 @@ async function gc(ctx: CniContext): Promise<unknown> {
   return undefined;
 }
 
-/** The kube-node plugin's handlers, for {@link runPlugin}. */
-export const kubeNodePlugin: CniPlugin = { add, del, check, status, gc };
+/**
+ * The kube-node plugin's handlers, for {@link runPlugin}; `failed` logs a failed ADD, DEL
+ * or CHECK to the config's `logfile`.
+ */
+export const kubeNodePlugin: CniPlugin = { add, del, check, status, gc, failed: logFailure };
 
 /**
  * Entry point of the `kube-node` program (argv0 `kube-node`, or `main.ts kube-node`):

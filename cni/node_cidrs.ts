@@ -96,6 +96,34 @@ export function cidrsFromState(
   return found;
 }
 
+/**
+ * The credentials the API fallback tries, for messages: the kubeconfig path (and what named
+ * it), "in-cluster", or "none found" with the places looked. It follows the order of
+ * loadKubeAccess (src/kube/kubeconfig.ts), which is not imported here: its zod and YAML
+ * would load on every ADD. Pure.
+ *
+ * @example
+ * ```ts
+ * kubeconfigTried(undefined, { KUBECONFIG: "/a:/b" }); // "/a (KUBECONFIG)"
+ * ```
+ */
+export function kubeconfigTried(
+  kubeconfig: string | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): string {
+  if (kubeconfig) return `${kubeconfig} (ipam.kubeconfig)`;
+  const host = env.KUBERNETES_SERVICE_HOST, port = env.KUBERNETES_SERVICE_PORT;
+  if (host && port) {
+    return `in-cluster service account (KUBERNETES_SERVICE_HOST=${host}, ` +
+      `KUBERNETES_SERVICE_PORT=${port})`;
+  }
+  const fromEnv = env.KUBECONFIG?.split(":").find((p) => p !== "");
+  if (fromEnv) return `${fromEnv} (KUBECONFIG)`;
+  if (env.HOME) return `${env.HOME}/.kube/config (HOME)`;
+  return "none found (looked for ipam.kubeconfig, in-cluster KUBERNETES_SERVICE_HOST and " +
+    "KUBERNETES_SERVICE_PORT, KUBECONFIG, and HOME for ~/.kube/config: none is set)";
+}
+
 /** Options of {@link cidrsFromApi}. */
 export interface ApiLookup {
   /** kubeconfig path; undefined lets the client autodetect. */
@@ -107,8 +135,12 @@ export interface ApiLookup {
   machineIdFile?: string;
   /** Give up after this long; default 10 s. */
   timeoutMs?: number;
-  /** Why the node state file was not used, for messages; default: there is none. */
+  /** The node state file looked for (full path), for messages. */
+  stateFile?: string;
+  /** Why the node state file there was not used, for messages; default: there is none. */
   noState?: string;
+  /** The environment the client autodetects its credentials from; default the process's. */
+  env?: Record<string, string | undefined>;
 }
 
 const PAGE = 500;
@@ -116,30 +148,42 @@ const PAGE = 500;
 /**
  * Reads the own node from the API and returns its CIDRs for the network (the annotation,
  * or spec.podCIDRs when the annotation name is ""). Throws code 11 (try again later) when
- * the API, the node or the CIDRs cannot be had now.
+ * the API, the node or the CIDRs cannot be had now: the message says why the state file
+ * was not used (naming it) and what failed; the details name the state file and the
+ * kubeconfig tried ({@link kubeconfigTried}).
  */
 export async function cidrsFromApi(opts: ApiLookup): Promise<NodeCidrs> {
-  const retry = (msg: string) => new CniError(CniCode.TryAgainLater, msg);
-  const noState = opts.noState ?? "no node state file";
+  const env = opts.env ?? Deno.env.toObject();
+  const tried = kubeconfigTried(opts.kubeconfig, env);
+  const stateFile = opts.stateFile ?? "";
+  const noState = opts.noState ??
+    (stateFile === "" ? "no node state file" : `no node state file at ${stateFile}`);
+  const used = opts.noState === undefined ? "not found" : "not used";
+  const details = (stateFile === "" ? "" : `node state file: ${stateFile} (${used}); `) +
+    `kubeconfig: ${tried}`;
+  // Every failure starts from the missing state file: without it the API was not needed.
+  const retry = (problem: string) =>
+    new CniError(CniCode.TryAgainLater, `${noState}, and ${problem}`, details);
   const [{ loadKubeAccess }, { KubeClient, ApiError }, { toNodeInfo }] = await Promise.all([
     import("../src/kube/kubeconfig.ts"),
     import("../src/kube/client.ts"),
     import("../src/kube/node.ts"),
   ]).catch((e) => {
-    throw retry(`${noState}, and the Kubernetes client failed to load: ${e}`);
+    throw retry(`the Kubernetes client failed to load: ${e}`);
   });
   let access;
   try {
-    access = await loadKubeAccess({ kubeconfig: opts.kubeconfig });
+    access = await loadKubeAccess({ kubeconfig: opts.kubeconfig, env });
   } catch (e) {
-    throw retry(`${noState}, and no API access: ${(e as Error).message}`);
+    throw retry(`no API access: ${(e as Error).message}`);
   }
+  const api = `the Kubernetes API at ${access.server} (${access.source})`;
   const client = new KubeClient(access);
   const keep = opts.annotation === "" ? [] : [opts.annotation];
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(retry(`Kubernetes API did not answer within ${opts.timeoutMs ?? 10000} ms`)),
+      () => reject(retry(`${api} did not answer within ${opts.timeoutMs ?? 10000} ms`)),
       opts.timeoutMs ?? 10000,
     );
   });
@@ -192,7 +236,7 @@ export async function cidrsFromApi(opts: ApiLookup): Promise<NodeCidrs> {
     };
   } catch (e) {
     if (e instanceof CniError) throw e;
-    throw retry(`Kubernetes API: ${(e as Error).message}`);
+    throw retry(`${api} failed: ${(e as Error).message}`);
   } finally {
     clearTimeout(timer);
     client.close();

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { CniCode, CniError, toErrorJson } from "./errors.ts";
+import { CniCode, CniError, type CniErrorJson, toErrorJson } from "./errors.ts";
 import {
   type CniVersion,
   compareVersions,
@@ -72,18 +72,12 @@ type Env = Record<string, string | undefined>;
  * ```
  */
 export function parseCniArgs(text: string): CniArgs {
-  const all: Record<string, string> = {};
-  for (const pair of text.split(";")) {
-    if (pair.trim() === "") continue;
-    const eq = pair.indexOf("=");
-    if (eq <= 0) {
-      throw new CniError(
-        CniCode.InvalidEnvironment,
-        `CNI_ARGS: invalid pair ${JSON.stringify(pair)}: expected KEY=VALUE`,
-      );
-    }
-    all[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
+  const all = splitCniArgs(text, (pair) => {
+    throw new CniError(
+      CniCode.InvalidEnvironment,
+      `CNI_ARGS: invalid pair ${JSON.stringify(pair)}: expected KEY=VALUE`,
+    );
+  });
   const ignore = (all.IgnoreUnknown ?? "").toLowerCase();
   const ignoreUnknown = ignore === "1" || ignore === "true";
   if (!ignoreUnknown) {
@@ -101,6 +95,34 @@ export function parseCniArgs(text: string): CniArgs {
     podName: all.K8S_POD_NAME,
     ignoreUnknown,
   };
+}
+
+/** The KEY=VALUE pairs of CNI_ARGS; `bad` is called with each malformed pair. */
+function splitCniArgs(text: string, bad: (pair: string) => void): Record<string, string> {
+  const all: Record<string, string> = {};
+  for (const pair of text.split(";")) {
+    if (pair.trim() === "") continue;
+    const eq = pair.indexOf("=");
+    if (eq <= 0) {
+      bad(pair);
+      continue;
+    }
+    all[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return all;
+}
+
+/**
+ * The well-formed pairs of CNI_ARGS, unchecked otherwise: for reporting a call that may
+ * have failed on its CNI_ARGS, whose pod names are still worth a log line.
+ *
+ * @example
+ * ```ts
+ * cniArgPairs("K8S_POD_NAME=p;junk;FOO=1"); // { K8S_POD_NAME: "p", FOO: "1" }
+ * ```
+ */
+export function cniArgPairs(text: string): Record<string, string> {
+  return splitCniArgs(text, () => {});
 }
 
 /** Parses CNI_COMMAND alone; code 4 when unset or unknown. */
@@ -198,6 +220,21 @@ export interface CniContext {
 }
 
 /**
+ * A call that failed, as far as it was read before it failed: what a plugin needs to
+ * report it (a log line) beside the error JSON on stdout.
+ */
+export interface CniFailure {
+  /** The command; undefined when CNI_COMMAND is missing or unknown. */
+  readonly command: CniCommand | undefined;
+  /** The environment as given, unvalidated: the failure may be in it. */
+  readonly env: Readonly<Env>;
+  /** The decoded stdin config; undefined when stdin is not a JSON object. */
+  readonly config: Readonly<Record<string, unknown>> | undefined;
+  /** The error JSON printed on stdout. */
+  readonly error: CniErrorJson;
+}
+
+/**
  * A plugin: one handler per command. A handler returns the object to print (undefined
  * prints nothing) or throws a {@link CniError}.
  */
@@ -207,6 +244,11 @@ export interface CniPlugin {
   check(ctx: CniContext): Promise<unknown>;
   status(ctx: CniContext): Promise<unknown>;
   gc(ctx: CniContext): Promise<unknown>;
+  /**
+   * Called for every call that fails, before the error JSON is printed. What it throws is
+   * ignored: a report must not change the answer.
+   */
+  failed?(failure: CniFailure): void;
 }
 
 /** Where {@link runPlugin} reads and writes; defaults are the process's own. */
@@ -276,8 +318,9 @@ export async function runPlugin(plugin: CniPlugin, io: PluginIo = {}): Promise<n
   let config: Record<string, unknown> | undefined;
   let decodeError: unknown;
   let errorVersion = LATEST_VERSION;
+  let command: CniCommand | undefined;
   try {
-    const command = parseCommand(env.CNI_COMMAND);
+    command = parseCommand(env.CNI_COMMAND);
     const bytes = await (io.stdin ?? readAllStdin)();
     try {
       config = decodeConfig(bytes);
@@ -319,7 +362,13 @@ export async function runPlugin(plugin: CniPlugin, io: PluginIo = {}): Promise<n
     if (out !== undefined) await write(JSON.stringify(out) + "\n");
     return 0;
   } catch (e) {
-    await write(JSON.stringify(toErrorJson(errorVersion, e)) + "\n");
+    const error = toErrorJson(errorVersion, e);
+    try {
+      plugin.failed?.({ command, env, config, error });
+    } catch {
+      // The runtime acts on the error JSON alone; a failed report must not replace it.
+    }
+    await write(JSON.stringify(error) + "\n");
     return 1;
   }
 }

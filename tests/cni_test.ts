@@ -4,12 +4,26 @@
  */
 import assert from "node:assert/strict";
 import { CniCode, CniError } from "../cni/errors.ts";
-import { decodeConfig, parseCniArgs, readCniEnv } from "../cni/skel.ts";
+import {
+  cniArgPairs,
+  type CniFailure,
+  type CniPlugin,
+  decodeConfig,
+  parseCniArgs,
+  readCniEnv,
+  runPlugin,
+} from "../cni/skel.ts";
 import { compareVersions, convertResult, SUPPORTED_VERSIONS, versionInfo } from "../cni/version.ts";
-import { parseKubeNodeConfig } from "../cni/config.ts";
+import {
+  editDistance,
+  misspelledIpamKeys,
+  parseKubeNodeConfig,
+  resemblesIpamKey,
+} from "../cni/config.ts";
 import { buildRanges, wantsIpv4 } from "../cni/ranges.ts";
 import { hostLocalConfig } from "../cni/kube_node.ts";
-import { foreignState, ownNode } from "../cni/node_cidrs.ts";
+import { foreignState, kubeconfigTried, ownNode } from "../cni/node_cidrs.ts";
+import { loadKubeAccess } from "../src/kube/kubeconfig.ts";
 import { execPluginInPath } from "../cni/delegate.ts";
 import { parseNodeState, writeNodeState } from "../src/state.ts";
 import { callPlugin, type CniCall, IGNORE_CNI, makeCniBin, uniq } from "./helpers/cni.ts";
@@ -36,6 +50,78 @@ Deno.test("CNI_ARGS: pairs, K8S names, IgnoreUnknown, bad pairs", () => {
   const bad = cniError(() => parseCniArgs("IgnoreUnknown=true;novalue"));
   assert.match(bad.message, /CNI_ARGS: invalid pair "novalue"/);
   assert.equal(parseCniArgs("").podNamespace, undefined);
+});
+
+Deno.test("CNI_ARGS for reports: the well-formed pairs, whatever else is there", () => {
+  assert.deepEqual(cniArgPairs("K8S_POD_NAME=p;junk;=x;FOO=a=b;;"), {
+    K8S_POD_NAME: "p",
+    FOO: "a=b",
+  });
+  assert.deepEqual(cniArgPairs(""), {});
+});
+
+Deno.test("skel: a failed call is reported to the plugin's failed(); stdout is the error alone", async () => {
+  const reports: CniFailure[] = [];
+  const failing = (e: unknown) => () => Promise.reject(e);
+  const plugin = (failed: (f: CniFailure) => void): CniPlugin => ({
+    add: failing(new CniError(CniCode.UnusableRanges, "too small", "10.0.0.1/32")),
+    del: failing(new Error("plain")),
+    check: () => Promise.resolve(undefined),
+    status: () => Promise.resolve(undefined),
+    gc: () => Promise.resolve(undefined),
+    failed,
+  });
+  const env = {
+    CNI_COMMAND: "ADD",
+    CNI_CONTAINERID: "c1",
+    CNI_NETNS: "/var/run/netns/x",
+    CNI_IFNAME: "eth0",
+    CNI_PATH: "/bin",
+  };
+  const config = { cniVersion: "0.4.0", name: "net", ipam: {} };
+  const run = async (p: CniPlugin, over: Record<string, string | undefined>, stdin: unknown) => {
+    let out = "";
+    const code = await runPlugin(p, {
+      env: { ...env, ...over },
+      stdin: () => new TextEncoder().encode(JSON.stringify(stdin)),
+      stdout: (t) => {
+        out += t;
+      },
+    });
+    return { code, out };
+  };
+  const add = await run(plugin((f) => reports.push(f)), {}, config);
+  assert.equal(add.code, 1);
+  const error = { cniVersion: "0.4.0", code: 100, msg: "too small", details: "10.0.0.1/32" };
+  assert.equal(add.out, JSON.stringify(error) + "\n");
+  assert.deepEqual(reports, [{ command: "ADD", env, config, error }]);
+
+  // Failures before the handler are reported too, with what was read: the raw environment.
+  reports.length = 0;
+  const noId = await run(plugin((f) => reports.push(f)), { CNI_CONTAINERID: "" }, config);
+  assert.equal(noId.code, 1);
+  assert.equal(reports.length, 1);
+  assert.equal(reports[0].command, "ADD");
+  assert.equal(reports[0].error.code, CniCode.InvalidEnvironment);
+  assert.equal(noId.out, JSON.stringify(reports[0].error) + "\n");
+  reports.length = 0;
+  await run(plugin((f) => reports.push(f)), { CNI_COMMAND: "DEL" }, "not an object");
+  assert.deepEqual(
+    reports.map((r) => [r.command, r.config, r.error.code]),
+    [["DEL", undefined, CniCode.DecodingFailure]],
+  );
+
+  // A report that throws changes nothing on stdout.
+  const quiet = await run(plugin(() => {}), { CNI_COMMAND: "DEL" }, config);
+  const loud = await run(
+    plugin(() => {
+      throw new Error("log broken");
+    }),
+    { CNI_COMMAND: "DEL" },
+    config,
+  );
+  assert.deepEqual(loud, quiet);
+  assert.deepEqual(JSON.parse(loud.out), { cniVersion: "0.4.0", code: 999, msg: "plain" });
 });
 
 Deno.test("env: each command's required variables, named when missing", () => {
@@ -393,6 +479,143 @@ Deno.test("delegation config: our keys dropped, everything else kept", () => {
   });
 });
 
+Deno.test("ipam keys: a near miss of one of ours is named with the key it resembles", () => {
+  assert.equal(editDistance("", "abc"), 3);
+  assert.equal(editDistance("kitten", "sitting"), 3);
+  assert.equal(editDistance("stateDir", "stateDir"), 0);
+  assert.equal(editDistance("anotation", "annotation"), 1);
+  const near: [string, string][] = [
+    ["anotation", "annotation"],
+    ["annotations", "annotation"],
+    ["Annotation", "annotation"],
+    ["stateDIR", "stateDir"],
+    ["statedir", "stateDir"],
+    ["state-dir", "stateDir"],
+    ["datadir", "dataDir"],
+    ["data_dir", "dataDir"],
+    ["kubeConfig", "kubeconfig"],
+    ["kube-config", "kubeconfig"],
+    ["kubconfg", "kubeconfig"],
+    ["ipv4_namespaces", "ipv4-namespaces"],
+    ["ipv4-namespace", "ipv4-namespaces"],
+    ["logFile", "logfile"],
+    ["log-file", "logfile"],
+    ["logLevel", "loglevel"],
+    ["loglvl", "loglevel"],
+  ];
+  for (const [key, known] of near) assert.equal(resemblesIpamKey(key), known, key);
+  const far = [
+    // Ours, spelled right.
+    "type",
+    "annotation",
+    "kubeconfig",
+    "ipv4-namespaces",
+    "logfile",
+    "loglevel",
+    "stateDir",
+    "dataDir",
+    // host-local's own keys, which pass through to it.
+    "ranges",
+    "routes",
+    "subnet",
+    "rangeStart",
+    "rangeEnd",
+    "gateway",
+    "resolvConf",
+    // Other keys, and three edits away.
+    "time",
+    "Type",
+    "mtu",
+    "capabilities",
+    "kubernetes",
+    "annotationXYZ",
+    "logfileabc",
+    "",
+  ];
+  for (const key of far) assert.equal(resemblesIpamKey(key), undefined, key);
+  assert.deepEqual(
+    misspelledIpamKeys({
+      type: "kube-node",
+      anotation: "a",
+      routes: [],
+      annotation: "b",
+      stateDIR: "/s",
+      other: 1,
+    }),
+    [{ key: "anotation", resembles: "annotation" }, { key: "stateDIR", resembles: "stateDir" }],
+  );
+  // Still passed through, as any key that is not ours.
+  const conf = parseKubeNodeConfig({
+    cniVersion: "1.0.0",
+    name: "n",
+    ipam: { type: "kube-node", anotation: "a" },
+  });
+  assert.equal(conf.ipam.annotation, "");
+  assert.equal(conf.ipam.anotation, "a");
+  const ipam = hostLocalConfig(conf, [[{ subnet: "10.0.0.0/24" }]], "1.0.0").ipam;
+  assert.equal((ipam as Record<string, unknown>).anotation, "a");
+});
+
+Deno.test("API fallback: the kubeconfig tried is the one loadKubeAccess tries", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cni-kubeconfig-" });
+  try {
+    const k = `${dir}/k`, e = `${dir}/e`;
+    const sa = `${dir}/sa`;
+    await Deno.mkdir(sa);
+    await Deno.writeTextFile(`${sa}/ca.crt`, "ca");
+    const inCluster = { KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "443" };
+    // What loadKubeAccess used: its source, or the error naming what it tried.
+    const used = async (kubeconfig: string | undefined, env: Record<string, string>) => {
+      try {
+        return (await loadKubeAccess({ kubeconfig, env, serviceAccountDir: sa })).source;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    // [ipam.kubeconfig, environment, what kubeconfigTried says, how loadKubeAccess's source
+    // or error starts]: the same place each time.
+    const cases: [string | undefined, Record<string, string>, RegExp, string][] = [
+      [
+        k,
+        { ...inCluster, KUBECONFIG: e, HOME: dir },
+        new RegExp(`^${k} \\(ipam\\.kubeconfig\\)$`),
+        `kubeconfig ${k}: cannot read ${k}`,
+      ],
+      [
+        undefined,
+        { ...inCluster, KUBECONFIG: e, HOME: dir },
+        /^in-cluster service account \(KUBERNETES_SERVICE_HOST=10\.96\.0\.1, KUBERNETES_SERVICE_PORT=443\)$/,
+        "in-cluster service account",
+      ],
+      // Half of the in-cluster pair is not in-cluster; the first KUBECONFIG entry counts.
+      [
+        undefined,
+        { KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBECONFIG: `::${e}:${k}`, HOME: dir },
+        new RegExp(`^${e} \\(KUBECONFIG\\)$`),
+        `kubeconfig ${e}: cannot read ${e}`,
+      ],
+      [
+        undefined,
+        { KUBECONFIG: ":", HOME: dir },
+        new RegExp(`^${dir}/\\.kube/config \\(HOME\\)$`),
+        `kubeconfig ${dir}/.kube/config: cannot read`,
+      ],
+      [undefined, {}, /^none found/, "no Kubernetes API found"],
+    ];
+    for (const [kubeconfig, env, tried, source] of cases) {
+      assert.match(kubeconfigTried(kubeconfig, env), tried);
+      const got = await used(kubeconfig, env);
+      assert.ok(got.startsWith(source), `${got} starts with ${source}`);
+    }
+    const none = kubeconfigTried(undefined, {});
+    for (const place of ["ipam.kubeconfig", "KUBERNETES_SERVICE_HOST", "KUBECONFIG", "HOME"]) {
+      assert.ok(none.includes(place), `${none} names ${place}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // ---- The protocol, through the kube-node program ----
 
 async function fixture() {
@@ -548,6 +771,12 @@ Deno.test({
       env: { KUBECONFIG: undefined },
     });
     assert.equal(noState.json?.code, CniCode.NotAvailable, noState.stdout);
+    assert.ok(
+      String(noState.json?.msg).startsWith(
+        `no node state file at ${f.dir}/nowhere/node-podCIDRs.json`,
+      ),
+      noState.stdout,
+    );
     const old = await f.call({ command: "STATUS", stdin: f.conf("1.0.0") });
     assert.equal(old.json?.code, 1);
 

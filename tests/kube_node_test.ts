@@ -254,6 +254,206 @@ Deno.test({
   },
 });
 
+/** The JSON lines of a log file (none when it is not there). */
+async function logLines(file: string): Promise<Record<string, unknown>[]> {
+  let text = "";
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return text.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l));
+}
+
+Deno.test({
+  name: "kube-node: a failed ADD, DEL or CHECK is logged with its error; stdout is the error",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const s = await setup(["10.131.0.1/32", "fd00:131::/112"]);
+    try {
+      const logfile = `${s.dir}/kube-node.log`;
+      const conf = ipamConf(s, { logfile });
+      const cniArgs = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1";
+      const calls: Partial<CniCall>[] = [
+        // The node's range is too small: fails before host-local is run.
+        { command: "ADD", containerId: "too-small" },
+        // No host-local: an error with details.
+        { command: "DEL", containerId: "no-host-local", cniPath: `${s.dir}/empty` },
+        // host-local's own error.
+        { command: "CHECK", containerId: "never-added", stdin: { ...conf, prevResult: {} } },
+        // An invalid config still names its log file.
+        { command: "ADD", containerId: "bad-config", stdin: ipamConf(s, { logfile, loglevel: 7 }) },
+        // So does a call refused before any handler runs.
+        { command: "ADD", containerId: "old", stdin: { ...conf, cniVersion: "0.2.0" } },
+      ];
+      const answers = [];
+      for (const call of calls) {
+        const a = await callPlugin(ipamCall(s, { stdin: conf, cniArgs, ...call }));
+        assert.equal(a.code, 1, a.stdout + a.stderr);
+        // stdout is the CNI error JSON, one line, nothing else.
+        assert.equal(a.stdout, JSON.stringify(a.json) + "\n");
+        assert.deepEqual(
+          Object.keys(a.json ?? {}).filter((k) =>
+            !["cniVersion", "code", "msg", "details"].includes(k)
+          ),
+          [],
+        );
+        answers.push(a);
+      }
+      assert.equal(answers[0].json?.code, 100, answers[0].stdout);
+      assert.equal(answers[1].json?.code, 101, answers[1].stdout);
+      assert.match(String(answers[1].json?.details), /searched: /);
+      assert.equal(answers[3].json?.code, 7, answers[3].stdout);
+      assert.equal(answers[4].json?.code, 1, answers[4].stdout);
+
+      const errors = (await logLines(logfile)).filter((l) => l.level === "error");
+      assert.equal(errors.length, calls.length, JSON.stringify(errors));
+      for (const [i, line] of errors.entries()) {
+        const call = calls[i];
+        const json: Record<string, unknown> = answers[i].json ?? {};
+        assert.equal(line.msg, `${call.command} failed`);
+        assert.equal(line.cmd, call.command);
+        assert.equal(line.container, call.containerId);
+        assert.equal(line.ifname, "eth0");
+        assert.equal(line.network, s.name);
+        assert.equal(line.ns, "ns1");
+        assert.equal(line.pod, "pod1");
+        assert.equal(line.code, json.code);
+        assert.equal(line.error, json.msg);
+        assert.equal(line.details, json.details);
+      }
+      assert.match(String(errors[0].error), /10\.131\.0\.1\/32.*too small/);
+
+      // Without a logfile nothing is written; STATUS is not a pod's call and is not logged.
+      const before = (await Deno.readTextFile(logfile)).length;
+      const status = await callPlugin(ipamCall(s, {
+        command: "STATUS",
+        cniPath: `${s.dir}/empty`,
+        stdin: ipamConf(s, { logfile }, "1.1.0"),
+      }));
+      assert.equal(status.json?.code, 50, status.stdout);
+      const unlogged = await callPlugin(ipamCall(s, { containerId: "no-log" }));
+      assert.equal(unlogged.json?.code, 100, unlogged.stdout);
+      assert.equal((await Deno.readTextFile(logfile)).length, before);
+    } finally {
+      await Deno.remove(s.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "kube-node: without a state file or API, the error names the state file and kubeconfig",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const s = await setup(undefined);
+    try {
+      const stateFile = `${s.stateDir}/node-cidr.example.com_net1.json`;
+      const noApi = (env: Record<string, string | undefined>, ipam: Record<string, unknown>) =>
+        callPlugin(ipamCall(s, {
+          containerId: "x",
+          env: { NODE_NAME: "node-1", KUBECONFIG: undefined, ...env },
+          stdin: ipamConf(s, ipam),
+        }));
+      const expect = (
+        a: { json?: Record<string, unknown>; stdout: string },
+        kubeconfig: string,
+      ) => {
+        assert.equal(a.json?.code, 11, a.stdout);
+        assert.ok(
+          String(a.json?.msg).startsWith(`no node state file at ${stateFile}, and `),
+          a.stdout,
+        );
+        assert.equal(
+          a.json?.details,
+          `node state file: ${stateFile} (not found); kubeconfig: ${kubeconfig}`,
+        );
+      };
+
+      // ipam.kubeconfig, not there.
+      const absent = `${s.dir}/absent`;
+      const a = await noApi({}, { kubeconfig: absent });
+      expect(a, `${absent} (ipam.kubeconfig)`);
+      assert.match(String(a.json?.msg), /no API access: kubeconfig .*absent: cannot read/);
+
+      // KUBECONFIG, then ~/.kube/config.
+      expect(await noApi({ KUBECONFIG: absent }, {}), `${absent} (KUBECONFIG)`);
+      expect(await noApi({ HOME: s.dir }, {}), `${s.dir}/.kube/config (HOME)`);
+
+      // Nothing to try: every place looked is named.
+      const none = await noApi({ HOME: undefined }, {});
+      assert.equal(none.json?.code, 11, none.stdout);
+      assert.match(
+        String(none.json?.details),
+        new RegExp(`^node state file: ${stateFile} \\(not found\\); kubeconfig: none found`),
+      );
+      for (const place of ["ipam.kubeconfig", "KUBERNETES_SERVICE_HOST", "KUBECONFIG", "HOME"]) {
+        assert.ok(String(none.json?.details).includes(place), `${place}: ${none.stdout}`);
+      }
+
+      // A kubeconfig whose API does not answer: the message names the server and the file.
+      const kubeconfig = `${s.dir}/kubeconfig`;
+      await Deno.writeTextFile(
+        kubeconfig,
+        JSON.stringify({
+          clusters: [{ name: "c", cluster: { server: "https://127.0.0.1:1" } }],
+          contexts: [{ name: "x", context: { cluster: "c" } }],
+        }),
+      );
+      const down = await noApi({}, { kubeconfig });
+      expect(down, `${kubeconfig} (ipam.kubeconfig)`);
+      assert.match(
+        String(down.json?.msg),
+        new RegExp(
+          `the Kubernetes API at https://127\\.0\\.0\\.1:1 \\(kubeconfig ${kubeconfig}\\)`,
+        ),
+      );
+    } finally {
+      await Deno.remove(s.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "kube-node: an ipam key that looks like a misspelling of ours is warned about in the log",
+  ignore: IGNORE_CNI,
+  async fn() {
+    // spec.podCIDRs's state file only: a misspelled annotation falls back to it.
+    const s = await setup(["10.132.0.0/24"], "");
+    try {
+      const logfile = `${s.dir}/kube-node.log`;
+      const add = await callPlugin(ipamCall(s, {
+        containerId: "typo",
+        stdin: ipamConf(s, {
+          annotation: undefined,
+          anotation: ANNOTATION,
+          // host-local matches JSON keys regardless of case: this one, last, wins there.
+          DataDir: `${s.dir}/ipam-too`,
+          logfile,
+          // Not ours and like none of ours: host-local's, another plugin's.
+          routes: [{ dst: "10.99.0.0/16" }],
+          capabilities: { ips: true },
+        }),
+      }));
+      assert.equal(add.code, 0, add.stdout + add.stderr);
+      assert.deepEqual(ips(add), ["10.132.0.2/24"]);
+      // Unknown keys still reach host-local: its routes are in the result, and the address
+      // is recorded in the folder of the misspelled key.
+      assert.deepEqual(add.json?.routes, [{ dst: "10.99.0.0/16" }]);
+      assert.equal((await allocatedFiles(`${s.dir}/ipam-too`, s.name)).length, 1);
+      const warnings = (await logLines(logfile)).filter((l) => l.level === "warn");
+      assert.deepEqual(warnings.map((w) => [w.key, w.resembles]), [
+        ["anotation", "annotation"],
+        ["DataDir", "dataDir"],
+      ]);
+      assert.match(String(warnings[0].msg), /"anotation".*misspelling of "annotation"/);
+      assert.equal(warnings[0].cmd, "ADD");
+      assert.equal(warnings[0].network, s.name);
+    } finally {
+      await Deno.remove(s.dir, { recursive: true });
+    }
+  },
+});
+
 // ---- API fallback: no state file, the node read from the embedded API server ----
 
 const API_MODULE = new URL("../src/devcluster/apiserver/mod.ts", import.meta.url);
