@@ -66,15 +66,17 @@ Deno.test({
         timeoutMs: 30_000,
         message: "a, b and c allocated",
       });
-      const leader = (await c.kubectl(
-        "get",
-        "lease",
-        "-n",
-        "kube-system",
-        leaseName(KEY),
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-      )).trim();
+      const holder = async () =>
+        (await c.kubectl(
+          "get",
+          "lease",
+          "-n",
+          "kube-system",
+          leaseName(KEY),
+          "-o",
+          "jsonpath={.spec.holderIdentity}",
+        )).trim();
+      const leader = await holder();
       assert.ok(procs.has(leader), `lease held by ${JSON.stringify(leader)}`);
 
       const nodes = Array.from({ length: JOINING }, (_, i) => ({
@@ -118,15 +120,7 @@ Deno.test({
         }
       }
       assert.equal(owner.size, 2 * (JOINING + 3));
-      const next = (await c.kubectl(
-        "get",
-        "lease",
-        "-n",
-        "kube-system",
-        leaseName(KEY),
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-      )).trim();
+      const next = await holder();
       const logs = async () => {
         let text = "";
         for (const n of ["a", "b", "c"]) {

@@ -1,6 +1,6 @@
 /** `nodes` and `routes`: what an operator sees, against the API server and a netns. Needs root. */
 import assert from "node:assert/strict";
-import { startApiServer } from "../src/devcluster/apiserver/mod.ts";
+import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { Netns, requireRoot } from "./helpers/netns.ts";
 import { runMain } from "./helpers/tools.ts";
@@ -9,14 +9,27 @@ const notRoot = requireRoot();
 
 const cli = runMain;
 
+/** A temp folder, a namespace and an API server for one test; all removed after it. */
+async function withBed(
+  fn: (b: { dir: string; ns: Netns; api: ApiServer }) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-cli-" });
+  const ns = await Netns.create("xcli");
+  const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+  try {
+    await fn({ dir, ns, api });
+  } finally {
+    await api.close();
+    await ns.delete();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test({
   name: "cli: nodes and routes show the plan, the kernel and the dry-run diff",
   ignore: !!notRoot,
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "xcluster-cli-" });
-    const ns = await Netns.create("xcli");
-    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
-    try {
+  fn: () =>
+    withBed(async ({ dir, ns, api }) => {
       await ns.lan("lan0", ["192.168.50.1/24", "fd00:50::1/64"]);
       api.nodes.create(
         makeNode({ name: "a", podCIDRs: ["10.244.0.0/24"], internalIPs: ["192.168.50.1"] }),
@@ -93,12 +106,7 @@ Deno.test({
       );
       assert.equal(flagged.code, 0, flagged.err);
       assert.match(flagged.out, /^b \(self\)\s/m);
-    } finally {
-      await api.close();
-      await ns.delete();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 });
 
 Deno.test("cli: a bad environment stops the daemon with exit 2 and one line", async () => {
@@ -114,12 +122,9 @@ Deno.test({
   name:
     "cli: nodes shows the pools, what is still to allocate, the full pool, and the lease holder",
   ignore: !!notRoot,
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "xcluster-cli-" });
-    const ns = await Netns.create("xcli");
-    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
-    const key = "cidr.example.com/net9";
-    try {
+  fn: () =>
+    withBed(async ({ dir, ns, api }) => {
+      const key = "cidr.example.com/net9";
       await ns.lan("lan0", ["192.168.50.1/24"]);
       api.nodes.create(makeNode({
         name: "a",
@@ -165,22 +170,14 @@ Deno.test({
       assert.match(out.out, /^e\s+.*pools-full: IPv4: pools of IPv4 are full/m);
       assert.match(out.out, /: b$/m);
       assert.match(out.out, /^10\.9\.0\.0\/22\/24\s+IPv4\s+4\s+3\s+1$/m);
-    } finally {
-      await api.close();
-      await ns.delete();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "cli: nodes shows what the kernel would refuse and another owner's route in the way",
   ignore: !!notRoot,
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "xcluster-cli-" });
-    const ns = await Netns.create("xcli");
-    const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
-    try {
+  fn: () =>
+    withBed(async ({ dir, ns, api }) => {
       await ns.lan("lan0", ["192.168.50.1/24"]);
       api.nodes.create(
         makeNode({ name: "a", podCIDRs: ["10.244.0.0/24"], internalIPs: ["192.168.50.1"] }),
@@ -210,10 +207,5 @@ Deno.test({
         /^far\s.*kernel: 10\.244\.7\.0\/24 via 192\.168\.99\.7: the kernel would refuse it: the next hop is not on-link/m,
       );
       assert.doesNotMatch(out.out, /^b\s.*kernel:/m);
-    } finally {
-      await api.close();
-      await ns.delete();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 });

@@ -36,15 +36,15 @@ const NodeMetaSchema = z.object({
   }),
 });
 
-/** One annotation of a node as the API has it now (undefined: absent), or "gone". */
-export async function nodeAnnotation(
+/** A node's resourceVersion and annotations as the API has them now, or "gone". */
+async function readMeta(
   client: Pick<KubeClient, "getNode">,
   name: string,
-  annotation: string,
-): Promise<string | undefined | "gone"> {
+  signal?: AbortSignal,
+): Promise<z.infer<typeof NodeMetaSchema>["metadata"] | "gone"> {
   let raw: unknown;
   try {
-    raw = await client.getNode(name, { metadataOnly: true });
+    raw = await client.getNode(name, { metadataOnly: true, signal });
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) return "gone";
     throw e;
@@ -53,7 +53,17 @@ export async function nodeAnnotation(
   if (!parsed.success) {
     throw new ApiError(200, "BadNode", `node ${name}: ${parsed.error.issues[0]?.message}`);
   }
-  return parsed.data.metadata.annotations?.[annotation];
+  return parsed.data.metadata;
+}
+
+/** One annotation of a node as the API has it now (undefined: absent), or "gone". */
+export async function nodeAnnotation(
+  client: Pick<KubeClient, "getNode">,
+  name: string,
+  annotation: string,
+): Promise<string | undefined | "gone"> {
+  const meta = await readMeta(client, name);
+  return meta === "gone" ? meta : meta.annotations?.[annotation];
 }
 
 /**
@@ -76,18 +86,9 @@ export async function annotateNode(
   signal?: AbortSignal,
 ): Promise<AnnotateOutcome> {
   for (let attempt = 1;; attempt++) {
-    let raw: unknown;
-    try {
-      raw = await client.getNode(name, { metadataOnly: true, signal });
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 404) return "gone";
-      throw e;
-    }
-    const parsed = NodeMetaSchema.safeParse(raw);
-    if (!parsed.success) {
-      throw new ApiError(200, "BadNode", `node ${name}: ${parsed.error.issues[0]?.message}`);
-    }
-    const { resourceVersion, annotations } = parsed.data.metadata;
+    const meta = await readMeta(client, name, signal);
+    if (meta === "gone") return "gone";
+    const { resourceVersion, annotations } = meta;
     const now = annotations?.[annotation];
     if (now === change.value) return "written";
     if (!("overwrite" in change) && now !== change.previous) return "changed";
