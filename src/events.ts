@@ -32,7 +32,9 @@ export function nodeEvent(
     apiVersion: "v1",
     kind: "Event",
     metadata: { name: `${p.node}.${suffix}`, namespace: EVENT_NAMESPACE },
-    involvedObject: { apiVersion: "v1", kind: "Node", name: p.node },
+    // kubectl describe finds a node's events by involvedObject.uid, which for Nodes the
+    // kubelet sets to the node's name.
+    involvedObject: { apiVersion: "v1", kind: "Node", name: p.node, uid: p.node },
     reason,
     message: `xcluster-cni (protocol ${opts.protocol}): ${describeProblem(p)}`.slice(0, 1024),
     type: "Warning",

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { KUBECTL, kubectlMissing } from "./helpers/tools.ts";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
+import { nodeEvent } from "../src/events.ts";
 import { pollUntil } from "./helpers/netns.ts";
 
 const noKubectl = !!kubectlMissing();
@@ -46,17 +47,34 @@ class KubectlWatch {
   }
 }
 
-/** An embedded API server with its kubeconfig in a folder of its own; both go on disposal. */
+/** A request the server answered with an error status. */
+interface Refused {
+  method: string;
+  path: string;
+  status: number;
+}
+
+/**
+ * An embedded API server with its kubeconfig in a folder of its own; both go on disposal.
+ * `refused` collects the requests answered with a status of 400 or more.
+ */
 async function kubectlServer(): Promise<
-  { api: ApiServer; dir: string; kubeconfig: string } & AsyncDisposable
+  { api: ApiServer; dir: string; kubeconfig: string; refused: Refused[] } & AsyncDisposable
 > {
   const dir = await Deno.makeTempDir({ prefix: "xcluster-kubectl-" });
   const kubeconfig = `${dir}/kubeconfig`;
-  const api = await startApiServer({ kubeconfigPath: kubeconfig });
+  const refused: Refused[] = [];
+  const api = await startApiServer({
+    kubeconfigPath: kubeconfig,
+    onResponse(method, url, status) {
+      if (status >= 400) refused.push({ method, path: url.pathname + url.search, status });
+    },
+  });
   return {
     api,
     dir,
     kubeconfig,
+    refused,
     async [Symbol.asyncDispose]() {
       await api.close();
       await Deno.remove(dir, { recursive: true });
@@ -250,5 +268,161 @@ Deno.test({
       "default/free",
       "kube-system/xcluster-net3",
     ]);
+  },
+});
+
+/** POSTs an Event through the API, as a client does, and checks that it was stored. */
+async function postEvent(api: ApiServer, namespace: string, event: unknown): Promise<void> {
+  const http = Deno.createHttpClient({ caCerts: api.caPem ? [api.caPem] : [] });
+  try {
+    const res = await fetch(`${api.url}/api/v1/namespaces/${namespace}/events`, {
+      method: "POST",
+      client: http,
+      headers: { authorization: `Bearer ${api.token}`, "content-type": "application/json" },
+      body: JSON.stringify(event),
+    });
+    const text = await res.text();
+    assert.equal(res.status, 201, text);
+  } finally {
+    http.close();
+  }
+}
+
+Deno.test({
+  name: "kubectl: get events -A, -n, -o wide, --field-selector, delete: the server's Table",
+  ignore: noKubectl,
+  async fn() {
+    await using server = await kubectlServer();
+    const { api, kubeconfig, refused } = server;
+    const { ok } = runner(kubeconfig);
+    // The daemon's own Event, as it posts it for a CIDR it refuses.
+    const daemonEvent = nodeEvent(
+      {
+        node: "vm-002",
+        kind: "refused",
+        field: "annotation",
+        value: "10.0.0.0/8",
+        reason: "too wide",
+      },
+      { protocol: 202, host: "vm-001" },
+    );
+    assert.ok(daemonEvent);
+    await postEvent(api, "default", daemonEvent);
+    await postEvent(api, "kube-system", {
+      metadata: { name: "net3.1" },
+      involvedObject: { kind: "Lease", namespace: "kube-system", name: "xcluster-net3" },
+      reason: "LeaderElection",
+      message: "vm-001 became leader  ",
+      type: "Normal",
+      source: { component: "xcluster-cni" },
+      firstTimestamp: new Date(Date.now() - 3 * 60_000).toISOString(),
+      lastTimestamp: new Date(Date.now() - 60_000).toISOString(),
+      count: 4,
+    });
+
+    const all = await ok("get", "events", "-A");
+    assert.match(
+      all,
+      /^NAMESPACE\s+LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+MESSAGE\s*\n/,
+    );
+    assert.match(
+      all,
+      /\ndefault\s+\d+s\s+Warning\s+NetworkCIDRRefused\s+node\/vm-002\s+xcluster-cni \(protocol 202\): [^\n]*10\.0\.0\.0\/8/,
+    );
+    assert.match(
+      all,
+      /\nkube-system\s+(60|61|62)s\s+Normal\s+LeaderElection\s+lease\/xcluster-net3\s+vm-001 became leader\n$/,
+    );
+    const inDefault = await ok("get", "events", "-n", "default");
+    assert.match(inDefault, /^LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+MESSAGE\s*\n\d+s\s+Warning\s+/);
+    assert.doesNotMatch(inDefault, /LeaderElection/);
+
+    const wide = await ok("get", "ev", "-n", "kube-system", "-o", "wide");
+    assert.match(
+      wide,
+      /^LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+SUBOBJECT\s+SOURCE\s+MESSAGE\s+FIRST SEEN\s+COUNT\s+NAME\s*\n/,
+    );
+    assert.match(wide, /\sxcluster-cni\s+vm-001 became leader\s+3m(\ds)?\s+4\s+net3\.1\n$/);
+
+    const warnings = await ok(
+      "get",
+      "events",
+      "-A",
+      "--field-selector",
+      "type=Warning",
+      "-o",
+      "name",
+    );
+    assert.equal(warnings, `event/${(daemonEvent.metadata as { name: string }).name}\n`);
+    assert.deepEqual(refused, [], "every request was served");
+    await ok("delete", "event", "net3.1", "-n", "kube-system");
+    assert.equal(api.events.length, 1);
+    // kubectl waits for the object to be gone: its GETs after the delete find nothing.
+    assert.ok(refused.length > 0);
+    for (const r of refused) {
+      assert.deepEqual(r, {
+        method: "GET",
+        path: "/api/v1/namespaces/kube-system/events/net3.1",
+        status: 404,
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "kubectl: describe node: annotations, addresses, no pods, and the node's own events",
+  ignore: noKubectl,
+  async fn() {
+    await using server = await kubectlServer();
+    const { api, kubeconfig, refused } = server;
+    const { ok } = runner(kubeconfig);
+    const node = api.nodes.create(makeNode({
+      name: "vm-001",
+      podCIDRs: ["10.244.1.0/24"],
+      internalIPs: ["192.168.7.1"],
+      annotations: { "cidr.example.com/net3": "10.55.1.0/24" },
+    }));
+    api.nodes.create(makeNode({ name: "vm-002" }));
+    const event = (name: string, node: string, uid: string | undefined, reason: string) => ({
+      metadata: { name },
+      involvedObject: { kind: "Node", name: node, ...(uid === undefined ? {} : { uid }) },
+      reason,
+      message: `${reason} on ${node}`,
+      type: "Warning",
+      source: { component: "xcluster-cni", host: node },
+      firstTimestamp: new Date().toISOString(),
+      lastTimestamp: new Date().toISOString(),
+      count: 1,
+    });
+    // kubectl looks for the node's Events by its UID, then by its name in the UID field (as
+    // the kubelet records them): both are found, Events of another node are not.
+    await postEvent(api, "default", event("a", "vm-001", node.metadata.uid, "ByUID"));
+    await postEvent(api, "default", event("b", "vm-001", "vm-001", "ByName"));
+    await postEvent(api, "default", event("c", "vm-002", "vm-002", "OtherNode"));
+
+    const described = await ok("describe", "node", "vm-001");
+    assert.match(described, /^Name:\s+vm-001\n/);
+    assert.match(described, /\nAnnotations:\s+cidr\.example\.com\/net3: 10\.55\.1\.0\/24\n/);
+    assert.match(
+      described,
+      /\nAddresses:\n\s+InternalIP:\s+192\.168\.7\.1\n\s+Hostname:\s+vm-001\n/,
+    );
+    assert.match(described, /\nPodCIDRs:\s+10\.244\.1\.0\/24\n/);
+    assert.match(described, /\nNon-terminated Pods:\s+\(0 in total\)\n/);
+    assert.match(described, /\nEvents:\n\s+Type\s+Reason\s+Age\s+From\s+Message\n/);
+    assert.match(described, /\n\s+Warning\s+ByName\s+\S+\s+xcluster-cni\s+ByName on vm-001\n/);
+    assert.match(described, /\n\s+Warning\s+ByUID\s+\S+\s+xcluster-cni\s+ByUID on vm-001\n/);
+    assert.doesNotMatch(described, /OtherNode/);
+    // Everything kubectl asked for is served; the node's heartbeat Lease is not there, as
+    // in a cluster without kubelets (kubectl prints that and goes on).
+    assert.deepEqual(refused, [{
+      method: "GET",
+      path: "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/vm-001",
+      status: 404,
+    }]);
+
+    const quiet = await ok("describe", "node", "vm-002", "--show-events=false");
+    assert.doesNotMatch(quiet, /OtherNode/);
+    assert.match(await ok("describe", "node", "vm-002"), /\n\s+Warning\s+OtherNode\s+/);
   },
 });

@@ -1,6 +1,12 @@
 /** The embedded API server over HTTPS, as a client sees it. Needs openssl. */
 import assert from "node:assert/strict";
-import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
+import {
+  type ApiServer,
+  ListenError,
+  parseListen,
+  startApiServer,
+} from "../src/devcluster/apiserver/mod.ts";
+import { EventStore } from "../src/devcluster/apiserver/events.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { humanAge } from "../src/devcluster/apiserver/views.ts";
 import { ApiError, KubeClient } from "../src/kube/client.ts";
@@ -669,3 +675,340 @@ Deno.test("apiserver: the client's patchNode sends a merge patch; a stale resour
       client.close();
     }
   }));
+
+/** An Event on node `node` as the kubelet's recorder writes one (uid: the node's name). */
+function nodeEventBody(name: string, node: string, extra: Record<string, unknown> = {}) {
+  return {
+    apiVersion: "v1",
+    kind: "Event",
+    metadata: { name },
+    involvedObject: { apiVersion: "v1", kind: "Node", name: node, uid: node },
+    reason: "NetworkCIDRRefused",
+    message: `refused on ${node}`,
+    type: "Warning",
+    source: { component: "xcluster-cni", host: node },
+    firstTimestamp: "2026-01-01T00:00:00.123Z",
+    lastTimestamp: "2026-01-01T00:00:05Z",
+    count: 1,
+    ...extra,
+  };
+}
+
+const eventNames = (r: Reply) =>
+  (r.body.items as { metadata: { namespace: string; name: string } }[]).map((e) =>
+    `${e.metadata.namespace}/${e.metadata.name}`
+  );
+
+Deno.test("apiserver: Events: create, list per namespace and across, field selectors, pages, watch", () =>
+  withServer(async (api, http) => {
+    const post = (ns: string, body: unknown, query = "") =>
+      call(api, http, "POST", `/api/v1/namespaces/${ns}/events${query}`, body);
+    const made = await post("default", nodeEventBody("vm-001.1", "vm-001"));
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    const meta = made.body.metadata as Record<string, string>;
+    assert.equal(meta.namespace, "default");
+    assert.ok(meta.uid && meta.resourceVersion && meta.creationTimestamp);
+    // A Time is written as the real server writes it: UTC, whole seconds.
+    assert.equal(made.body.firstTimestamp, "2026-01-01T00:00:00Z");
+    assert.equal(made.body.eventTime, null);
+    assert.equal(made.body.reportingComponent, "");
+    assert.equal((await post("default", nodeEventBody("vm-002.1", "vm-002"))).status, 201);
+    // An Event on an object of a namespace lives in that namespace.
+    const inKube = await post("kube-system", {
+      metadata: { name: "lease.1" },
+      involvedObject: { kind: "Lease", namespace: "kube-system", name: "net3" },
+      reason: "LeaderElection",
+    });
+    assert.equal(inKube.status, 201, JSON.stringify(inKube.body));
+
+    const all = await call(api, http, "GET", "/api/v1/events");
+    assert.equal(all.status, 200);
+    assert.equal(all.body.kind, "EventList");
+    assert.deepEqual(eventNames(all), [
+      "default/vm-001.1",
+      "default/vm-002.1",
+      "kube-system/lease.1",
+    ]);
+    assert.equal(
+      (all.body.metadata as { resourceVersion: string }).resourceVersion,
+      String(api.nodes.resourceVersion()),
+      "one resourceVersion for every kind",
+    );
+    const inDefault = await call(api, http, "GET", "/api/v1/namespaces/default/events");
+    assert.deepEqual(eventNames(inDefault), ["default/vm-001.1", "default/vm-002.1"]);
+    const none = await call(api, http, "GET", "/api/v1/namespaces/other/events");
+    assert.deepEqual(eventNames(none), []);
+
+    // The selector `kubectl describe node` sends, and others of the real field set.
+    const selected = async (selector: string) =>
+      eventNames(
+        await call(
+          api,
+          http,
+          "GET",
+          `/api/v1/events?fieldSelector=${encodeURIComponent(selector)}`,
+        ),
+      );
+    assert.deepEqual(
+      await selected(
+        "involvedObject.name=vm-001,involvedObject.namespace=,involvedObject.kind=Node,involvedObject.uid=vm-001",
+      ),
+      ["default/vm-001.1"],
+    );
+    assert.deepEqual(await selected("involvedObject.kind!=Node"), ["kube-system/lease.1"]);
+    assert.deepEqual(await selected("source=xcluster-cni,type=Warning"), [
+      "default/vm-001.1",
+      "default/vm-002.1",
+    ]);
+    assert.deepEqual(await selected("reason=LeaderElection,metadata.namespace=kube-system"), [
+      "kube-system/lease.1",
+    ]);
+    const badField = await call(api, http, "GET", "/api/v1/events?fieldSelector=spec.x%3D1");
+    assert.equal(badField.status, 400);
+    assert.match(String(badField.body.message), /field label not supported: spec\.x/);
+
+    const page = await call(api, http, "GET", "/api/v1/events?limit=2");
+    assert.deepEqual(eventNames(page), ["default/vm-001.1", "default/vm-002.1"]);
+    const cont = (page.body.metadata as { continue: string }).continue;
+    const rest = await call(
+      api,
+      http,
+      "GET",
+      `/api/v1/events?limit=2&continue=${encodeURIComponent(cont)}`,
+    );
+    assert.deepEqual(eventNames(rest), ["kube-system/lease.1"]);
+
+    const one = await call(api, http, "GET", "/api/v1/namespaces/default/events/vm-002.1");
+    assert.equal(one.body.message, "refused on vm-002");
+    assert.equal(
+      (await call(api, http, "GET", "/api/v1/namespaces/kube-system/events/vm-002.1")).status,
+      404,
+    );
+
+    const from = api.nodes.resourceVersion();
+    const res = await fetch(
+      `${api.url}/api/v1/namespaces/default/events?watch=true&resourceVersion=${from}`,
+      { client: http, headers: { authorization: `Bearer ${api.token}` } },
+    );
+    await post("kube-system", {
+      metadata: { name: "lease.2" },
+      involvedObject: { kind: "Lease", namespace: "kube-system", name: "net3" },
+    });
+    await post("default", nodeEventBody("vm-003.1", "vm-003"));
+    const deleted = await call(api, http, "DELETE", "/api/v1/namespaces/default/events/vm-001.1");
+    assert.equal(deleted.status, 200);
+    assert.equal((deleted.body.details as { kind: string }).kind, "events");
+    const events = await readWatch(res, (e) => e.length >= 2);
+    assert.deepEqual(
+      events.map((e) => `${e.type} ${(e.object.metadata as { name: string }).name}`),
+      ["ADDED vm-003.1", "DELETED vm-001.1"],
+      "only the namespace of the URL",
+    );
+    // What the tests of the daemons read: the stored Events, oldest first.
+    assert.deepEqual(
+      (api.events as { metadata: { name: string } }[]).map((e) => e.metadata.name),
+      ["vm-002.1", "lease.1", "lease.2", "vm-003.1"],
+    );
+  }));
+
+Deno.test("apiserver: Events are checked as the real server checks them; nothing is stored then", () =>
+  withServer(async (api, http) => {
+    const post = (ns: string, body: unknown, query = "") =>
+      call(api, http, "POST", `/api/v1/namespaces/${ns}/events${query}`, body);
+    const rv = api.nodes.resourceVersion();
+    const cases: [string, unknown, string, number, RegExp][] = [
+      // A Node is in no namespace: its Events go to "default".
+      ["kube-system", nodeEventBody("a.1", "a"), "", 422, /involvedObject\.namespace/],
+      [
+        "default",
+        { metadata: { name: "b.1" }, involvedObject: { kind: "Pod", namespace: "x", name: "p" } },
+        "",
+        422,
+        /involvedObject\.namespace: Invalid value: "x": does not match event\.namespace/,
+      ],
+      ["default", nodeEventBody("c.1", "c", { count: "1" }), "", 400, /count: expected an integer/],
+      [
+        "default",
+        nodeEventBody("d.1", "d", { lastTimestamp: "yesterday" }),
+        "",
+        400,
+        /lastTimestamp: expected a Time/,
+      ],
+      // With eventTime (the newer API's fields), the reporting fields are required.
+      [
+        "default",
+        nodeEventBody("e.1", "e", { eventTime: "2026-01-01T00:00:00.000000Z" }),
+        "",
+        422,
+        /reportingComponent: Required value/,
+      ],
+      [
+        "default",
+        nodeEventBody("f.1", "f", { note: "x" }),
+        "?fieldValidation=Strict",
+        400,
+        /unknown field "note"/,
+      ],
+      ["default", { ...nodeEventBody("g.1", "g"), kind: "Pod" }, "", 400, /kind "Pod"/],
+      ["Bad_NS", nodeEventBody("h.1", "h"), "", 404, /namespaces "Bad_NS" not found/],
+    ];
+    for (const [ns, body, query, code, re] of cases) {
+      const r = await post(ns, body, query);
+      assert.equal(r.status, code, `${ns} ${JSON.stringify(body)}: ${JSON.stringify(r.body)}`);
+      assert.match(String(r.body.message), re);
+    }
+    assert.equal(api.nodes.resourceVersion(), rv, "nothing stored");
+    assert.deepEqual(api.events, []);
+    // Unknown fields are dropped without Strict, as the real server does.
+    const loose = await post("default", nodeEventBody("f.1", "f", { note: "x" }));
+    assert.equal(loose.status, 201);
+    assert.equal(loose.body.note, undefined);
+  }));
+
+Deno.test("apiserver: the Event store keeps the newest; the oldest goes as a DELETED event", () => {
+  const events = new EventStore({ limit: 3 });
+  const seen: string[] = [];
+  events.watch("0", {
+    bookmarks: false,
+    send: (ev) => seen.push(`${ev.type} ${ev.obj.metadata.name}`),
+    close: () => {},
+  });
+  for (const i of [1, 2, 3, 4]) events.create("default", nodeEventBody(`n.${i}`, "n"));
+  // An update does not make an Event newer: it goes in the order it was created.
+  events.patchIn("default", "n.2", "merge", { count: 2 });
+  events.create("default", nodeEventBody("n.5", "n"));
+  assert.deepEqual(events.inCreationOrder().map((e) => e.metadata.name), ["n.3", "n.4", "n.5"]);
+  assert.deepEqual(seen, [
+    "ADDED n.1",
+    "ADDED n.2",
+    "ADDED n.3",
+    "ADDED n.4",
+    "DELETED n.1",
+    "MODIFIED n.2",
+    "ADDED n.5",
+    "DELETED n.2",
+  ]);
+});
+
+Deno.test("apiserver: Pods are served read only and empty, with the real field selectors", () =>
+  withServer(async (api, http) => {
+    // What `kubectl describe node` asks for.
+    const selector = "spec.nodeName=vm-001,status.phase!=Failed,status.phase!=Succeeded";
+    const list = await call(
+      api,
+      http,
+      "GET",
+      `/api/v1/pods?fieldSelector=${encodeURIComponent(selector)}&limit=500`,
+    );
+    assert.equal(list.status, 200, JSON.stringify(list.body));
+    assert.equal(list.body.kind, "PodList");
+    assert.deepEqual(list.body.items, []);
+    assert.equal(
+      (list.body.metadata as { resourceVersion: string }).resourceVersion,
+      String(api.nodes.resourceVersion()),
+    );
+    const ns = await call(
+      api,
+      http,
+      "GET",
+      "/api/v1/namespaces/default/pods?fieldSelector=spec.hostNetwork%3Dtrue",
+    );
+    assert.equal(`${ns.status} ${ns.body.kind}`, "200 PodList");
+    for (const bad of ["spec.containers=x", "metadata.labels=x", "status.hostIP=1.2.3.4"]) {
+      const r = await call(
+        api,
+        http,
+        "GET",
+        `/api/v1/pods?fieldSelector=${encodeURIComponent(bad)}`,
+      );
+      assert.equal(r.status, 400, bad);
+      assert.match(String(r.body.message), /field label not supported/, bad);
+    }
+    const table = await call(api, http, "GET", "/api/v1/pods", undefined, { accept: TABLE });
+    assert.equal(table.body.kind, "Table");
+    assert.deepEqual(
+      (table.body.columnDefinitions as { name: string; priority: number }[])
+        .filter((c) => c.priority === 0).map((c) => c.name),
+      ["Name", "Ready", "Status", "Restarts", "Age"],
+    );
+    assert.equal((await call(api, http, "GET", "/api/v1/namespaces/default/pods/p")).status, 404);
+    const write = await call(api, http, "POST", "/api/v1/namespaces/default/pods", {
+      metadata: { name: "p" },
+    });
+    assert.equal(write.status, 405);
+    assert.equal(write.headers.get("allow"), "GET");
+    const v1 = await call(api, http, "GET", "/api/v1");
+    const pods = (v1.body.resources as { name: string; verbs: string[] }[])
+      .find((r) => r.name === "pods");
+    assert.deepEqual(pods?.verbs, ["get", "list", "watch"]);
+  }));
+
+Deno.test("apiserver: probes, /version, /metrics and discovery answer GET only: 405 with Allow", () =>
+  withServer(async (api, http) => {
+    const send = async (method: string, path: string, token = true) => {
+      const res = await fetch(api.url + path, {
+        method,
+        client: http,
+        headers: token ? { authorization: `Bearer ${api.token}` } : {},
+        body: method === "POST" || method === "PUT" ? "{}" : undefined,
+      });
+      return { status: res.status, allow: res.headers.get("allow"), text: await res.text() };
+    };
+    for (const path of ["/healthz", "/readyz", "/livez", "/version", "/metrics", "/api", "/apis"]) {
+      for (const method of ["POST", "PUT", "DELETE", "PATCH"]) {
+        const r = await send(method, path);
+        assert.equal(r.status, 405, `${method} ${path}: ${r.text}`);
+        assert.equal(r.allow, "GET, HEAD", `${method} ${path}`);
+        const body = JSON.parse(r.text);
+        assert.equal(body.reason, "MethodNotAllowed");
+        assert.match(body.message, new RegExp(`${method} .*${path.replace("/", "\\/")}`));
+      }
+      assert.equal((await send("GET", path)).status, 200, path);
+      assert.equal((await send("HEAD", path)).status, 200, `HEAD ${path}`);
+    }
+    // Probes and /version are open; /metrics needs the token first, as on the real server.
+    assert.equal((await send("POST", "/healthz", false)).status, 405);
+    assert.equal((await send("POST", "/metrics", false)).status, 401);
+    assert.equal((await send("GET", "/metrics", false)).status, 401);
+    api.nodes.create(makeNode({ name: "a" }));
+    api.leases.create("kube-system", { metadata: { name: "l" } });
+    const metrics = await send("GET", "/metrics");
+    assert.match(metrics.text, /^# TYPE apiserver_storage_objects gauge$/m);
+    assert.match(metrics.text, /^apiserver_storage_objects\{resource="nodes"\} 1$/m);
+    assert.match(
+      metrics.text,
+      /^apiserver_storage_objects\{resource="leases\.coordination\.k8s\.io"\} 1$/m,
+    );
+    assert.match(metrics.text, /^apiserver_storage_objects\{resource="events"\} 0$/m);
+    // Resource paths name their own methods.
+    const put = await send("PUT", "/api/v1/nodes");
+    assert.equal(`${put.status} ${put.allow}`, "405 GET, POST");
+    const post = await send("POST", "/api/v1/nodes/a/status");
+    assert.equal(`${post.status} ${post.allow}`, "405 GET, PUT, PATCH");
+    const lease = await send(
+      "POST",
+      "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/l",
+    );
+    assert.equal(`${lease.status} ${lease.allow}`, "405 GET, PUT, PATCH, DELETE");
+  }));
+
+Deno.test("apiserver: listen addresses are read before anything starts, naming the value", async () => {
+  assert.deepEqual(parseListen("127.0.0.1:6443"), { hostname: "127.0.0.1", port: 6443 });
+  assert.deepEqual(parseListen("[::1]:0"), { hostname: "::1", port: 0 });
+  assert.deepEqual(parseListen(":8443"), { hostname: "127.0.0.1", port: 8443 });
+  assert.deepEqual(parseListen("localhost:1"), { hostname: "localhost", port: 1 });
+  const bad: [string, RegExp][] = [
+    ["bogus", /"bogus": expected HOST:PORT/],
+    ["127.0.0.1:99999", /the port "99999" is not a number from 0 to 65535/],
+    ["127.0.0.1:", /the port "" is not/],
+    ["127.0.0.1:-1", /the port "-1"/],
+    ["::1:80", /expected HOST:PORT \(an IPv6 address in brackets/],
+    ["[10.0.0.1]:80", /"10\.0\.0\.1" is not an IPv6 address/],
+    ["256.0.0.1:80", /"256\.0\.0\.1" is not an IPv4 address/],
+    ["bad_host:80", /"bad_host" is not a host name/],
+  ];
+  for (const [text, re] of bad) {
+    assert.throws(() => parseListen(text), (e) => e instanceof ListenError && re.test(e.message));
+  }
+  await assert.rejects(() => startApiServer({ listen: "bogus" }), ListenError);
+});

@@ -1,6 +1,6 @@
 /**
- * What the embedded API server says of itself: its version, the resources of core/v1 and
- * of coordination.k8s.io/v1 (discovery, as kubectl reads it to map `lease` to a URL), and
+ * What the embedded API server says of itself: its version, the resources of core/v1 (Nodes,
+ * Events, Pods) and of coordination.k8s.io/v1 (discovery, as kubectl reads it to map `lease` to a URL), and
  * just enough OpenAPI for kubectl to see that the server validates fields itself
  * (fieldValidation), so that `kubectl create -f` needs no client-side schema.
  *
@@ -52,8 +52,17 @@ export const CORE_RESOURCES = {
       singularName: "event",
       namespaced: true,
       kind: "Event",
-      verbs: ["create", "list"],
+      verbs: ALL_VERBS,
       shortNames: ["ev"],
+    },
+    {
+      // Read only, and always none: for `kubectl describe node`, which lists a node's pods.
+      name: "pods",
+      singularName: "pod",
+      namespaced: true,
+      kind: "Pod",
+      verbs: ["get", "list", "watch"],
+      shortNames: ["po"],
     },
   ],
 };

@@ -21,7 +21,7 @@ import {
   type WriteOptions,
 } from "./object_store.ts";
 import { badRequest, invalid, type ResourceNames } from "./status.ts";
-import { checkObject, isObject } from "./validation.ts";
+import { checkObject, isObject, METADATA_FIELDS } from "./validation.ts";
 
 /** Leases, as errors name them. */
 export const LEASE_NAMES: ResourceNames = {
@@ -57,24 +57,6 @@ const SPEC_FIELDS: readonly [keyof LeaseSpecJson, FieldType][] = [
   ["strategy", "string"],
   ["preferredHolder", "string"],
 ];
-
-const METADATA_FIELDS = new Set([
-  "name",
-  "generateName",
-  "namespace",
-  "selfLink",
-  "uid",
-  "resourceVersion",
-  "generation",
-  "creationTimestamp",
-  "deletionTimestamp",
-  "deletionGracePeriodSeconds",
-  "labels",
-  "annotations",
-  "ownerReferences",
-  "finalizers",
-  "managedFields",
-]);
 
 /** The one strategy the real server knows (behind a feature gate). */
 const STRATEGIES = ["OldestEmulationVersion"];

@@ -108,8 +108,14 @@ export interface KindInfo extends ResourceNames {
   /**
    * Checks a body (already a copy) and returns the object to store: the same object or a
    * normalized one. Throws a 400 or 422 StatusError naming the field and the value.
+   * `namespace` is the request's, for rules that compare fields with it (an Event's).
    */
-  validate(body: unknown, nameHint: string, opts: WriteOptions): ObjectJson;
+  validate(
+    body: unknown,
+    nameHint: string,
+    opts: WriteOptions,
+    namespace: string | undefined,
+  ): ObjectJson;
 }
 
 /** Preconditions of a delete (DeleteOptions.preconditions). */
@@ -201,6 +207,24 @@ export class ObjectStore<T extends ObjectJson> {
     return this.#objects.get(keyOf(namespace, name));
   }
 
+  /** Number of objects stored. */
+  count(): number {
+    return this.#objects.size;
+  }
+
+  /**
+   * All objects, oldest first: a Map keeps the order of insertion, and an update replaces
+   * the value of a key without moving it, so this is the order of creation.
+   */
+  inCreationOrder(): T[] {
+    return Array.from(this.#objects.values(), (s) => s.obj);
+  }
+
+  /** The object created first among those stored, or undefined when there is none. */
+  oldest(): T | undefined {
+    return this.#objects.values().next().value?.obj;
+  }
+
   /** All objects (of one namespace when given) in key order. */
   listIn(namespace?: string): T[] {
     return this.page(undefined, 0, undefined, namespace).items.map((s) => s.obj);
@@ -262,7 +286,7 @@ export class ObjectStore<T extends ObjectJson> {
 
   /** Creates an object: 409 if it exists, 400 or 422 if invalid. */
   createIn(namespace: string | undefined, body: unknown, opts: WriteOptions = {}): T {
-    const obj = this.kind.validate(structuredClone(body), "", opts);
+    const obj = this.kind.validate(structuredClone(body), "", opts, namespace);
     this.#place(obj, namespace);
     const meta = obj.metadata;
     const key = keyOf(namespace, meta.name);
@@ -289,7 +313,7 @@ export class ObjectStore<T extends ObjectJson> {
     part: Part = "all",
     opts: WriteOptions = {},
   ): T {
-    const obj = this.kind.validate(structuredClone(body), name, opts);
+    const obj = this.kind.validate(structuredClone(body), name, opts, namespace);
     if (obj.metadata.name !== name) {
       throw badRequest(
         `the name of the object (${obj.metadata.name}) does not match the name on the URL (${name})`,
@@ -317,9 +341,9 @@ export class ObjectStore<T extends ObjectJson> {
     else if (status === "spec") obj = { ...next, status: structuredClone(cur.obj.status ?? {}) };
     else obj = next;
     const name = cur.obj.metadata.name;
-    obj = this.kind.validate(obj, name, opts);
-    if (obj.metadata.name !== name) throw badRequest("metadata.name cannot change");
     const namespace = this.kind.namespaced ? cur.obj.metadata.namespace : undefined;
+    obj = this.kind.validate(obj, name, opts, namespace);
+    if (obj.metadata.name !== name) throw badRequest("metadata.name cannot change");
     this.#place(obj, namespace);
     obj.kind = this.kind.kind;
     obj.apiVersion = this.kind.apiVersion;
@@ -356,7 +380,7 @@ export class ObjectStore<T extends ObjectJson> {
       if (e instanceof PatchError) throw new StatusError(422, "Invalid", e.message);
       throw e;
     }
-    const obj = this.kind.validate(next, name, opts);
+    const obj = this.kind.validate(next, name, opts, namespace);
     const rv = obj.metadata.resourceVersion;
     if (
       isObject(patch) && isObject(patch.metadata) && patch.metadata.resourceVersion !== undefined &&

@@ -1,7 +1,7 @@
 /**
- * HTTP routes of the embedded API server: discovery, probes, Nodes (list, watch, get,
- * create, update, patch, delete, status), Leases of coordination.k8s.io/v1 in any
- * namespace (the same verbs), and Events (create, list).
+ * HTTP routes of the embedded API server: discovery, /version and /metrics, Nodes (list,
+ * watch, get, create, update, patch, delete, status), Leases of coordination.k8s.io/v1 and
+ * Events in any namespace (the same verbs), and Pods (list, watch, get: always none).
  *
  * @module
  */
@@ -15,6 +15,7 @@ import {
   OPENAPI,
   VERSION,
 } from "./discovery.ts";
+import { EVENT_FIELD_READERS, EVENT_FIELDS, type EventStore } from "./events.ts";
 import type { LeaseStore } from "./leases.ts";
 import type {
   ObjectJson,
@@ -23,13 +24,15 @@ import type {
   StoredObject,
   WriteOptions,
 } from "./object_store.ts";
+import { POD_FIELD_READERS, POD_FIELDS, type PodStore } from "./pods.ts";
 import {
+  type FieldReader,
   parseFieldSelector,
   parseLabelSelector,
   type Selector,
   SelectorError,
 } from "./selectors.ts";
-import { badRequest, expired, notFound, status, StatusError } from "./status.ts";
+import { badRequest, expired, methodNotAllowed, notFound, status, StatusError } from "./status.ts";
 import { isNamespaceName } from "./validation.ts";
 import {
   eventLine,
@@ -39,6 +42,7 @@ import {
   type Watcher,
 } from "./store.ts";
 import {
+  EVENT_TABLE,
   type IncludeObject,
   includeObject,
   LEASE_TABLE,
@@ -47,6 +51,7 @@ import {
   negotiate,
   NODE_TABLE,
   objectTable,
+  POD_TABLE,
   type TableSpec,
   type View,
 } from "./views.ts";
@@ -55,7 +60,10 @@ import {
 export interface RouteContext {
   store: NodeStore;
   leases: LeaseStore;
-  events: unknown[];
+  events: EventStore;
+  pods: PodStore;
+  /** The text of /metrics (Prometheus exposition format). */
+  metrics(): string;
   maxBodyBytes: number;
   /** Registers an open watch stream so that shutdown can end it. */
   trackWatch(close: () => void): () => void;
@@ -73,6 +81,8 @@ interface Served {
   namespace?: string;
   /** Fields a fieldSelector may name. */
   fields: readonly string[];
+  /** How fields are read that are not at their path. */
+  readers?: Readonly<Record<string, FieldReader>>;
 }
 
 const JSON_HEADERS = { "content-type": "application/json" };
@@ -85,22 +95,26 @@ const encoder = new TextEncoder();
  * HTTP/1.1; kube-apiserver turns Nagle off).
  */
 function jsonBytes(bytes: Uint8Array, code = 200, headers: Record<string, string> = {}): Response {
-  const body = new ReadableStream<Uint8Array>({
+  return new Response(oneChunk(bytes), { status: code, headers: { ...JSON_HEADERS, ...headers } });
+}
+
+/** A body of one chunk, as a stream (see {@link jsonBytes}). */
+function oneChunk(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(bytes);
       controller.close();
     },
   });
-  return new Response(body, { status: code, headers: { ...JSON_HEADERS, ...headers } });
 }
 
 function json(body: unknown, code = 200, headers: Record<string, string> = {}): Response {
   return jsonBytes(encoder.encode(JSON.stringify(body)), code, headers);
 }
 
-/** A Status response. */
+/** A Status response, with the error's own headers (Allow of a 405) and `headers`. */
 export function statusResponse(e: StatusError, headers: Record<string, string> = {}): Response {
-  return json(e.toStatus(), e.code, headers);
+  return json(e.toStatus(), e.code, { ...e.headers, ...headers });
 }
 
 /** The body's bytes; 413 past `max`. */
@@ -145,11 +159,11 @@ function patchType(req: Request): PatchType {
   );
 }
 
-function selectors(url: URL, fields: readonly string[]): Selector | undefined {
+function selectors(url: URL, served: Served): Selector | undefined {
   const l = url.searchParams.get("labelSelector"), f = url.searchParams.get("fieldSelector");
   if (!l && !f) return undefined;
   try {
-    const ls = parseLabelSelector(l), fs = parseFieldSelector(f, fields);
+    const ls = parseLabelSelector(l), fs = parseFieldSelector(f, served.fields, served.readers);
     return (o) => ls(o) && fs(o);
   } catch (e) {
     if (e instanceof SelectorError) throw badRequest(e.message);
@@ -242,7 +256,7 @@ function itemBytes(stored: StoredObject, view: View): Uint8Array<ArrayBuffer> {
 function list(served: Served, req: Request, url: URL): Response {
   const { store } = served;
   const view = negotiate(req.headers.get("accept"), "list");
-  const selector = selectors(url, served.fields);
+  const selector = selectors(url, served);
   const limit = Number(url.searchParams.get("limit") ?? "0");
   if (!Number.isInteger(limit) || limit < 0) throw badRequest("limit must be a positive integer");
   const cont = url.searchParams.get("continue");
@@ -294,7 +308,7 @@ function watchLine(
 
 /** The selector of a watch, narrowed to the namespace of the URL. */
 function watchSelector(served: Served, url: URL): Selector | undefined {
-  const selector = selectors(url, served.fields);
+  const selector = selectors(url, served);
   const ns = served.namespace;
   if (ns === undefined) return selector;
   return selector
@@ -382,10 +396,6 @@ function getOne(served: Served, name: string, req: Request, url: URL): Response 
   return jsonBytes(itemBytes(stored, view));
 }
 
-function notAllowed(m: string, what: string): StatusError {
-  return new StatusError(405, "MethodNotAllowed", `${m} is not supported on ${what}`);
-}
-
 const NODE_FIELDS = ["metadata.name"];
 const NAMESPACED_FIELDS = ["metadata.name", "metadata.namespace"];
 
@@ -400,7 +410,7 @@ async function nodeRoutes(
   if (path === "/api/v1/nodes") {
     if (m === "GET") return listOrWatch(ctx, served, req, url);
     if (m === "POST") return json(ctx.store.create(await readBody(req, ctx.maxBodyBytes)), 201);
-    throw notAllowed(m, "nodes");
+    throw methodNotAllowed(m, path, ["GET", "POST"]);
   }
   const node = /^\/api\/v1\/nodes\/([^/]+)(\/status)?$/.exec(path);
   if (!node) return undefined;
@@ -415,7 +425,11 @@ async function nodeRoutes(
     return json(ctx.store.patch(name, type, await readBody(req, ctx.maxBodyBytes), part));
   }
   if (m === "DELETE" && !node[2]) return json(ctx.store.delete(name));
-  throw notAllowed(m, `nodes/${name}${node[2] ?? ""}`);
+  throw methodNotAllowed(
+    m,
+    path,
+    node[2] ? ["GET", "PUT", "PATCH"] : ["GET", "PUT", "PATCH", "DELETE"],
+  );
 }
 
 const DeleteOptionsSchema = z.object({
@@ -446,69 +460,139 @@ async function deletePreconditions(req: Request, max: number): Promise<Precondit
 
 const LEASES = `/apis/${COORDINATION}/v1`;
 const LEASE_PATH = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(?:\/([^/]+))?$/;
+const CORE_PATH = /^\/api\/v1\/namespaces\/([^/]+)\/(events|pods)(?:\/([^/]+))?$/;
 
-async function leaseRoutes(
+/** A namespaced kind as its routes serve it. */
+interface NamespacedKind extends Served {
+  /** Create, update, patch and delete; false serves reads only. */
+  writable: boolean;
+}
+
+/**
+ * The routes of a namespaced kind: its collection across namespaces (`namespace`
+ * undefined), in one namespace, and one object (`name`).
+ */
+async function namespacedRoutes(
   ctx: RouteContext,
   req: Request,
   url: URL,
-  path: string,
-): Promise<Response | undefined> {
+  kind: NamespacedKind,
+  namespace: string | undefined,
+  name: string | undefined,
+): Promise<Response> {
   const m = req.method;
-  const served: Served = { store: ctx.leases, table: LEASE_TABLE, fields: NAMESPACED_FIELDS };
-  if (path === `${LEASES}/leases`) {
-    if (m === "GET") return listOrWatch(ctx, served, req, url);
-    throw notAllowed(m, "leases across namespaces");
+  const path = url.pathname;
+  const { store } = kind;
+  const served: Served = { ...kind, namespace };
+  const reads = m === "GET";
+  if (namespace === undefined) {
+    if (reads) return listOrWatch(ctx, served, req, url);
+    throw methodNotAllowed(m, path, ["GET"]);
   }
-  const lease = LEASE_PATH.exec(path);
-  if (!lease) return undefined;
-  const ns = decodeURIComponent(lease[1]);
-  served.namespace = ns;
-  if (m !== "GET" && !isNamespaceName(ns)) {
+  if (name === undefined) {
+    if (reads) return listOrWatch(ctx, served, req, url);
+    if (m !== "POST" || !kind.writable) {
+      throw methodNotAllowed(m, path, kind.writable ? ["GET", "POST"] : ["GET"]);
+    }
+  } else if (reads) {
+    return getOne(served, name, req, url);
+  } else if (!kind.writable || !["PUT", "PATCH", "DELETE"].includes(m)) {
+    throw methodNotAllowed(m, path, kind.writable ? ["GET", "PUT", "PATCH", "DELETE"] : ["GET"]);
+  }
+  if (!isNamespaceName(namespace)) {
     // No namespace of that name can exist: the real server's admission answers so.
-    throw new StatusError(404, "NotFound", `namespaces "${ns}" not found`, {
-      name: ns,
+    throw new StatusError(404, "NotFound", `namespaces "${namespace}" not found`, {
+      name: namespace,
       kind: "namespaces",
     });
   }
-  if (lease[2] === undefined) {
-    if (m === "GET") return listOrWatch(ctx, served, req, url);
-    if (m === "POST") {
-      const body = await readBody(req, ctx.maxBodyBytes);
-      return json(ctx.leases.create(ns, body, writeOptions(url)), 201);
-    }
-    throw notAllowed(m, "leases");
+  if (name === undefined) {
+    const body = await readBody(req, ctx.maxBodyBytes);
+    return json(store.createIn(namespace, body, writeOptions(url)), 201);
   }
-  const name = decodeURIComponent(lease[2]);
-  if (m === "GET") return getOne(served, name, req, url);
   if (m === "PUT") {
     const body = await readBody(req, ctx.maxBodyBytes);
-    const existed = ctx.leases.get(ns, name) !== undefined;
-    return json(ctx.leases.update(ns, name, body, writeOptions(url)), existed ? 200 : 201);
+    const existed = store.storedIn(namespace, name) !== undefined;
+    return json(
+      store.updateIn(namespace, name, body, "all", writeOptions(url)),
+      existed ? 200 : 201,
+    );
   }
   if (m === "PATCH") {
     const type = patchType(req);
     const body = await readBody(req, ctx.maxBodyBytes);
-    return json(ctx.leases.patch(ns, name, type, body, writeOptions(url)));
+    return json(store.patchIn(namespace, name, type, body, "all", writeOptions(url)));
   }
-  if (m === "DELETE") {
-    const gone = ctx.leases.delete(ns, name, await deletePreconditions(req, ctx.maxBodyBytes));
-    return json({
-      kind: "Status",
-      apiVersion: "v1",
-      metadata: {},
-      status: "Success",
-      details: { name, group: COORDINATION, kind: "leases", uid: gone.metadata.uid },
-    });
-  }
-  throw notAllowed(m, `leases/${name}`);
+  const gone = store.deleteIn(namespace, name, await deletePreconditions(req, ctx.maxBodyBytes));
+  const group = store.kind.group;
+  return json({
+    kind: "Status",
+    apiVersion: "v1",
+    metadata: {},
+    status: "Success",
+    details: {
+      name,
+      ...(group ? { group } : {}),
+      kind: store.kind.plural,
+      uid: gone.metadata.uid,
+    },
+  });
 }
+
+/** The namespaced kinds of the server by their resource name. */
+function namespacedKinds(ctx: RouteContext): Record<"leases" | "events" | "pods", NamespacedKind> {
+  return {
+    leases: { store: ctx.leases, table: LEASE_TABLE, fields: NAMESPACED_FIELDS, writable: true },
+    events: {
+      store: ctx.events,
+      table: EVENT_TABLE,
+      fields: EVENT_FIELDS,
+      readers: EVENT_FIELD_READERS,
+      writable: true,
+    },
+    pods: {
+      store: ctx.pods,
+      table: POD_TABLE,
+      fields: POD_FIELDS,
+      readers: POD_FIELD_READERS,
+      writable: false,
+    },
+  };
+}
+
+/**
+ * Paths that answer GET only (HEAD is a GET without its body): discovery, OpenAPI,
+ * /version and /metrics. Any other method is a 405 naming them.
+ */
+const READ_ONLY = new Set([
+  "/version",
+  "/metrics",
+  "/api",
+  "/apis",
+  "/api/v1",
+  `/apis/${COORDINATION}`,
+  LEASES,
+  ...Object.keys(OPENAPI),
+]);
+
+/** The methods of a path that serves GET only. */
+export const READ_METHODS: readonly string[] = ["GET", "HEAD"];
 
 /** Handles one authenticated request. */
 export async function route(ctx: RouteContext, req: Request): Promise<Response> {
   const url = new URL(req.url);
   const path = url.pathname.replace(/\/+$/, "") || "/";
   const m = req.method;
+  if (READ_ONLY.has(path) && m !== "GET" && m !== "HEAD") {
+    await req.body?.cancel();
+    throw methodNotAllowed(m, path, READ_METHODS);
+  }
   if (path === "/version") return json(VERSION);
+  if (path === "/metrics") {
+    return new Response(oneChunk(encoder.encode(ctx.metrics())), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+    });
+  }
   if (path === "/api") {
     return json({ kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [] });
   }
@@ -519,26 +603,36 @@ export async function route(ctx: RouteContext, req: Request): Promise<Response> 
   const doc = OPENAPI[path];
   if (doc !== undefined) return json(doc);
 
-  const answer = path.startsWith("/api/v1/nodes")
-    ? await nodeRoutes(ctx, req, url, path)
-    : path.startsWith(LEASES)
-    ? await leaseRoutes(ctx, req, url, path)
-    : undefined;
-  if (answer) return answer;
-  const ev = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(path);
-  if (ev) {
-    if (m === "POST") {
-      const body = await readBody(req, ctx.maxBodyBytes);
-      if (typeof body !== "object" || body === null) {
-        throw badRequest("the body is not a JSON object");
-      }
-      ctx.events.push(body);
-      if (ctx.events.length > 1000) ctx.events.shift();
-      return json(body, 201);
+  if (path.startsWith("/api/v1/nodes")) {
+    const answer = await nodeRoutes(ctx, req, url, path);
+    if (answer) return answer;
+  } else {
+    const kinds = namespacedKinds(ctx);
+    if (path === "/api/v1/events" || path === "/api/v1/pods") {
+      return await namespacedRoutes(
+        ctx,
+        req,
+        url,
+        kinds[path === "/api/v1/pods" ? "pods" : "events"],
+        undefined,
+        undefined,
+      );
     }
-    if (m === "GET") {
-      return json({ kind: "EventList", apiVersion: "v1", metadata: {}, items: ctx.events });
+    if (path === `${LEASES}/leases`) {
+      return await namespacedRoutes(ctx, req, url, kinds.leases, undefined, undefined);
+    }
+    const core = CORE_PATH.exec(path);
+    const lease = core ? undefined : LEASE_PATH.exec(path);
+    const hit = core
+      ? { kind: kinds[core[2] as "events" | "pods"], ns: core[1], name: core[3] }
+      : lease
+      ? { kind: kinds.leases, ns: lease[1], name: lease[2] }
+      : undefined;
+    if (hit) {
+      const name = hit.name === undefined ? undefined : decodeURIComponent(hit.name);
+      return await namespacedRoutes(ctx, req, url, hit.kind, decodeURIComponent(hit.ns), name);
     }
   }
+  await req.body?.cancel();
   return json(status(404, "NotFound", "the server could not find the requested resource"), 404);
 }

@@ -1,7 +1,8 @@
 /**
  * Label and field selectors as kube-apiserver reads them: labels with every operator
  * (`a=b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`), comma separated (all must hold);
- * fields: `metadata.name`, and `metadata.namespace` for namespaced kinds.
+ * fields: those the kind lets a selector name (`metadata.name`, `metadata.namespace` for a
+ * namespaced kind, and fields of its own such as an Event's `involvedObject.name`).
  *
  * @module
  */
@@ -40,10 +41,37 @@ export function parseLabelSelector(text: string | null | undefined): Selector {
   return (o) => parsed.matches(o.metadata.labels);
 }
 
-/** Parses a fieldSelector over `fields` (by default metadata.name, as for Nodes). */
+/** Reads a field of an object as a field selector compares it: a string, "" when unset. */
+export type FieldReader = (obj: NodeLike) => string;
+
+/**
+ * The value at a dotted path (`involvedObject.name`) as the real server's field sets hold
+ * it: strings as they are, numbers and booleans in their text form, "" when unset.
+ */
+export function fieldAt(obj: NodeLike, path: string): string {
+  let v: unknown = obj;
+  for (const part of path.split(".")) {
+    if (typeof v !== "object" || v === null) return "";
+    v = (v as Record<string, unknown>)[part];
+  }
+  return typeof v === "string"
+    ? v
+    : typeof v === "number" || typeof v === "boolean"
+    ? String(v)
+    : "";
+}
+
+const readName: FieldReader = (o) => o.metadata.name;
+const readNamespace: FieldReader = (o) => o.metadata.namespace ?? "";
+
+/**
+ * Parses a fieldSelector over `fields` (by default metadata.name, as for Nodes). A field is
+ * read by its reader in `readers`, else at its dotted path (see {@link fieldAt}).
+ */
 export function parseFieldSelector(
   text: string | null | undefined,
   fields: readonly string[] = ["metadata.name"],
+  readers: Readonly<Record<string, FieldReader>> = {},
 ): Selector {
   const checks: Selector[] = [];
   for (const t of terms(text ?? "")) {
@@ -53,9 +81,12 @@ export function parseFieldSelector(
     if (!fields.includes(field)) {
       throw new SelectorError(`field label not supported: ${field}`);
     }
-    const read = field === "metadata.name"
-      ? (o: NodeLike) => o.metadata.name
-      : (o: NodeLike) => o.metadata.namespace ?? "";
+    const read: FieldReader = readers[field] ??
+      (field === "metadata.name"
+        ? readName
+        : field === "metadata.namespace"
+        ? readNamespace
+        : (o) => fieldAt(o, field));
     checks.push((o) => (op === "!=" ? read(o) !== value : read(o) === value));
   }
   return (o) => checks.every((c) => c(o));

@@ -11,6 +11,8 @@ export class StatusError extends Error {
     readonly reason: string,
     message: string,
     readonly details?: Record<string, unknown>,
+    /** Headers of the response (Allow of a 405). */
+    readonly headers: Readonly<Record<string, string>> = {},
   ) {
     super(message);
     this.name = "StatusError";
@@ -106,6 +108,24 @@ export function invalid(
     kind: r.kind,
     causes: [{ reason: "FieldValueInvalid", message, field }],
   });
+}
+
+/**
+ * 405 for a method `path` does not serve, with the Allow header HTTP requires on a 405
+ * (RFC 9110, 15.5.6) listing the methods it does.
+ */
+export function methodNotAllowed(
+  method: string,
+  path: string,
+  allow: readonly string[],
+): StatusError {
+  return new StatusError(
+    405,
+    "MethodNotAllowed",
+    `the method ${method} is not supported on ${path}: allowed are ${allow.join(", ")}`,
+    undefined,
+    { allow: allow.join(", ") },
+  );
 }
 
 /** 400 for a request that cannot be read. */

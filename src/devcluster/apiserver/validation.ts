@@ -16,6 +16,25 @@ export const DNS1123_SUBDOMAIN =
 /** A DNS label (RFC 1123), as namespaces must be. */
 export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
+/** The fields of ObjectMeta: the others are unknown fields, dropped (or refused under Strict). */
+export const METADATA_FIELDS: ReadonlySet<string> = new Set([
+  "name",
+  "generateName",
+  "namespace",
+  "selfLink",
+  "uid",
+  "resourceVersion",
+  "generation",
+  "creationTimestamp",
+  "deletionTimestamp",
+  "deletionGracePeriodSeconds",
+  "labels",
+  "annotations",
+  "ownerReferences",
+  "finalizers",
+  "managedFields",
+]);
+
 /** Whether a value is a JSON object (not an array, not null). */
 export function isObject(v: unknown): v is Record<string, Json> {
   return typeof v === "object" && v !== null && !Array.isArray(v);

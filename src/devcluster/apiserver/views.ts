@@ -2,12 +2,13 @@
  * The forms a response can give objects in, chosen by the Accept header as kube-apiserver
  * chooses them: the objects themselves, their metadata only (`as=PartialObjectMetadata`,
  * what metadata informers ask for), or a Table (`as=Table`, what `kubectl get` asks for)
- * with the columns of the kind (Nodes, Leases).
+ * with the columns of the kind (Nodes, Leases, Events, Pods).
  *
  * @module
  */
 import { StatusError } from "./status.ts";
 import type { ObjectJson } from "./object_store.ts";
+import type { EventJson } from "./events.ts";
 import type { LeaseJson } from "./leases.ts";
 import type { NodeJson } from "./store.ts";
 
@@ -123,10 +124,13 @@ export interface Column {
   priority: number;
 }
 
+/** A cell of a Table row: text, or a number (an Event's count, as the real server sends it). */
+export type Cell = string | number;
+
 /** How a kind is shown in a Table: its columns, and the cells of one object. */
 export interface TableSpec<T extends ObjectJson = ObjectJson> {
   readonly columns: readonly Column[];
-  cells(obj: T, now: number): string[];
+  cells(obj: T, now: number): Cell[];
 }
 
 /** The columns of `kubectl get nodes` (priority 1: `-o wide` only). */
@@ -249,6 +253,119 @@ export const LEASE_TABLE: TableSpec<LeaseJson> = {
     priority: 0,
   })),
   cells: (lease, now) => [lease.metadata.name, lease.spec?.holderIdentity ?? "", age(lease, now)],
+};
+
+/** Columns as [name, priority, description], every one a string but those named in `formats`. */
+function columns(
+  list: readonly (readonly [string, number, string])[],
+  formats: Record<string, string> = {},
+): Column[] {
+  return list.map(([name, priority, description]) => ({
+    name,
+    type: "string",
+    format: formats[name] ?? "",
+    description,
+    priority,
+  }));
+}
+
+/** Time since an RFC 3339 timestamp, as kubectl prints it; "<unknown>" when unset. */
+function since(timestamp: string | null | undefined, now: number): string {
+  const t = Date.parse(timestamp ?? "");
+  return Number.isNaN(t) ? "<unknown>" : humanAge(now - t);
+}
+
+/** The source of an Event: component (or reporting component), then host (or instance). */
+function eventSource(ev: EventJson): string {
+  const component = ev.source.component || ev.reportingComponent;
+  const host = ev.source.host || ev.reportingInstance;
+  if (!component) return "<unknown>";
+  return host ? `${component}, ${host}` : component;
+}
+
+/**
+ * Events in a Table: the columns of `kubectl get events` (priority 1: `-o wide` only) and
+ * the cells the real server's printer makes. Timestamps fall back as it does: an unset
+ * firstTimestamp to eventTime, an unset lastTimestamp to the first; a series gives the last
+ * time and the count; a count of 0 is 1 (a singleton of the newer API).
+ */
+export const EVENT_TABLE: TableSpec<EventJson> = {
+  columns: columns([
+    ["Last Seen", 0, "The time at which the most recent occurrence of this event was recorded."],
+    ["Type", 0, "Type of this event (Normal, Warning), new types could be added in the future"],
+    [
+      "Reason",
+      0,
+      "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+    ],
+    ["Object", 0, "The object that this event is about."],
+    [
+      "Subobject",
+      1,
+      "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement.",
+    ],
+    [
+      "Source",
+      1,
+      "The component reporting this event. Should be a short machine understandable string.",
+    ],
+    ["Message", 0, "A human-readable description of the status of this operation."],
+    [
+      "First Seen",
+      1,
+      "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)",
+    ],
+    ["Count", 1, "The number of times this event has occurred."],
+    ["Name", 1, "Name must be unique within a namespace."],
+  ], { Name: "name" }),
+  cells(ev, now) {
+    const first = ev.firstTimestamp ? since(ev.firstTimestamp, now) : since(ev.eventTime, now);
+    let last = ev.lastTimestamp ? since(ev.lastTimestamp, now) : first;
+    let count = ev.count ?? 0;
+    if (ev.series) {
+      last = since(ev.series.lastObservedTime, now);
+      count = ev.series.count ?? 0;
+    } else if (count === 0) count = 1;
+    const kind = (ev.involvedObject.kind ?? "").toLowerCase();
+    const target = ev.involvedObject.name ? `${kind}/${ev.involvedObject.name}` : kind;
+    return [
+      last,
+      ev.type ?? "",
+      ev.reason ?? "",
+      target,
+      ev.involvedObject.fieldPath ?? "",
+      eventSource(ev),
+      (ev.message ?? "").trim(),
+      first,
+      count,
+      ev.metadata.name,
+    ];
+  },
+};
+
+/** Pods in a Table: the columns of `kubectl get pods`; this server never has a row. */
+export const POD_TABLE: TableSpec = {
+  columns: columns([
+    ["Name", 0, "Name must be unique within a namespace."],
+    ["Ready", 0, "The aggregate readiness state of this pod for accepting traffic."],
+    ["Status", 0, "The aggregate status of the containers in this pod."],
+    ["Restarts", 0, "The number of times the containers in this pod have been restarted."],
+    ["Age", 0, "Time since the pod was created."],
+    ["IP", 1, "The IP address assigned to the pod."],
+    ["Node", 1, "Name of the Node to which this pod is assigned."],
+  ], { Name: "name" }),
+  cells: (pod, now) => {
+    const status = asObject(pod.status);
+    return [
+      pod.metadata.name,
+      "0/0",
+      text(status.phase, "Unknown"),
+      "0",
+      age(pod, now),
+      text(status.podIP, "<none>"),
+      text(asObject(pod.spec).nodeName, "<none>"),
+    ];
+  },
 };
 
 function row<T extends ObjectJson>(
