@@ -1,5 +1,6 @@
-# The xcluster-cni image: the compiled binary, iproute2, and the standard CNI plugins that
-# the installer copies to the host. Build with ./build.sh image.
+# The xcluster-cni image: the compiled binary, the standard CNI plugins that the installer
+# copies to the host, and iproute2 for ROUTE_ADAPTER=iproute2 (the default, netlink, runs no
+# program). Build with ./build.sh image.
 ARG DENO_VERSION=2.9.6
 
 FROM denoland/deno:bin-${DENO_VERSION} AS deno

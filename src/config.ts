@@ -85,7 +85,14 @@ export interface DaemonConfig {
   addressInterface: string;
   /** Publish the host's addresses inside these subnets into ADDRESS_ANNOTATION. */
   addressSubnets: Cidr[];
+  /** How the kernel is spoken to: rtnetlink sockets, or `ip` processes. */
+  routeAdapter: RouteAdapter;
 }
+
+/** The ways of speaking to the kernel. */
+export const ROUTE_ADAPTERS = ["netlink", "iproute2"] as const;
+/** One of {@link ROUTE_ADAPTERS}. */
+export type RouteAdapter = typeof ROUTE_ADAPTERS[number];
 
 /** One documented environment variable. */
 export interface EnvVar {
@@ -411,6 +418,20 @@ const SPECS: AnySpec[] = [
     description: "Publish this node's global addresses inside these CIDRs (one per family) " +
       "into ADDRESS_ANNOTATION, for hosts whose interface names differ. Needs " +
       "ADDRESS_ANNOTATION and NODE_NAME; not with ADDRESS_INTERFACE.",
+  },
+  {
+    key: "routeAdapter",
+    name: "ROUTE_ADAPTER",
+    default: "netlink",
+    parse: (v) => {
+      const t = v.trim();
+      const found = ROUTE_ADAPTERS.find((a) => a === t);
+      if (!found) throw new Error(`expected ${ROUTE_ADAPTERS.join(" or ")}`);
+      return found;
+    },
+    description: "How routes and addresses are read, written and watched: `netlink` (rtnetlink " +
+      "sockets through FFI to libc; no program is run) or `iproute2` (`ip` processes, for hosts " +
+      "that forbid FFI).",
   },
 ];
 

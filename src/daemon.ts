@@ -9,8 +9,7 @@ import { NODE_FIELDS, type NodeInfo, toNodeInfo } from "./kube/node.ts";
 import { createLogger, fileSink, type Logger, stderrSink } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { serveHttp } from "./http.ts";
-import { createIprouteTable } from "./routing/iproute.ts";
-import { watchRoutes } from "./routing/monitor.ts";
+import { kernelAdapter } from "./routing/adapter.ts";
 import { compactHeap, trimMalloc } from "./heap.ts";
 import { Reconciler, type ReconcileResult } from "./routing/reconciler.ts";
 import type { RouteTable } from "./routing/types.ts";
@@ -117,7 +116,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   });
 
   metrics.informer = () => informer.stats();
-  const table: RouteTable = createIprouteTable({ netns: opts.netns, log });
+  const kernel = await kernelAdapter(cfg.routeAdapter, { netns: opts.netns, log });
+  const table: RouteTable = kernel.table;
   const machineId = cfg.nodeName === "" ? readMachineId() : "";
   let selfName = cfg.nodeName;
   let warnedNoSelf = false;
@@ -136,7 +136,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     if (r.plan.selfCidrs === undefined) return;
     if (conflistPending) {
       conflistPending = false;
-      await installMainConflist(cfg, r.plan.nodes.find((n) => n.self)?.addresses[0], log);
+      await installMainConflist(cfg, r.plan.nodes.find((n) => n.self)?.addresses[0], table, log);
     }
     const text = r.plan.selfCidrs.join(",");
     if (text === lastState) return;
@@ -185,7 +185,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     client,
     informer,
     log,
-    netns: opts.netns,
+    addresses: kernel.addresses,
     lease: opts.lease,
     postEvents: cfg.nodeEvents ? postEvents : undefined,
   });
@@ -235,13 +235,9 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     else log.debug("resync complete; idle memory released", fields);
   };
   const startMonitor = () => {
-    monitor = watchRoutes({
-      netns: opts.netns,
-      log,
-      onEvent: (e) => {
-        log.debug("kernel change", { kind: e.kind, detail: e.detail });
-        reconciler.kernelEvent(e);
-      },
+    monitor = kernel.watch((e) => {
+      log.debug("kernel change", { kind: e.kind, detail: e.detail });
+      reconciler.kernelEvent(e);
     });
     // `ip monitor` subscribes a moment after it starts; one full read after that covers
     // whatever changed between the first reconcile's read and the subscription. That read
@@ -304,12 +300,13 @@ async function installBinaries(cfg: DaemonConfig, log: Logger): Promise<void> {
 async function installMainConflist(
   cfg: DaemonConfig,
   address: string | undefined,
+  table: RouteTable,
   log: Logger,
 ): Promise<void> {
   const install = await import("./install.ts");
   try {
     if (address === undefined) throw new Error("own node has no address to find the MTU by");
-    const mtu = await install.interfaceMtu(address);
+    const mtu = await install.interfaceMtu(address, await table.localAddresses());
     const r = await install.installConflist({ confDir: cfg.cniConfDir, mtu, log });
     log.info(r.written ? "CNI conflist written" : "CNI conflist left as it is", {
       path: r.path,

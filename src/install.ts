@@ -17,6 +17,7 @@ import { z } from "zod";
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, DEFAULT_PLUGINS_DIR } from "./config.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
 import { parseIp, sameIp } from "./net/ip.ts";
+import type { LocalAddress } from "./routing/types.ts";
 
 /** File name of the IPAM plugin in the CNI bin folder. */
 export const KUBE_NODE_BINARY = "kube-node";
@@ -329,39 +330,31 @@ export async function installConflist(opts: InstallConflistOptions): Promise<Con
   return { path, written: true };
 }
 
-const IpAddrSchema = z.array(
-  z.object({
-    ifname: z.string(),
-    mtu: z.number().int(),
-    addr_info: z.array(z.object({ local: z.string().optional() }).loose()).optional(),
-  }).loose(),
-);
-
 /**
- * MTU of the interface holding `address` (the node's address), from `ip -json addr`.
- * Throws naming the address when no interface has it.
+ * MTU of the interface holding `address` (the node's address) among the host's addresses
+ * (`RouteTable.localAddresses()`), read from sysfs, so that no program is run. Throws naming
+ * the address when no interface has it.
  *
  * @example
  * ```ts
- * await interfaceMtu("192.168.1.2"); // 1500
+ * await interfaceMtu("192.168.1.2", await table.localAddresses()); // 1500
  * ```
  */
-export async function interfaceMtu(address: string): Promise<number> {
+export async function interfaceMtu(
+  address: string,
+  local: readonly LocalAddress[],
+): Promise<number> {
   const want = parseIp(address);
   if (!want) throw new Error(`interfaceMtu: ${JSON.stringify(address)} is not an IP address`);
-  const out = await new Deno.Command("ip", { args: ["-json", "addr", "show"], stderr: "piped" })
-    .output();
-  if (!out.success) {
-    throw new Error(`ip -json addr show: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-  const links = IpAddrSchema.parse(JSON.parse(new TextDecoder().decode(out.stdout)));
-  for (const link of links) {
-    for (const a of link.addr_info ?? []) {
-      const ip = a.local === undefined ? undefined : parseIp(a.local);
-      if (ip && sameIp(ip, want)) return link.mtu;
-    }
-  }
-  throw new Error(`no interface holds ${address}`);
+  const holder = local.find((a) => {
+    const ip = parseIp(a.address);
+    return ip !== undefined && sameIp(ip, want);
+  });
+  if (!holder) throw new Error(`no interface holds ${address}`);
+  const path = `/sys/class/net/${holder.dev}/mtu`;
+  const mtu = Number((await Deno.readTextFile(path)).trim());
+  if (!Number.isInteger(mtu) || mtu <= 0) throw new Error(`${path}: not an MTU`);
+  return mtu;
 }
 
 /** Path of this program's main.ts when running under `deno run`, else undefined. */
@@ -419,8 +412,10 @@ export async function installCommand(args: string[]): Promise<number> {
     if (opts["--conf-dir"] !== undefined) {
       let mtu: number;
       if (opts["--mtu"] !== undefined) mtu = Number(opts["--mtu"]);
-      else if (opts["--address"] !== undefined) mtu = await interfaceMtu(opts["--address"]);
-      else {
+      else if (opts["--address"] !== undefined) {
+        const { createIprouteTable } = await import("./routing/iproute.ts");
+        mtu = await interfaceMtu(opts["--address"], await createIprouteTable().localAddresses());
+      } else {
         console.error(`install: --conf-dir needs --mtu or --address\n${USAGE}`);
         return 2;
       }

@@ -15,7 +15,8 @@ import type { NodeInformer } from "./kube/informer.ts";
 import { LEADER_ELECTION_DEFAULTS, LeaderElector } from "./kube/leader.ts";
 import type { NodeInfo } from "./kube/node.ts";
 import type { Logger } from "./log.ts";
-import { addressSelector } from "./publish/addresses.ts";
+import { type AddressSelector, addressSelector } from "./publish/addresses.ts";
+import type { AddressSource } from "./publish/sources.ts";
 import {
   type AddressPublisher,
   type PublisherCounters,
@@ -46,8 +47,8 @@ export interface WriterContext {
   client: KubeClient;
   informer: NodeInformer<NodeInfo>;
   log: Logger;
-  /** Read the host's addresses in this network namespace. */
-  netns?: string;
+  /** The host's addresses, for the publisher (the kernel adapter's). */
+  addresses: (selector: AddressSelector) => AddressSource;
   lease?: LeaseTiming;
   /** Posts Node Events for problems (NODE_EVENTS). */
   postEvents?: (problems: Problem[]) => void;
@@ -130,7 +131,7 @@ function startPublication(
   const own = () => informer.store.get(cfg.nodeName);
   let problem: string | undefined;
   const publisher: AddressPublisher = startAddressPublisher({
-    netns: ctx.netns,
+    source: ctx.addresses(selector),
     selector,
     current: () => {
       const node = own();

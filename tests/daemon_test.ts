@@ -117,31 +117,36 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "daemon: routes come back after ip route del and after a link flap",
-  ignore: !!notRoot,
-  async fn() {
-    const c = await cluster();
-    const d = await daemon(c);
-    try {
-      const all = [...MAIN_B, ...MAIN_C];
-      await expectRoutes(c.ns, 202, all, "initial");
-      await c.ns.ip("route", "del", "10.244.1.0/24");
-      await c.ns.ip("-6", "route", "del", "fd00:244:0:2::/64");
-      await expectRoutes(c.ns, 202, all, "deleted routes restored");
-      await c.ns.ip("link", "set", "lan0", "down");
-      await pollUntil(async () => (await routes(c.ns, 202)).length === 0, {
-        timeoutMs: 5000,
-        message: "link down flushes the routes",
-      });
-      await c.ns.ip("link", "set", "lan0", "up");
-      await expectRoutes(c.ns, 202, all, "routes restored after the link came back");
-    } finally {
-      await d.stop();
-      await c.close();
-    }
-  },
-});
+for (const adapter of ["netlink", "iproute2"]) {
+  Deno.test({
+    name: `daemon (${adapter}): routes come back after ip route del and after a link flap`,
+    ignore: !!notRoot,
+    async fn() {
+      const c = await cluster();
+      const d = await daemon(c, { ROUTE_ADAPTER: adapter });
+      try {
+        const all = [...MAIN_B, ...MAIN_C];
+        await expectRoutes(c.ns, 202, all, "initial");
+        await c.ns.ip("route", "del", "10.244.1.0/24");
+        await c.ns.ip("-6", "route", "del", "fd00:244:0:2::/64");
+        await expectRoutes(c.ns, 202, all, "deleted routes restored");
+        await c.ns.ip("link", "set", "lan0", "down");
+        await pollUntil(async () => (await routes(c.ns, 202)).length === 0, {
+          timeoutMs: 5000,
+          message: "link down flushes the routes",
+        });
+        await c.ns.ip("link", "set", "lan0", "up");
+        await expectRoutes(c.ns, 202, all, "routes restored after the link came back");
+        // A change of the cluster reaches the kernel through the same adapter.
+        c.api.nodes.delete("c");
+        await expectRoutes(c.ns, 202, MAIN_B, "c's routes gone");
+      } finally {
+        await d.stop();
+        await c.close();
+      }
+    },
+  });
+}
 
 Deno.test({
   name: "daemon: a foreign route that takes ours is reported at once; when it goes, ours is back",
@@ -348,17 +353,17 @@ Deno.test({
       log: createLogger("debug", { write: (l) => lines.push(l), text: false }),
     });
     const given = (msg: string) =>
-      lines.map((l) => JSON.parse(l)).filter((o) => o.msg === `${msg}; memory given back`);
+      lines.map((l) => JSON.parse(l)).filter((o) => o.msg === `${msg}; idle memory released`);
     try {
-      await pollUntil(() => Promise.resolve(given("resync done").length >= 2), {
+      await pollUntil(() => Promise.resolve(given("resync complete").length >= 2), {
         timeoutMs: 10_000,
         message: () => `no two resyncs that gave memory back:\n${lines.join("\n")}`,
       });
-      const start = given("start over");
+      const start = given("start complete");
       assert.equal(start.length, 1, lines.join("\n"));
       // This test's Deno runs without V8's gc exposed (the image's runtime has it), and on
       // Debian's glibc.
-      for (const o of [...start, ...given("resync done")]) {
+      for (const o of [...start, ...given("resync complete")]) {
         assert.equal(o.heapCompacted, false);
         assert.equal(o.mallocTrimmed, true);
       }

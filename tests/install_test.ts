@@ -3,6 +3,7 @@
  * skipping identical files, the development wrapper, the conflist, the interface MTU.
  */
 import assert from "node:assert/strict";
+import { createIprouteTable } from "../src/routing/iproute.ts";
 import {
   CONFLIST_NAME,
   installBinaries,
@@ -195,7 +196,11 @@ Deno.test("install: conflist written once, with the MTU; skipped when ours is th
 });
 
 Deno.test("install: interfaceMtu finds the interface holding an address", async () => {
-  assert.equal(await interfaceMtu("127.0.0.1"), 65536);
-  await assert.rejects(() => interfaceMtu("192.0.2.254"), /no interface holds 192\.0\.2\.254/);
-  await assert.rejects(() => interfaceMtu("nope"), /not an IP address/);
+  const local = await createIprouteTable().localAddresses();
+  assert.equal(await interfaceMtu("127.0.0.1", local), 65536);
+  await assert.rejects(
+    () => interfaceMtu("192.0.2.254", local),
+    /no interface holds 192\.0\.2\.254/,
+  );
+  await assert.rejects(() => interfaceMtu("nope", local), /not an IP address/);
 });

@@ -25,6 +25,7 @@ import {
   readHostAddresses,
   startAddressPublisher,
 } from "../src/publish/publisher.ts";
+import { netlinkAddressSource } from "../src/publish/sources.ts";
 import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
 
 const notRoot = requireRoot();
@@ -112,6 +113,17 @@ Deno.test({
     const addrs = parseHostAddresses(json);
     const temporary = addrs.find((a) => a.temporary && a.dev === "priv0");
     assert.ok(temporary);
+
+    await t.step("rtnetlink reads what ip reads, flags included", async () => {
+      const key = (a: HostAddress) =>
+        [a.dev, a.address, a.prefix, a.scope, a.tentative, a.dadfailed, a.deprecated, a.temporary]
+          .join(" ");
+      const viaNetlink = (await netlinkAddressSource({ netns: ns.name }).read()).map(key);
+      // The tentative address may finish DAD between the two reads: compare the rest.
+      const settled = (k: string) => !k.includes("1000::1:c0a8:201");
+      assert.deepEqual(viaNetlink.filter(settled).sort(), addrs.map(key).filter(settled).sort());
+      assert.ok(viaNetlink.some((k) => k.startsWith("net3 1000::1:c0a8:202 120 global true true")));
+    });
 
     await t.step("the kernel's flags come through parsing", () => {
       const reasons = Object.fromEntries(
@@ -698,6 +710,27 @@ Deno.test({
       assert.equal(warnings(lines, "address annotation problem"), 1);
       assert.equal(pub.counters.reads, 0);
       assert.deepEqual(node.calls, []);
+    } finally {
+      await pub.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "publisher over rtnetlink: publishes, and follows a replacement within a second",
+  ignore: !!notRoot,
+  async fn() {
+    await using ns = await net3Host();
+    const node = new FakeNode();
+    const { pub } = start(ns, node, { source: netlinkAddressSource({ netns: ns.name }) });
+    try {
+      await untilPublished(node, "192.168.2.3,1000::1:c0a8:203", Date.now(), 5000);
+      const t0 = Date.now();
+      await ip(ns, "addr add 192.168.2.9/24 dev net3");
+      await ip(ns, "addr del 192.168.2.3/24 dev net3");
+      await untilPublished(node, "192.168.2.9,1000::1:c0a8:203", t0, 1000);
+      console.log(`  replacement published in ${Date.now() - t0} ms`);
+      assert.equal(pub.counters.publications, 2);
     } finally {
       await pub.close();
     }

@@ -22,11 +22,22 @@ export function spawnMainInNetns(
   args: string[],
   opts: { env?: Record<string, string>; stderr?: "null" | "inherit" } = {},
 ): Deno.ChildProcess {
-  return new Deno.Command("ip", {
+  // Found in our PATH, not the child's: the child's environment may have none.
+  return new Deno.Command(inPath("ip"), {
     args: ["netns", "exec", netns, Deno.execPath(), "run", "-A", "--quiet", MAIN_TS, ...args],
     env: opts.env,
     stdin: "null",
     stdout: "null",
     stderr: opts.stderr ?? "null",
   }).spawn();
+}
+
+/** The program's path in this process's PATH (the name itself when not found). */
+function inPath(name: string): string {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    try {
+      if (dir !== "" && Deno.statSync(`${dir}/${name}`).isFile) return `${dir}/${name}`;
+    } catch { /* not there */ }
+  }
+  return name;
 }

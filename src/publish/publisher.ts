@@ -1,8 +1,9 @@
 /**
  * Keeps this node's address annotation for one network in step with the host's addresses:
- * reads them with `ip -json address show`, follows their changes with its own
- * `ip -N monitor address`, and patches the Node (through a callback) when the selection
- * (src/publish/addresses.ts) differs from what the annotation says.
+ * reads them and follows their changes through an {@link AddressSource} (rtnetlink, or `ip`
+ * where FFI is not allowed: src/publish/sources.ts), and patches the Node (through a
+ * callback) when the selection (src/publish/addresses.ts) differs from what the annotation
+ * says.
  *
  * It never patches while it has nothing usable: the annotation stays as it was, so peers
  * keep their routes through a passing gap, and the problem is reported once, when it has
@@ -12,16 +13,15 @@
  */
 import type { Logger } from "../log.ts";
 import {
-  addressEventMatters,
   type AddressSelector,
   type AnnotationPlan,
   describeCandidates,
   describeSelector,
   type HostAddress,
-  parseHostAddresses,
   planAnnotation,
   planProblem,
 } from "./addresses.ts";
+import { type AddressSource, iprouteAddressSource } from "./sources.ts";
 
 /** Delays of the publisher, in milliseconds. */
 export interface PublisherTiming {
@@ -38,8 +38,6 @@ export interface PublisherTiming {
   retryMaxMs: number;
   /** The same publish error is logged at most once per this period. */
   errorLogMs: number;
-  /** First delay before restarting the monitor when it exits; doubles up to 5 s. */
-  monitorRestartMs: number;
   /**
    * How long a problem must last before it is reported: an address replaced (deleted,
    * then added; a new IPv6 address is tentative for a second or two) is not one.
@@ -53,13 +51,8 @@ const DEFAULT_TIMING: PublisherTiming = {
   retryMinMs: 1000,
   retryMaxMs: 30_000,
   errorLogMs: 30_000,
-  monitorRestartMs: 100,
   problemGraceMs: 3000,
 };
-
-const MONITOR_RESTART_MAX_MS = 5000;
-/** A monitor that ran this long was healthy: its next restart starts from the first delay. */
-const MONITOR_HEALTHY_MS = 10_000;
 
 /** Options of {@link startAddressPublisher}. */
 export interface AddressPublisherOptions {
@@ -80,7 +73,9 @@ export interface AddressPublisherOptions {
    * undefined when it ends.
    */
   onProblem?(problem: string | undefined): void;
-  /** Path of the `ip` program; default "ip" from PATH. */
+  /** Where the addresses come from; default `ip` (see src/publish/sources.ts). */
+  source?: AddressSource;
+  /** Path of the `ip` program of the default source; default "ip" from PATH. */
   ipPath?: string;
   /** Delays; the defaults suit a daemon, tests shorten them. */
   timing?: Partial<PublisherTiming>;
@@ -118,36 +113,11 @@ export interface AddressPublisher {
   close(): Promise<void>;
 }
 
-/** What a child process printed, and its exit status. */
-async function outputText(child: Deno.ChildProcess): Promise<[number, string, string]> {
-  const [stdout, stderr, status] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-    child.status,
-  ]);
-  return [status.code, stdout, stderr];
-}
-
 /** The host's addresses, through `ip [-n NS] -json address show`. */
-export async function readHostAddresses(
+export function readHostAddresses(
   opts: { netns?: string; ipPath?: string } = {},
 ): Promise<HostAddress[]> {
-  const args = [...(opts.netns ? ["-n", opts.netns] : []), "-json", "address", "show"];
-  const child = new Deno.Command(opts.ipPath ?? "ip", {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const [code, stdout, stderr] = await outputText(child);
-  if (code !== 0) throw new Error(`ip ${args.join(" ")}: exit ${code}: ${stderr.trim()}`);
-  let json: unknown;
-  try {
-    json = JSON.parse(stdout || "[]");
-  } catch {
-    throw new Error(`ip ${args.join(" ")}: output is not JSON: ${stdout.slice(0, 200)}`);
-  }
-  return parseHostAddresses(json);
+  return iprouteAddressSource({ ...opts, selector: { subnets: [] } }).read();
 }
 
 type Timer = ReturnType<typeof setTimeout>;
@@ -163,6 +133,7 @@ function message(e: unknown): string {
 export function startAddressPublisher(opts: AddressPublisherOptions): AddressPublisher {
   const timing: PublisherTiming = { ...DEFAULT_TIMING, ...opts.timing };
   const log = opts.log;
+  const source = opts.source ?? iprouteAddressSource({ ...opts, log: opts.log });
   const where = describeSelector(opts.selector);
   const counters: PublisherCounters = { publications: 0, failures: 0, reads: 0 };
   let closed = false;
@@ -243,7 +214,7 @@ export function startAddressPublisher(opts: AddressPublisherOptions): AddressPub
     }
     reading = (async () => {
       try {
-        const next = await readHostAddresses(opts);
+        const next = await source.read();
         if (closed) return;
         counters.reads++;
         addrs = next;
@@ -340,54 +311,8 @@ export function startAddressPublisher(opts: AddressPublisherOptions): AddressPub
     });
   };
 
-  // The monitor: any line that may matter schedules one read for the whole burst.
-  let child: Deno.ChildProcess | undefined;
-  const restart: { wake: () => void; timer?: Timer } = { wake: () => {} };
-
-  const runMonitor = async (): Promise<string> => {
-    const args = [...(opts.netns ? ["-n", opts.netns] : []), "-N", "monitor", "address"];
-    child = new Deno.Command(opts.ipPath ?? "ip", {
-      args,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const stderr = new Response(child.stderr).text();
-    let rest = "";
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-      rest += chunk;
-      const lines = rest.split("\n");
-      rest = lines.pop() ?? "";
-      if (lines.some((line) => addressEventMatters(line, opts.selector))) {
-        scheduleRead(timing.debounceMs);
-      }
-    }
-    const status = await child.status;
-    return `exit ${status.code}: ${(await stderr).trim()}`;
-  };
-
-  const monitorLoop = (async () => {
-    let delay = timing.monitorRestartMs;
-    while (!closed) {
-      const started = Date.now();
-      let why: string;
-      try {
-        why = await runMonitor();
-      } catch (e) {
-        why = message(e);
-      }
-      if (closed) break;
-      if (Date.now() - started > MONITOR_HEALTHY_MS) delay = timing.monitorRestartMs;
-      log.warn("address monitor ended; restarting", { reason: why, inMs: delay });
-      await new Promise<void>((resolve) => {
-        restart.wake = resolve;
-        restart.timer = setTimeout(resolve, delay);
-      });
-      delay = Math.min(delay * 2, MONITOR_RESTART_MAX_MS);
-      // Whatever changed while nothing watched.
-      scheduleRead(0);
-    }
-  })();
+  // Any change that may matter schedules one read for the whole burst.
+  const watcher = source.watch(() => scheduleRead(timing.debounceMs));
 
   read();
   let settleTimer: Timer | undefined = setTimeout(() => {
@@ -407,15 +332,11 @@ export function startAddressPublisher(opts: AddressPublisherOptions): AddressPub
     async close() {
       if (closed) return;
       closed = true;
-      const timers = [readTimer, retryTimer, settleTimer, restart.timer, pendingProblem?.timer];
+      const timers = [readTimer, retryTimer, settleTimer, pendingProblem?.timer];
       for (const t of timers) clearTimeout(t);
       readTimer = retryTimer = settleTimer = undefined;
       pendingProblem = undefined;
-      restart.wake();
-      try {
-        child?.kill("SIGTERM");
-      } catch { /* already gone */ }
-      await monitorLoop;
+      await watcher.close();
       await reading;
     },
   };

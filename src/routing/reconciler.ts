@@ -20,7 +20,6 @@ import type {
   KernelRoute,
   LocalAddress,
   OpFailure,
-  Route,
   RouteBatch,
   RouteOp,
   RouteTable,
