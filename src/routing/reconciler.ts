@@ -4,26 +4,24 @@
  *
  * Reading the whole kernel table costs more than planning, so a watch-triggered reconcile
  * diffs against the kernel view kept from the last full read plus the operations applied
- * since. Anything that can make that view wrong (the route monitor, a failed operation,
- * the resync) forces a full read.
+ * since (kernel_view.ts). Anything that can make that view wrong (the route monitor, a failed
+ * reconcile, the resync) forces a full read. Nodes are checked once each (node_checker.ts),
+ * problems said once each (problem_log.ts), and the first list may get a head start
+ * (head_start.ts).
  *
  * @module
  */
 import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
-import { diff, indexKernel, type KernelIndex, routeKey } from "./diff.ts";
+import { diff, routeKey } from "./diff.ts";
 import { HeadStart } from "./head_start.ts";
-import { type NetworkSource, parseNode } from "./node_parse.ts";
-import { type CheckedNode, checkNode, type Plan, plan, PlanMemo, type PlanRules } from "./plan.ts";
-import { foreignRouteProblem, type Problem, problemKey } from "./problem.ts";
-import type {
-  KernelRoute,
-  LocalAddress,
-  OpFailure,
-  RouteBatch,
-  RouteOp,
-  RouteTable,
-} from "./types.ts";
+import { type Change, KernelView } from "./kernel_view.ts";
+import { NodeChecker } from "./node_checker.ts";
+import type { NetworkSource } from "./node_parse.ts";
+import { type CheckedNode, type Plan, plan, PlanMemo, type PlanRules } from "./plan.ts";
+import { foreignRouteProblem, type Problem } from "./problem.ts";
+import { ProblemLog } from "./problem_log.ts";
+import type { OpFailure, RouteBatch, RouteOp, RouteTable } from "./types.ts";
 
 /** What asked for a reconcile. */
 export type Trigger = "start" | "watch" | "monitor" | "resync";
@@ -69,39 +67,39 @@ interface HeadStartState {
   readonly ops: RouteOp[];
 }
 
+/**
+ * The start, until the first reconcile ends it: nodes prepared before the host's addresses
+ * were read, nodes checked before our own node was seen, and the head start once it began.
+ */
+interface StartState {
+  waiting?: NodeInfo[];
+  early?: CheckedNode[];
+  head?: HeadStartState;
+  /** Resolves (to undefined) when the start is over. */
+  readonly over: PromiseWithResolvers<undefined>;
+}
+
 /** Runs reconciles on demand, one at a time, folding triggers that arrive meanwhile. */
 export class Reconciler {
-  #opts: ReconcilerOptions;
-  /** Checked nodes, valid while the rules and local addresses stay the same. */
-  #checked = new WeakMap<NodeInfo, CheckedNode>();
-  #checkContext = "";
-  #planMemo = new PlanMemo();
+  readonly #opts: ReconcilerOptions;
+  readonly #checker: NodeChecker;
+  readonly #planMemo = new PlanMemo();
+  readonly #view: KernelView;
+  readonly #problems: ProblemLog;
+  /** Undefined once the start is over (a reconcile has begun, or the reconciler stopped). */
+  #start: StartState | undefined = { over: Promise.withResolvers<undefined>() };
+  /** The folded trigger of the next reconcile, and whether it must read the kernel in full. */
   #pending: Trigger | undefined;
   #full = true;
   #running: Promise<void> | undefined;
-  #kernel: KernelIndex | undefined;
-  #local: LocalAddress[] = [];
-  /** The rules the checked nodes were made with. */
-  #rules: PlanRules | undefined;
-  #reported = new Map<string, Problem>();
-  /** Destinations we deleted ourselves, whose "Deleted" the route monitor will echo. */
-  #ownDeletions = new Map<string, number>();
-  #last: ReconcileResult | undefined;
-  #wantedSets = new WeakMap<Plan, Set<string>>();
   #stopped = false;
-  /** Whether a reconcile has begun or the reconciler stopped: no head start from then on. */
-  #over = false;
-  /** Resolves (to undefined) when {@link #over} becomes true. */
-  #overSignal = Promise.withResolvers<undefined>();
-  /** Nodes prepared before the rules could be made (the host's addresses unread). */
-  #waiting: NodeInfo[] | undefined;
-  /** Nodes checked before the head start could begin (our own node unseen). */
-  #early: CheckedNode[] | undefined;
-  /** The first list's head start: its batch stays open until the first reconcile ends it. */
-  #head: HeadStartState | undefined;
+  #last: ReconcileResult | undefined;
 
   constructor(opts: ReconcilerOptions) {
     this.#opts = opts;
+    this.#checker = new NodeChecker(opts.source);
+    this.#view = new KernelView(opts.protocol);
+    this.#problems = new ProblemLog(opts.log);
   }
 
   /** The last result, if any reconcile finished. */
@@ -121,47 +119,9 @@ export class Reconciler {
     if (!this.#running) this.#running = this.#loop();
   }
 
-  /**
-   * Takes a kernel event from the route monitor. Route events are weighed by destination:
-   *
-   * - a route of ours added: our own write (ignored);
-   * - a route of ours deleted: our own echo when we deleted it, else a full reconcile;
-   * - another owner's route added or deleted at a destination we want: a full reconcile, which
-   *   reports it in our way, or puts ours back once it has gone (a `replace` by another owner
-   *   takes our route without a deletion message);
-   * - any other route: ignored.
-   *
-   * Link and address changes always reconcile: a link going down flushes routes silently.
-   */
+  /** Takes a kernel event from the route monitor: a full reconcile when the rule says so. */
   kernelEvent(e: { kind: string; dst?: string; protocol?: number }): void {
-    const route = e.kind === "route-added" || e.kind === "route-deleted";
-    if (route && e.dst !== undefined) {
-      const key = routeKey({ family: e.dst.includes(":") ? 6 : 4, dst: e.dst });
-      if (e.protocol === this.#opts.protocol || e.protocol === undefined) {
-        if (e.kind === "route-added") return;
-        const n = this.#ownDeletions.get(key);
-        if (n !== undefined) {
-          if (n > 1) this.#ownDeletions.set(key, n - 1);
-          else this.#ownDeletions.delete(key);
-          return;
-        }
-      } else if (!this.#wanted().has(key)) {
-        return;
-      }
-    }
-    this.trigger("monitor");
-  }
-
-  /** Destinations of the last plan, made once per plan and only when a foreign route moves. */
-  #wanted(): ReadonlySet<string> {
-    const last = this.#last?.plan;
-    if (last === undefined) return new Set();
-    let set = this.#wantedSets.get(last);
-    if (!set) {
-      set = new Set(last.routes.map(routeKey));
-      this.#wantedSets.set(last, set);
-    }
-    return set;
+    if (this.#view.needsReconcile(e, this.#last?.plan)) this.trigger("monitor");
   }
 
   /**
@@ -181,31 +141,31 @@ export class Reconciler {
   async preload(self?: Promise<NodeInfo | undefined>): Promise<void> {
     const { table, protocol } = this.#opts;
     if (self === undefined) {
-      this.#local = await table.localAddresses();
-      this.#checkRules();
+      this.#checker.use(this.#opts.rules(), await table.localAddresses());
       return;
     }
-    this.#waiting = [];
-    this.#early = [];
+    const start = this.#start;
+    if (!start) return;
+    start.waiting = [];
+    start.early = [];
     try {
       const [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
-      if (this.#over) return;
-      this.#local = local;
-      const rules = this.#checkRules();
-      for (const node of this.#waiting) this.#early.push(this.#check(node, rules));
-      this.#waiting = undefined;
+      if (this.#start !== start) return;
+      this.#checker.use(this.#opts.rules(), local);
+      for (const node of start.waiting) start.early.push(this.#checker.check(node));
+      start.waiting = undefined;
       // Not waited for past the first reconcile: our node may be in no list at all.
-      const own = await Promise.race([self, this.#overSignal.promise]);
-      if (this.#over || own === undefined) return;
+      const own = await Promise.race([self, start.over.promise]);
+      if (this.#start !== start || own === undefined) return;
       // The table as read before the list: whatever changes in it meanwhile, the full read
       // that follows the first reconcile (see the daemon's route monitor) catches.
-      this.#kernel = indexKernel(routes, protocol);
-      const decide = new HeadStart(this.#kernel, this.#check(own, rules));
-      this.#head = { decide, batch: table.openBatch(protocol), ops: [] };
-      for (const node of this.#early) this.#headStart(node);
+      const index = this.#view.read(routes);
+      const decide = new HeadStart(index, this.#checker.check(own));
+      start.head = { decide, batch: table.openBatch(protocol), ops: [] };
+      for (const node of start.early) this.#headStart(node);
     } finally {
-      this.#waiting = undefined;
-      this.#early = undefined;
+      start.waiting = undefined;
+      start.early = undefined;
     }
   }
 
@@ -216,17 +176,17 @@ export class Reconciler {
    * read, the node is kept for then when a head start may come, else left to the reconcile.
    */
   prepare(node: NodeInfo): void {
-    if (!this.#rules) {
-      this.#waiting?.push(node);
+    if (!this.#checker.ready) {
+      this.#start?.waiting?.push(node);
       return;
     }
-    const checked = this.#check(node, this.#rules);
-    if (this.#early) this.#early.push(checked);
+    const checked = this.#checker.check(node);
+    if (this.#start?.early) this.#start.early.push(checked);
     else this.#headStart(checked);
   }
 
   #headStart(node: CheckedNode): void {
-    const head = this.#head;
+    const head = this.#start?.head;
     if (!head || head.decide.off) return;
     const routes = head.decide.routes(node);
     if (routes.length === 0) return;
@@ -234,40 +194,14 @@ export class Reconciler {
     try {
       head.batch.write(ops);
     } catch (error) {
-      // Only starting `ip` can fail here, before anything was sent: the first reconcile then
-      // applies everything as it would have without a head start. Never thrown to the
+      // Only starting the batch can fail here, before anything was sent: the first reconcile
+      // then applies everything as it would have without a head start. Never thrown to the
       // informer, which would take the node for a bad object.
-      this.#head = undefined;
+      this.#start!.head = undefined;
       this.#opts.log.warn("head start stopped: the batch did not start", { error });
       return;
     }
     for (const op of ops) head.ops.push(op);
-  }
-
-  /** The rules, with the memo of checked nodes reset when they or our addresses changed. */
-  #checkRules(): PlanRules {
-    const rules = this.#opts.rules();
-    const context = JSON.stringify(
-      [rules, this.#local],
-      (_k, v) => typeof v === "bigint" ? String(v) : v,
-    );
-    if (context !== this.#checkContext) {
-      this.#checkContext = context;
-      this.#checked = new WeakMap();
-    }
-    this.#rules = rules;
-    return rules;
-  }
-
-  #check(node: NodeInfo, rules: PlanRules): CheckedNode {
-    // The parsed node is not kept: parsing again when the rules change is cheap, and 5,000
-    // of them would hold megabytes.
-    let c = this.#checked.get(node);
-    if (!c) {
-      c = checkNode(parseNode(node, this.#opts.source), rules, this.#local);
-      this.#checked.set(node, c);
-    }
-    return c;
   }
 
   /** Resolves when no reconcile is pending or running. */
@@ -281,7 +215,7 @@ export class Reconciler {
     this.#pending = undefined;
     await this.idle();
     // Routes already sent stay, as every route does when the daemon stops.
-    await this.#endHeadStart()?.batch.close().catch(() => {});
+    await this.#endStart()?.batch.close().catch(() => {});
   }
 
   async #loop(): Promise<void> {
@@ -306,34 +240,32 @@ export class Reconciler {
   async #reconcile(trigger: Trigger): Promise<ReconcileResult> {
     const t0 = performance.now();
     const { table, protocol, log } = this.#opts;
-    const head = this.#endHeadStart();
+    const head = this.#endStart();
     // The head start's view was read just before the list, and nothing else has written
     // since; a read now would also catch its batch half done.
     if (head) this.#full = false;
-    const fullRead = this.#full || this.#kernel === undefined;
+    const fullRead = this.#full || this.#view.index === undefined;
     if (fullRead) {
       this.#full = false;
-      this.#ownDeletions.clear();
       const [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
-      this.#kernel = indexKernel(routes, protocol);
-      this.#local = local;
+      this.#view.read(routes);
+      this.#checker.use(this.#opts.rules(), local);
+    } else {
+      this.#checker.use(this.#opts.rules());
     }
-    const kernel = this.#kernel!;
     // Planned as if the head start's routes were in; those the kernel refused come out of
     // the view below, like any refused operation.
-    for (const op of head?.ops ?? []) kernel.ours.set(routeKey(op.route), [ourRoute(op, protocol)]);
+    this.#view.applied(head?.ops ?? [], new Set());
     const t1 = performance.now();
 
-    const rules = this.#checkRules();
     const checked: CheckedNode[] = [];
-    for (const node of this.#opts.nodes()) checked.push(this.#check(node, rules));
+    for (const node of this.#opts.nodes()) checked.push(this.#checker.check(node));
     const thePlan = plan(checked, this.#planMemo);
-    const { ops, conflicts } = diff(thePlan.routes, kernel);
+    const { ops, conflicts } = diff(thePlan.routes, this.#view.index!);
     const t2 = performance.now();
-    // Registered before the batch runs: the monitor may print the echo of a deletion before
-    // `ip -batch` has exited, and an unrecognised echo costs a full read.
-    const deletions = ops.filter((op) => op.op === "delete").map((op) => routeKey(op.route));
-    this.#expectEchoes(deletions, 1);
+    // Registered before the batch runs: the monitor may report the echo of a deletion before
+    // the batch has ended, and an unrecognised echo costs a full read.
+    this.#view.expectEchoes(ops, 1);
     let failures: OpFailure[] = [];
     try {
       if (head) {
@@ -343,44 +275,23 @@ export class Reconciler {
         failures = await table.apply(ops, protocol);
       }
     } catch (e) {
-      this.#expectEchoes(deletions, -1);
+      this.#view.expectEchoes(ops, -1);
       throw e;
     }
     const t3 = performance.now();
 
-    const failed = new Set(failures.map((f) => f.op));
+    const refused = new Set(failures.map((f) => f.op));
+    const ours = this.#view.index!.ours;
+    for (const op of head?.ops ?? []) if (refused.has(op)) ours.delete(routeKey(op.route));
     const debug = log.enabled("debug");
-    for (const op of head?.ops ?? []) {
-      if (failed.has(op)) kernel.ours.delete(routeKey(op.route));
-      else if (debug && op.op === "replace") {
-        const { dst, via, node } = op.route;
-        log.debug("route added", { dst, via, node, trigger: "head start" });
-      }
+    const said = (change: Change, op: RouteOp, by: string) => {
+      const { dst, via } = op.route;
+      log.debug(change, { dst, via, node: "node" in op.route ? op.route.node : undefined, by });
+    };
+    if (debug) {
+      for (const op of head?.ops ?? []) if (!refused.has(op)) said("route added", op, "head start");
     }
-    for (const op of ops) {
-      const key = routeKey(op.route);
-      if (failed.has(op)) {
-        if (op.op === "delete") this.#expectEchoes([key], -1);
-        continue;
-      }
-      if (debug) {
-        const msg = op.op === "delete"
-          ? "route deleted"
-          : kernel.ours.has(key)
-          ? "route replaced"
-          : "route added";
-        const { dst, via } = op.route;
-        log.debug(msg, { dst, via, node: "node" in op.route ? op.route.node : undefined, trigger });
-      }
-      if (op.op === "delete") {
-        const left = kernel.ours.get(key)?.filter((r) => r !== op.route) ?? [];
-        if (left.length > 0) kernel.ours.set(key, left);
-        else kernel.ours.delete(key);
-      } else {
-        kernel.ours.set(key, [ourRoute(op, protocol)]);
-      }
-    }
-    // A refused batch line changes nothing, so the view stays true; it is retried next time.
+    this.#view.applied(ops, refused, debug ? (change, op) => said(change, op, trigger) : undefined);
 
     const problems: Problem[] = [...thePlan.problems];
     for (const c of conflicts) problems.push(foreignRouteProblem(c));
@@ -394,20 +305,21 @@ export class Reconciler {
         reason: `${f.op.op} refused by the kernel: ${f.error}`,
       });
     }
-    this.#report(problems);
+    const fresh = this.#problems.update(problems);
+    if (fresh.length > 0) this.#opts.onNewProblems?.(fresh);
 
     const sent = ops.length + (head?.ops.length ?? 0);
     const result: ReconcileResult = {
       trigger,
       plan: thePlan,
-      installed: kernel.ours.size,
+      installed: ours.size,
       applied: sent - failures.length,
       failures,
       problems,
       durationMs: performance.now() - t0,
       fullRead,
     };
-    if (sent > 0 || log.enabled("debug")) {
+    if (sent > 0 || debug) {
       log.info("reconciled", {
         trigger,
         nodes: checked.length,
@@ -425,61 +337,11 @@ export class Reconciler {
     return result;
   }
 
-  /** Ends the head start (or rules it out); returns its state when it had begun. */
-  #endHeadStart(): HeadStartState | undefined {
-    this.#over = true;
-    this.#overSignal.resolve(undefined);
-    this.#waiting = undefined;
-    this.#early = undefined;
-    const head = this.#head;
-    this.#head = undefined;
-    return head;
+  /** Ends the start (no head start from now on); returns its head start if it had begun. */
+  #endStart(): HeadStartState | undefined {
+    const start = this.#start;
+    this.#start = undefined;
+    start?.over.resolve(undefined);
+    return start?.head;
   }
-
-  /** Counts (+1) or uncounts (-1) the monitor echoes expected for our own deletions. */
-  #expectEchoes(keys: readonly string[], delta: 1 | -1): void {
-    for (const key of keys) {
-      const n = (this.#ownDeletions.get(key) ?? 0) + delta;
-      if (n > 0) this.#ownDeletions.set(key, n);
-      else this.#ownDeletions.delete(key);
-    }
-  }
-
-  /**
-   * Logs each problem once when it appears and once when it is gone, with a stable message
-   * and the values in fields. A node without CIDRs for this network is normal where a network
-   * covers some nodes only: that is said at debug level.
-   */
-  #report(problems: readonly Problem[]): void {
-    const { log } = this.#opts;
-    const now = new Map(problems.map((p) => [problemKey(p), p]));
-    const fresh: Problem[] = [];
-    for (const [key, p] of now) {
-      if (this.#reported.has(key)) continue;
-      fresh.push(p);
-      const fields = {
-        node: p.node,
-        kind: p.kind,
-        field: p.field,
-        value: p.value,
-        reason: p.reason,
-      };
-      if (p.kind === "no-cidrs") log.debug("node problem", fields);
-      else log.warn("node problem", fields);
-    }
-    for (const [key, p] of this.#reported) {
-      if (now.has(key)) continue;
-      const fields = { node: p.node, kind: p.kind, field: p.field, value: p.value };
-      if (p.kind === "no-cidrs") log.debug("node problem resolved", fields);
-      else log.info("node problem resolved", fields);
-    }
-    this.#reported = now;
-    if (fresh.length > 0) this.#opts.onNewProblems?.(fresh);
-  }
-}
-
-/** The kernel's route for a replace of ours, as a read would show it. */
-function ourRoute(op: RouteOp, protocol: number): KernelRoute {
-  const { family, dst, via } = op.route;
-  return { family, dst, via, protocol };
 }
