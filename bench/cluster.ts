@@ -77,10 +77,14 @@ export function baselineLines(n: number): string[] {
   return lines;
 }
 
-/** A host namespace with the LAN that every node's addresses are on. */
-export async function hostNamespace(): Promise<BenchNetns> {
+/**
+ * The namespace of node `k` (our own node by default) with the LAN that every node's
+ * addresses are on, holding node k's addresses.
+ */
+export async function hostNamespace(k = 0): Promise<BenchNetns> {
+  const a = addressing(k);
   const ns = await BenchNetns.create();
-  await ns.lan("lan0", ["172.16.0.1/16", "fd00:50::1/64"]);
+  await ns.lan("lan0", [`${a.addr4}/16`, `${a.addr6}/64`]);
   return ns;
 }
 

@@ -11,7 +11,7 @@ import {
   PROTOCOL,
   SELF,
 } from "./cluster.ts";
-import { deferCleanup, type ProcSample, procSample, wallMs } from "./lib.ts";
+import { childrenOf, deferCleanup, type ProcSample, procSample, wallMs } from "./lib.ts";
 import { DAEMON_RUNTIME_ENV } from "../src/config.ts";
 
 const CHILD = new URL("./daemon_child.ts", import.meta.url).pathname;
@@ -26,6 +26,13 @@ export interface DaemonStats {
   installed: number;
   desired: number;
   memory: { rss: number; heapTotal: number; heapUsed: number; external: number };
+  /** Present when the daemon allocates (CLUSTER_CIDRS set). */
+  allocation?: {
+    /** Whether it holds the Lease and decides (after its fresh list). */
+    leader: boolean;
+    /** CIDRs it wrote. */
+    allocations: number;
+  };
   last?: {
     trigger: string;
     durationMs: number;
@@ -156,6 +163,27 @@ export class DaemonProcess {
   /** Stops the daemon (routes stay) and waits for the process to end. */
   stop(): Promise<void> {
     return this.#release();
+  }
+
+  /**
+   * Kills the process with SIGKILL, as a node that dies, and its children: an `ip monitor`
+   * outlives its parent. Nothing is released: the Lease it holds stays until it expires.
+   * Resolves, once all are gone, with the time (performance.now) the signal was sent.
+   */
+  async killHard(): Promise<number> {
+    const orphans = await childrenOf(this.pid);
+    const at = performance.now();
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await this.#exited;
+    for (const pid of orphans) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone with its parent */ }
+    }
+    await this.#release();
+    return at;
   }
 
   async #kill(): Promise<void> {

@@ -36,6 +36,11 @@ function stats(): Record<string, unknown> {
   const num = (name: string) =>
     Number(new RegExp(`^xcluster_cni_${name} ([0-9.e+-]+)$`, "m").exec(text)?.[1] ?? NaN);
   const last = daemon.reconciler.last;
+  // The allocation metrics exist only when the daemon allocates.
+  const leader = num("allocation_leader");
+  const allocation = Number.isNaN(leader)
+    ? undefined
+    : { leader: leader === 1, allocations: num("allocations_total") };
   return {
     ev: "stats",
     t: now(),
@@ -45,6 +50,7 @@ function stats(): Record<string, unknown> {
     installed: num("routes_installed"),
     memory: Deno.memoryUsage(),
     desired: num("routes_desired"),
+    allocation,
     last: last && {
       trigger: last.trigger,
       durationMs: last.durationMs,

@@ -50,7 +50,7 @@ export interface Target {
 
 /** One line of the table. */
 export interface Figure {
-  /** Figure number (1-7), as in docs/performance.md. */
+  /** Figure number (1-8), as in docs/performance.md. */
   figure: number;
   /** Short name, unique in a run, e.g. `convergence` or `cni-add`. */
   name: string;
@@ -353,6 +353,19 @@ export async function procSample(pid: number | "self"): Promise<ProcSample> {
     rssFileMiB: kb("RssFile") / 1024,
     hwmMiB: kb("VmHWM") / 1024,
   };
+}
+
+/** The processes whose parent is `pid`, from /proc. */
+export async function childrenOf(pid: number): Promise<number[]> {
+  const found: number[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^[0-9]+$/.test(e.name)) continue;
+    const stat = await Deno.readTextFile(`/proc/${e.name}/stat`).catch(() => "");
+    // After the command name (which may hold spaces and parentheses): state, then parent.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid === pid) found.push(Number(e.name));
+  }
+  return found;
 }
 
 /** Sleeps (used only for paced load and rest periods, never to wait for a result). */

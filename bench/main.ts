@@ -4,8 +4,9 @@
  * namespaces); sets up and removes everything it uses, also on failure and Ctrl-C.
  *
  * Usage: `deno task bench [--quick] [--only NAME[,NAME]] [N...]` where NAME is one of
- * convergence, latency, churn, repair, memory, cni, apiserver, and each N is a cluster size
- * to run instead of the default 1000 and 5000 (1000 with --quick).
+ * convergence, latency, churn, repair, memory, cni, apiserver, allocation, and each N is a
+ * cluster size to run instead of the default 1000 and 5000 (1000 with --quick); apiserver
+ * and allocation run at the largest.
  *
  * @module
  */
@@ -17,6 +18,7 @@ import { repair } from "./repair.ts";
 import { heapPerNode, memoryAndIdle } from "./memory.ts";
 import { cniFigures } from "./cni.ts";
 import { apiServerFigures } from "./apiserver.ts";
+import { allocationFigures } from "./allocation.ts";
 import {
   type BenchNetns,
   cleanupAll,
@@ -37,6 +39,7 @@ export const NAMES = [
   "memory",
   "cni",
   "apiserver",
+  "allocation",
 ] as const;
 type Name = typeof NAMES[number];
 
@@ -211,6 +214,11 @@ async function main(): Promise<number> {
       const n = sizes[sizes.length - 1];
       log(`API server with ${n} nodes`);
       figures.push(...await apiServerFigures(n, o.quick ? 10 : 20));
+    }
+    if (o.only.has("allocation")) {
+      const n = sizes[sizes.length - 1];
+      log(`allocation with ${n} nodes (each leader killed: its 15 s lease waited out)`);
+      figures.push(...await allocationFigures(n, { kills: o.quick ? 1 : 2 }));
     }
   } finally {
     await cleanupAll();
