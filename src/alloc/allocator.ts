@@ -77,6 +77,8 @@ export interface AllocatorStats {
   problems: readonly AllocProblem[];
 }
 
+/** From the first change to the decision that takes it in, with those that came meanwhile. */
+const DECIDE_DELAY_MS = 10;
 /** Writes in flight at once: 100 joining nodes are written in a few round trips. */
 const CONCURRENT_WRITES = 16;
 /** Nodes off the network are looked up again, when the pools are full, at most this often. */
@@ -156,7 +158,13 @@ export class Allocator {
     const lost: AllocNode[] = [];
     for (const c of changes ?? []) {
       const before = c.old?.annotations[annotation];
-      if (c.type === "updated" && before === c.value?.annotations[annotation]) continue;
+      const after = c.value?.annotations[annotation];
+      if (c.type === "updated" && before === after) continue;
+      if (c.type === "updated" && after !== undefined && this.#assumed.get(c.name) === after) {
+        // The echo of our own write: the next decision would change nothing.
+        this.#assumed.delete(c.name);
+        continue;
+      }
       relevant = true;
       if (c.type === "added") this.#outside.delete(c.name);
       if (c.old === undefined || before === undefined) continue;
@@ -181,7 +189,9 @@ export class Allocator {
     }
     if (!relevant || !this.leading) return;
     this.#pending = true;
-    this.#running ??= this.#loop();
+    // A short wait folds a burst (nodes joining together arrive as separate events) into
+    // one decision over the whole cluster.
+    this.#running ??= new Promise((r) => setTimeout(r, DECIDE_DELAY_MS)).then(() => this.#loop());
   }
 
   /** Finds out whether a node that left the view was deleted; frees what it held if so. */
