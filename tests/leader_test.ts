@@ -1,7 +1,7 @@
 /** Leader election over a Lease of the embedded API server, through its faults. Needs openssl. */
 import assert from "node:assert/strict";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
-import { ApiError, KubeClient } from "../src/kube/client.ts";
+import { ApiError, KubeClient, statusError } from "../src/kube/client.ts";
 import { type KubeAccess, loadKubeconfig } from "../src/kube/kubeconfig.ts";
 import { LeaderElector, type LeaderElectorOptions, LeadershipLost } from "../src/kube/leader.ts";
 import { formatMicroTime } from "../src/kube/lease.ts";
@@ -11,8 +11,25 @@ const NS = "kube-system";
 const NAME = "xcluster-net3";
 /** Short durations; the lease's duration is a whole second, as the API wants. */
 const TIMING = { leaseDurationMs: 1000, renewDeadlineMs: 600, retryPeriodMs: 100 };
+/** client-go's jitter of the retries: up to this much more of retryPeriod. */
+const JITTER = 1.2;
 /** How late a timer or a loopback request may be on a busy machine. */
 const SLACK_MS = 80;
+
+/** A request the API server answered (performance.now() when its headers were made). */
+interface Served {
+  at: number;
+  /** A read of the lease, a watch, or a write (PUT, POST, DELETE). */
+  kind: "get" | "watch" | "write";
+  status: number;
+}
+
+/** The requests served from `since` on, by kind. */
+function tally(served: readonly Served[], since: number) {
+  const from = served.filter((s) => s.at >= since);
+  const of = (kind: Served["kind"]) => from.filter((s) => s.kind === kind).length;
+  return { gets: of("get"), watches: of("watch"), writes: of("write"), all: from.length };
+}
 
 /** One term of leadership, as the callbacks saw it (performance.now() and wall times). */
 interface Term {
@@ -41,7 +58,11 @@ class Rig {
   readonly leading = new Set<string>();
   readonly violations: string[] = [];
 
-  constructor(readonly api: ApiServer, readonly access: KubeAccess) {}
+  constructor(
+    readonly api: ApiServer,
+    readonly access: KubeAccess,
+    readonly served: readonly Served[],
+  ) {}
 
   /** Starts a candidate (through `access` when given, e.g. a proxy). */
   start(id: string, opts: { access?: KubeAccess } & Partial<LeaderElectorOptions> = {}) {
@@ -110,8 +131,16 @@ class Rig {
 
 async function rig(fn: (r: Rig) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "xcluster-leader-" });
-  const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
-  const r = new Rig(api, await loadKubeconfig(`${dir}/kubeconfig`));
+  const served: Served[] = [];
+  const api = await startApiServer({
+    kubeconfigPath: `${dir}/kubeconfig`,
+    onResponse: (method, url, status) => {
+      const watch = url.searchParams.get("watch") === "true";
+      const kind = method !== "GET" ? "write" : watch ? "watch" : "get";
+      served.push({ at: performance.now(), kind, status });
+    },
+  });
+  const r = new Rig(api, await loadKubeconfig(`${dir}/kubeconfig`), served);
   try {
     await fn(r);
   } finally {
@@ -286,6 +315,11 @@ Deno.test("leader: cut off from the API, the leader stops within renewDeadline; 
     await rig(async (r) => {
       const url = new URL(r.api.url);
       proxy = new Blackhole({ hostname: url.hostname, port: Number(url.port) });
+      // When a's writes land (the store calls this after it sent the change to watchers).
+      let landedAt = NaN;
+      r.api.leases.onChange = () => {
+        if (r.lease()?.spec.holderIdentity === "a") landedAt = performance.now();
+      };
       const a = r.start("a", {
         access: { ...r.access, server: `https://127.0.0.1:${proxy.port}` },
       });
@@ -314,6 +348,10 @@ Deno.test("leader: cut off from the API, the leader stops within renewDeadline; 
       assert.notEqual(next, a);
       const t = next.terms[0];
       assert.ok(t.start > term.end!, "no overlap");
+      const after = t.start - landedAt;
+      console.log(`  replaced ${after.toFixed(0)} ms after the last renewal landed`);
+      assert.ok(after >= TIMING.leaseDurationMs, `replaced ${after.toFixed(0)} ms after`);
+      assert.ok(after <= TIMING.leaseDurationMs + 300, `replaced ${after.toFixed(0)} ms after`);
       assert.ok(
         t.startWall >= renewedAt + TIMING.leaseDurationMs,
         `took over ${t.startWall - renewedAt} ms after the last renewal`,
@@ -329,31 +367,43 @@ Deno.test("leader: cut off from the API, the leader stops within renewDeadline; 
   }
 });
 
-Deno.test("leader: a lease of a dead holder is taken over after leaseDuration, not before", () =>
+/** A lease held by `holder`, written by hand (nobody renews it). */
+function deadLease(holder: string, transitions: number) {
+  const now = formatMicroTime(Date.now());
+  return {
+    metadata: { name: NAME },
+    spec: {
+      holderIdentity: holder,
+      leaseDurationSeconds: 1,
+      acquireTime: now,
+      renewTime: now,
+      leaseTransitions: transitions,
+    },
+  };
+}
+
+Deno.test("leader: a dead holder is taken over between leaseDuration and leaseDuration + 300 ms after the last change seen, with no request meanwhile", () =>
   rig(async (r) => {
-    const now = formatMicroTime(Date.now());
-    r.api.leases.create(NS, {
-      metadata: { name: NAME },
-      spec: {
-        holderIdentity: "dead",
-        leaseDurationSeconds: 1,
-        acquireTime: now,
-        renewTime: now,
-        leaseTransitions: 4,
-      },
-    });
-    const t0 = performance.now();
+    const created = r.api.leases.create(NS, deadLease("dead", 4));
     const e = r.start("e");
     await pollUntil(() => e.newLeaders.includes("dead"), { message: "e saw the dead holder" });
+    await pollUntil(() => r.api.leases.watcherCount() === 1, { message: "e watches the lease" });
+    // One last renewal by hand: the expiry runs from when e sees it, not from the first read.
+    const last = structuredClone(r.lease()!);
+    last.spec.renewTime = formatMicroTime(Date.now());
+    r.api.leases.update(NS, NAME, last);
+    const lastAt = performance.now();
     await pollUntil(() => e.elector.isLeader, { message: "e took over" });
-    const waited = e.terms[0].start - t0;
-    assert.ok(waited >= 1000, `took over after ${waited.toFixed(0)} ms`);
-    // Tried every retryPeriod × 1-2.2 meanwhile, so not much later either.
-    assert.ok(waited <= 1000 + 2.2 * TIMING.retryPeriodMs + SLACK_MS, `${waited} ms`);
+    const waited = e.terms[0].start - lastAt;
+    console.log(`  taken over ${waited.toFixed(0)} ms after the last change`);
+    assert.ok(waited >= TIMING.leaseDurationMs, `took over after ${waited.toFixed(0)} ms`);
+    assert.ok(waited <= TIMING.leaseDurationMs + 300, `took over after ${waited.toFixed(0)} ms`);
+    // Watching, e waited on its timer: no read, only the update that took the lease.
+    assert.deepEqual(tally(r.served, lastAt), { gets: 0, watches: 0, writes: 1, all: 1 });
     const lease = r.lease()!;
     assert.equal(lease.spec.holderIdentity, "e");
     assert.equal(lease.spec.leaseTransitions, 5);
-    assert.ok(Date.parse(lease.spec.acquireTime!) > Date.parse(now));
+    assert.ok(Date.parse(lease.spec.acquireTime!) > Date.parse(created.spec.acquireTime!));
     assert.deepEqual(e.newLeaders, ["dead", "e"]);
   }));
 
@@ -438,6 +488,143 @@ Deno.test("leader: the client's conflicts are ApiErrors with status 409", () =>
     }
   }));
 
+Deno.test("leader: standbys watch: 5 of them make a handful of requests in 5 s while the leader renews", () =>
+  rig(async (r) => {
+    const leader = r.start("leader");
+    await r.leader();
+    const { faults } = r.api;
+    /** Runs 5 standbys for `ms`; the requests the server answered meanwhile. */
+    const standbys = async (prefix: string, ms: number, opts: Partial<LeaderElectorOptions>) => {
+      const t0 = performance.now();
+      const count0 = faults.requestCount();
+      const since = r.candidates.length;
+      for (let i = 0; i < 5; i++) r.start(`${prefix}${i}`, opts);
+      const mine = r.candidates.slice(since);
+      await pollUntil(() => mine.every((c) => c.newLeaders.includes(leader.id)), {
+        message: "the standbys saw the leader",
+      });
+      let dropped = false;
+      await pollUntil(() => {
+        // Halfway, every watch ends (as when a server restarts its watch cache): re-watches.
+        if (!dropped && opts.watch !== false && performance.now() - t0 >= ms / 2) {
+          dropped = true;
+          faults.dropWatches();
+        }
+        return performance.now() - t0 >= ms;
+      }, { timeoutMs: ms + 5000, message: `${ms} ms` });
+      const all = faults.requestCount() - count0;
+      const counts = tally(r.served, t0);
+      await Promise.all(mine.map((c) => c.elector.stop()));
+      return { ...counts, all, seconds: (performance.now() - t0) / 1000 };
+    };
+
+    const watching = await standbys("w", 5000, {});
+    const standbyRequests = watching.all - watching.writes;
+    const { gets, watches, writes } = watching;
+    console.log(
+      `  watching: 5 standbys made ${standbyRequests} requests in ${watching.seconds.toFixed(1)}` +
+        ` s (${gets} reads, ${watches} watches: one again each after the drop); the leader ` +
+        `renewed ${writes} times`,
+    );
+    // Each: its read and its watch, then one watch again after the drop; no polling.
+    assert.ok(standbyRequests <= 5 * 3, `${standbyRequests} requests`);
+    assert.equal(watching.watches, 10, "a watch each, and one again after the drop");
+    assert.ok(watching.writes >= 20, `the leader renewed ${watching.writes} times`);
+    assert.equal(r.terms.length, 1, "the leader kept the lease");
+
+    // The same with client-go's polling, for comparison.
+    const polling = await standbys("p", 2000, { watch: false });
+    const perSecond = (polling.all - polling.writes) / polling.seconds;
+    console.log(
+      `  polling: 5 standbys made ${polling.gets} reads in ${polling.seconds.toFixed(1)} s ` +
+        `(${perSecond.toFixed(0)}/s; with client-go's 2 s period, 5,000 nodes would make ` +
+        `${(5000 / (2 * (1 + JITTER / 2))).toFixed(0)}/s)`,
+    );
+    assert.equal(polling.watches, 0);
+    assert.equal(r.terms.length, 1, "the leader kept the lease");
+  }));
+
+for (const fault of ["endWatches", "expireWatches"] as const) {
+  Deno.test(`leader: with watches unavailable (${fault}), standbys poll and take over a dead lease, then watch again`, () =>
+    rig(async (r) => {
+      const { faults } = r.api;
+      faults[fault](true);
+      r.api.leases.create(NS, deadLease("dead", 0));
+      const t0 = performance.now();
+      for (const id of ["a", "b", "c"]) r.start(id);
+      const next = await r.leader();
+      const waited = next.terms[0].start - t0;
+      const during = tally(r.served, t0);
+      console.log(
+        `  ${fault}: taken over after ${waited.toFixed(0)} ms; meanwhile ${during.gets} reads, ` +
+          `${during.watches} watches tried`,
+      );
+      assert.ok(waited >= TIMING.leaseDurationMs, `took over after ${waited.toFixed(0)} ms`);
+      assert.ok(waited <= TIMING.leaseDurationMs + 300, `took over after ${waited.toFixed(0)} ms`);
+      assert.equal(r.lease()!.spec.leaseTransitions, 1);
+      // Read every retryPeriod (× 1-2.2) for a second by three: more than a read each.
+      assert.ok(during.gets >= 3 * 3, `${during.gets} reads`);
+      assert.ok(during.watches >= 3, `${during.watches} watches`);
+      await pollUntil(() => r.candidates.every((c) => c.elector.leader === next.id), {
+        message: "the standbys saw the new leader by polling",
+      });
+
+      // Watches work again: after its backoff, each standby watches and stops polling.
+      faults[fault](false);
+      await pollUntil(() => {
+        const last = r.served.findLast((s) => s.kind === "get");
+        return last !== undefined &&
+          performance.now() - last.at > 3 * JITTER * TIMING.retryPeriodMs;
+      }, { timeoutMs: 20_000, message: "the standbys stopped polling" });
+      assert.equal(r.api.leases.watcherCount(), 2, "both standbys watch");
+      assert.equal(r.terms.length, 1);
+    }));
+}
+
+Deno.test("leader: the client's lease watch: one lease's events, bookmarks, 410 as an ERROR", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-leader-" });
+  const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig`, bookmarkIntervalMs: 50 });
+  const client = new KubeClient(await loadKubeconfig(`${dir}/kubeconfig`));
+  const abort = new AbortController();
+  try {
+    const made = await client.createLease(NS, { metadata: { name: NAME }, spec: {} });
+    const from = made.metadata.resourceVersion!;
+    const watch = client.watchLeases(NS, {
+      name: NAME,
+      resourceVersion: from,
+      signal: abort.signal,
+    });
+    const events = watch[Symbol.asyncIterator]();
+    api.leases.create(NS, { metadata: { name: "other" }, spec: { holderIdentity: "x" } });
+    api.leases.update(NS, NAME, { ...made, spec: { holderIdentity: "y" } });
+    const modified = await events.next();
+    assert.equal(modified.value?.type, "MODIFIED", "the other lease is not seen");
+    assert.equal(
+      modified.value?.type === "MODIFIED" && modified.value.object.spec?.holderIdentity,
+      "y",
+    );
+    let bookmark = await events.next();
+    while (bookmark.value?.type !== "BOOKMARK") bookmark = await events.next();
+    assert.ok(Number(bookmark.value.object.metadata.resourceVersion) > Number(from));
+    abort.abort();
+    assert.equal((await events.next()).done, true, "ended by the signal");
+
+    api.faults.compact();
+    const expired = [];
+    for await (const ev of client.watchLeases(NS, { name: NAME, resourceVersion: from })) {
+      expired.push(ev);
+    }
+    assert.equal(expired.length, 1);
+    assert.equal(expired[0].type, "ERROR");
+    assert.equal(statusError(expired[0].object).status, 410);
+  } finally {
+    abort.abort();
+    client.close();
+    await api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("leader: never two leaders through failures, latency, outages, hand-overs and edits", () =>
   rig(async (r) => {
     let next = 0;
@@ -462,9 +649,14 @@ Deno.test("leader: never two leaders through failures, latency, outages, hand-ov
       handOver,
       async () => {
         const leader = r.leaders()[0];
+        // The embedded server still answers requests on open connections while it shuts
+        // down, and its shutdown waits for them: a standby's watch opened then would hold it
+        // until the watch's timeout. Watches that end at once cannot.
+        faults.endWatches(true);
         await faults.stopListening();
         await pollUntil(() => !leader?.elector.isLeader, { message: "the leader gave up" });
         faults.startListening();
+        faults.endWatches(false);
       },
       () => {
         const l = r.lease();

@@ -407,7 +407,7 @@ Deno.test({
       "kubernetes.io/os": "linux",
       ...Object.fromEntries(selector.requirements.map((r) => [r.key, r.values[0]])),
     });
-    // Nodes: the base's reads plus patch; the network's Lease: get, create, update.
+    // Nodes: the base's reads plus patch; the network's Lease: get, watch, create, update.
     const lease = leaseName(cfg.cidrAnnotation);
     assert.deepEqual(
       grants(objs),
@@ -417,6 +417,7 @@ Deno.test({
         `namespace ${ns} coordination.k8s.io/leases create`,
         `namespace ${ns} coordination.k8s.io/leases get ${lease}`,
         `namespace ${ns} coordination.k8s.io/leases update ${lease}`,
+        `namespace ${ns} coordination.k8s.io/leases watch ${lease}`,
       ].sort(),
     );
     const role = objs.find((o) => o.kind === "Role")!;

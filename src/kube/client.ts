@@ -8,7 +8,13 @@ import { z } from "zod";
 import type { Logger } from "../log.ts";
 import type { KubeAccess } from "./kubeconfig.ts";
 import { type Fields, ListSplitter, pickFields } from "./json_list.ts";
-import { type Lease, LeaseSchema } from "./lease.ts";
+import {
+  type Lease,
+  LeaseSchema,
+  type LeaseWatchEvent,
+  LeaseWatchEventSchema,
+  type LeaseWatchOptions,
+} from "./lease.ts";
 
 /**
  * A failed API request: HTTP status (0 when no response), reason and message. A write whose
@@ -497,6 +503,77 @@ export class KubeClient {
       signal: opts.signal,
     });
     return await parseLease(res, `${namespace}/${name}`);
+  }
+
+  /**
+   * Watches one Lease of `namespace` (fieldSelector `metadata.name=NAME`, bookmarks allowed)
+   * from a resourceVersion; ends when the server ends the stream or `signal` aborts. Each
+   * event is checked with {@link LeaseWatchEventSchema}: one that does not fit is an ApiError
+   * (BadWatchEvent) naming the lease and quoting the line. An ERROR event is yielded as it
+   * came (its object is a Status: see {@link statusError}).
+   *
+   * @example
+   * ```ts
+   * const rv = (await client.getLease("kube-system", "net3")).metadata.resourceVersion!;
+   * const opts = { name: "net3", resourceVersion: rv };
+   * for await (const ev of client.watchLeases("kube-system", opts)) {
+   *   if (ev.type === "MODIFIED") console.log(ev.object.spec?.holderIdentity);
+   * }
+   * ```
+   */
+  async *watchLeases(
+    namespace: string,
+    opts: LeaseWatchOptions,
+  ): AsyncGenerator<LeaseWatchEvent> {
+    const what = `lease ${namespace}/${opts.name}`;
+    const res = await this.request("GET", leasePath(namespace), {
+      query: {
+        watch: "true",
+        resourceVersion: opts.resourceVersion,
+        timeoutSeconds: opts.timeoutSeconds?.toString(),
+        allowWatchBookmarks: "true",
+        fieldSelector: `metadata.name=${opts.name}`,
+      },
+      signal: opts.signal,
+    });
+    if (!res.body) return;
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    // Not every sender ends its body when the request's signal aborts (node:https may not):
+    // cancelling the reader ends a pending read at once.
+    const cancel = () => void reader.cancel().catch(() => {});
+    opts.signal?.addEventListener("abort", cancel);
+    const bad = (line: string, why: string) =>
+      new ApiError(
+        200,
+        "BadWatchEvent",
+        `watch event of ${what} not understood (${why}): ${line.slice(0, 200)}`,
+      );
+    let rest = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        rest += value;
+        let nl: number;
+        while ((nl = rest.indexOf("\n")) >= 0) {
+          const line = rest.slice(0, nl).trim();
+          rest = rest.slice(nl + 1);
+          if (line === "") continue;
+          let json: unknown;
+          try {
+            json = JSON.parse(line);
+          } catch (e) {
+            throw bad(line, (e as Error).message);
+          }
+          const ev = LeaseWatchEventSchema.safeParse(json);
+          if (!ev.success) throw bad(line, ev.error.message.replace(/\s+/g, " ").slice(0, 200));
+          yield ev.data;
+        }
+      }
+    } finally {
+      opts.signal?.removeEventListener("abort", cancel);
+      await reader.cancel().catch(() => {});
+    }
   }
 
   /** Creates a core/v1 Event. */

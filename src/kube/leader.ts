@@ -1,12 +1,23 @@
 /**
  * Leader election over a coordination.k8s.io/v1 Lease, with the semantics of client-go's
- * leaderelection package:
+ * leaderelection package, except that a candidate that does not hold the lease watches it
+ * instead of reading it every retryPeriod:
  *
  * - A candidate reads the lease, creates it when absent, and takes it over (holder, a new
  *   acquireTime, leaseTransitions + 1) when it is free or expired, by an update carrying
- *   the resourceVersion it read: of two candidates, one gets a 409 Conflict.
+ *   the resourceVersion it last saw: of two candidates, one gets a 409 Conflict.
  * - A lease is expired when it has not changed for leaseDuration, timed on the local
  *   monotonic clock from when the change was observed; the holder's clock is never read.
+ * - After its first read, a candidate watches the lease from the version read: every
+ *   change arrives as it lands, and a timer set for the last change seen + leaseDuration
+ *   (+ a random spread of up to `takeOverSpreadMs`, so that thousands of candidates do not
+ *   write at the same instant) makes it try to take over when no change came meanwhile.
+ *   A released lease (holder "") is tried after the spread alone. So the API server gets
+ *   no request from a candidate while the leader lives, and an expiry is seen when it
+ *   happens rather than at the next poll. A watch that ends is opened again (from the last
+ *   version it showed), one that fails after a backoff (src/kube/backoff.ts; after a 410
+ *   Expired the lease is read again first); while none is open, the candidate reads the
+ *   lease every retryPeriod (jittered) as client-go does, the timer still running.
  * - The leader renews every retryPeriod. When no renewal has succeeded for renewDeadline
  *   (counted from the start of the last one that succeeded), or a renewal finds the lease
  *   taken (another holder, or a conflict on the update made after reading it again), it
@@ -33,14 +44,24 @@
  * @module
  */
 import { type Logger, silentLogger } from "../log.ts";
-import { ApiError } from "./client.ts";
-import { formatMicroTime, type Lease, type LeaseSpec } from "./lease.ts";
+import { Backoff } from "./backoff.ts";
+import { ApiError, statusError } from "./client.ts";
+import { SHORT_WATCH_MS } from "./informer.ts";
+import {
+  formatMicroTime,
+  type Lease,
+  type LeaseSpec,
+  type LeaseWatchEvent,
+  type LeaseWatchOptions,
+} from "./lease.ts";
 
 /** The Lease calls an elector makes (a KubeClient has them). */
 export interface LeaseClient {
   getLease(namespace: string, name: string, opts?: { signal?: AbortSignal }): Promise<Lease>;
   createLease(namespace: string, lease: Lease, opts?: { signal?: AbortSignal }): Promise<Lease>;
   updateLease(namespace: string, lease: Lease, opts?: { signal?: AbortSignal }): Promise<Lease>;
+  /** Watches one lease; a client without it makes the candidates read the lease by polling. */
+  watchLeases?(namespace: string, opts: LeaseWatchOptions): AsyncIterable<LeaseWatchEvent>;
 }
 
 /** Options of a {@link LeaderElector}. */
@@ -62,6 +83,18 @@ export interface LeaderElectorOptions {
    * more at random, as client-go) (default 2 s).
    */
   retryPeriodMs?: number;
+  /**
+   * A candidate tries to take an expired or released lease after a random wait of up to
+   * this long (drawn anew at each change seen), so that when a leader dies the first try
+   * lands, and is seen by the others, before most of them have tried (default half the
+   * retryPeriod; 0 tries at once).
+   */
+  takeOverSpreadMs?: number;
+  /**
+   * Watch the lease while not holding it (default true); false reads it every retryPeriod
+   * (jittered) as client-go does, as when watches are unavailable.
+   */
+  watch?: boolean;
   log?: Logger;
   /**
    * Called on becoming the leader. `signal` aborts the moment leadership ends (its reason
@@ -90,6 +123,15 @@ export class LeadershipLost extends Error {
     super(message);
     this.name = "LeadershipLost";
   }
+}
+
+/**
+ * How long a candidate's watch lasts before the server ends it, in seconds: between 5 and
+ * 10 minutes, as client-go's reflector, so that watches opened together (after an API
+ * server restart) do not all end together.
+ */
+function watchTimeoutSeconds(): number {
+  return Math.round(300 * (1 + Math.random()));
 }
 
 /** The outcome of one attempt to acquire or renew. */
@@ -127,6 +169,9 @@ function positive(name: string, value: number): number {
   return value;
 }
 
+/** setTimeout's largest delay: a longer one would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Campaigns for a Lease and keeps it while it can; see the module's documentation. */
 export class LeaderElector {
   readonly #client: LeaseClient;
@@ -152,6 +197,22 @@ export class LeaderElector {
   #lastRenewMs = 0;
   /** performance.now() when the last write of the lease was sent. */
   #wroteAt = 0;
+  readonly #spreadMs: number;
+  /** The random part of the wait before a take-over, drawn at each change observed. */
+  #spread = 0;
+  /** The version to watch from: of the last lease or bookmark seen. */
+  #watchFrom: string | undefined;
+  /** A watch of the lease is open, or is being opened again at once. */
+  #watching = false;
+  /**
+   * The lease seen may be behind the server's (a take-over failed, or it was deleted): the
+   * candidate reads it at the next poll unless a watch event brings it first.
+   */
+  #stale = false;
+  /** Ends the wait of a candidate that does not hold the lease: something changed. */
+  #wake: (() => void) | undefined;
+  /** Watches of the lease that were asked to end and may not have yet. */
+  readonly #watches = new Set<Promise<void>>();
 
   constructor(client: LeaseClient, opts: LeaderElectorOptions) {
     for (const key of ["namespace", "name", "identity"] as const) {
@@ -189,9 +250,16 @@ export class LeaderElector {
       lease: `${opts.namespace}/${opts.name}`,
       identity: opts.identity,
     });
+    const spread = opts.takeOverSpreadMs ?? retry / 2;
+    if (!Number.isFinite(spread) || spread < 0) {
+      throw new RangeError(
+        `LeaderElector: takeOverSpreadMs must be a number of ms of 0 or more, not ${spread}`,
+      );
+    }
     this.#leaseDurationMs = lease;
     this.#renewDeadlineMs = renew;
     this.#retryPeriodMs = retry;
+    this.#spreadMs = spread;
   }
 
   /** Whether this candidate leads now (false past the deadline even if its timer is late). */
@@ -242,22 +310,256 @@ export class LeaderElector {
     } finally {
       this.#stopLeading("stopped");
       await this.#release();
+      await Promise.all(this.#watches);
     }
   }
 
   /**
    * Tries until the lease is ours; the start of the write that made it so, or undefined
-   * when stopped.
+   * when stopped. Reads the lease first, then (with a client that can) watches it and
+   * writes only when the timer of its expiry fires; reads it every retryPeriod (jittered)
+   * while no watch is open or what it saw may be behind.
    */
   async #acquire(): Promise<number | undefined> {
     const stop = this.#stop.signal;
-    while (!stop.aborted) {
-      const attempt = await this.#tryAcquireOrRenew();
-      if (stop.aborted) return undefined;
-      if (attempt === "held") return this.#wroteAt;
-      await sleep(this.#jittered(), stop);
+    const identity = this.#opts.identity;
+    const watch = new AbortController();
+    let watching: Promise<void> | undefined;
+    let readAt = -Infinity;
+    let pollMs = 0;
+    // A watch of an earlier campaign has ended (or been told to): none is open yet.
+    this.#watching = false;
+    try {
+      while (!stop.aborted) {
+        const now = performance.now();
+        const lease = this.#lease;
+        const polling = !this.#watching || this.#stale || lease === undefined;
+        if (polling && now >= readAt + pollMs) {
+          readAt = now;
+          pollMs = this.#jittered();
+          const read = await this.#read();
+          if (stop.aborted) return undefined;
+          if (read === "held") return this.#wroteAt;
+          if (read === "read" && watching === undefined && this.#opts.watch !== false) {
+            watching = this.#watch(AbortSignal.any([stop, watch.signal]));
+          }
+          continue;
+        }
+        const due = this.#dueAt();
+        if (!this.#stale && lease !== undefined && now >= due) {
+          const holder = lease.spec?.holderIdentity ?? "";
+          const attempt = await this.#write(this.#spec(identity, holder === identity));
+          if (stop.aborted) return undefined;
+          if (attempt === "held") return this.#wroteAt;
+          // A conflict means the lease changed since the version written on: unless the watch
+          // has brought a newer one already, read it at the next poll if no event comes first.
+          // A failed write may have landed or not: the same.
+          if (this.#lease === lease) this.#stale = true;
+          readAt = performance.now();
+          pollMs = this.#jittered();
+          continue;
+        }
+        // What is seen may be behind: no write on it before a read or a watch event.
+        const wakeAt = this.#stale
+          ? readAt + pollMs
+          : Math.min(due, polling ? readAt + pollMs : Infinity);
+        await this.#standBy(wakeAt, stop);
+      }
+      return undefined;
+    } finally {
+      this.#wake = undefined;
+      watch.abort();
+      if (watching) {
+        const done = watching
+          .catch((e) => this.#log.error("watching the lease failed", { error: e }))
+          .finally(() => this.#watches.delete(done));
+        this.#watches.add(done);
+      }
     }
-    return undefined;
+  }
+
+  /**
+   * When a candidate may try to take the lease seen: at once when it names this candidate
+   * (its own term, e.g. cut short by the renew deadline, as client-go), after the spread
+   * when released, after its duration and the spread from the last change seen otherwise.
+   * Infinity when no lease is known.
+   */
+  #dueAt(): number {
+    const lease = this.#lease;
+    if (lease === undefined) return Infinity;
+    const holder = lease.spec?.holderIdentity ?? "";
+    if (holder === this.#opts.identity) return -Infinity;
+    if (holder === "") return this.#observedAt + this.#spread;
+    return this.#observedAt + this.#durationMs() + this.#spread;
+  }
+
+  /** Waits until `until` (performance.now()), a change observed, or `signal` aborts. */
+  #standBy(until: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        if (this.#wake === done) this.#wake = undefined;
+        resolve();
+      };
+      const ms = Math.min(Math.max(0, until - performance.now()), MAX_TIMER_MS);
+      const timer = setTimeout(done, ms);
+      this.#wake = done;
+      signal.addEventListener("abort", done);
+    });
+  }
+
+  /** Reads the lease ("read"), creating it when absent ("held" when that succeeded). */
+  async #read(): Promise<"held" | "read" | "failed"> {
+    const { namespace, name, identity } = this.#opts;
+    try {
+      this.#observe(
+        await this.#call("get", (signal) => this.#client.getLease(namespace, name, { signal })),
+      );
+      this.#stale = false;
+      return "read";
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 404)) {
+        this.#log.debug("lease read failed", { error: e });
+        return "failed";
+      }
+    }
+    const now = this.#now();
+    const fresh: Lease = {
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: { name, namespace },
+      spec: {
+        holderIdentity: identity,
+        leaseDurationSeconds: Math.ceil(this.#leaseDurationMs / 1000),
+        acquireTime: now,
+        renewTime: now,
+        leaseTransitions: 0,
+      },
+    };
+    this.#wroteAt = performance.now();
+    try {
+      this.#observe(
+        await this.#call(
+          "create",
+          (signal) => this.#client.createLease(namespace, fresh, { signal }),
+        ),
+      );
+      return "held";
+    } catch (e) {
+      this.#log.debug("lease create failed", { error: e });
+      return "failed";
+    }
+  }
+
+  /**
+   * Watches the lease until `signal` aborts: from the version last seen; again at once
+   * after a watch that ended normally, after a backoff after one that failed or ended at
+   * once having shown nothing (a proxy cutting streams would make a storm of them), after
+   * a 410 Expired by reading the lease first. `#watching` says whether a watch is open.
+   */
+  async #watch(signal: AbortSignal): Promise<void> {
+    const client = this.#client;
+    if (!client.watchLeases) return;
+    const { namespace, name } = this.#opts;
+    const backoff = new Backoff();
+    let failing = false;
+    while (!signal.aborted) {
+      let cause: string;
+      let retryAfterMs: number | undefined;
+      try {
+        if (this.#watchFrom === undefined) {
+          const lease = await this.#call(
+            "get",
+            (s) => client.getLease(namespace, name, { signal: AbortSignal.any([s, signal]) }),
+          );
+          if (signal.aborted) return;
+          this.#observe(lease);
+          this.#stale = false;
+          this.#wake?.();
+        }
+        const from = this.#watchFrom;
+        if (from === undefined) throw new Error(`lease ${name} read without a resourceVersion`);
+        const t0 = performance.now();
+        this.#setWatching(true, signal);
+        const events = client.watchLeases(namespace, {
+          name,
+          resourceVersion: from,
+          timeoutSeconds: watchTimeoutSeconds(),
+          signal,
+        });
+        let count = 0;
+        for await (const ev of events) {
+          if (signal.aborted) return;
+          count++;
+          this.#watched(ev);
+          if (failing) {
+            failing = false;
+            this.#log.info("watching the lease again");
+          }
+        }
+        if (signal.aborted) return;
+        const ms = Math.round(performance.now() - t0);
+        if (count > 0 || ms >= SHORT_WATCH_MS) continue;
+        cause = `the watch ended after ${ms} ms without an event`;
+      } catch (e) {
+        if (signal.aborted) return;
+        const err = e instanceof ApiError ? e : new ApiError(0, "Error", (e as Error).message);
+        if (err.status === 410) {
+          // The version is gone from the server's history: read the lease, watch from there.
+          this.#watchFrom = undefined;
+        } else if (err.status === 404) {
+          // The lease was deleted: the candidate reads it, finds it absent, and creates it.
+          this.#watchFrom = undefined;
+          this.#stale = true;
+        }
+        cause = err.message;
+        if (err.retryAfterSeconds !== undefined) retryAfterMs = err.retryAfterSeconds * 1000;
+      }
+      this.#setWatching(false, signal);
+      this.#wake?.();
+      const wait = backoff.next(retryAfterMs);
+      if (!failing) {
+        failing = true;
+        this.#log.warn("watching the lease failed; reading it every retry period meanwhile", {
+          cause,
+          retryInMs: Math.round(wait),
+        });
+      } else {
+        this.#log.debug("watching the lease failed again", { cause, retryInMs: Math.round(wait) });
+      }
+      await sleep(wait, signal);
+    }
+  }
+
+  /** Takes in one event of a watch of the lease. */
+  #watched(ev: LeaseWatchEvent): void {
+    switch (ev.type) {
+      case "ERROR":
+        throw statusError(ev.object, 500);
+      case "BOOKMARK":
+        this.#watchFrom = ev.object.metadata.resourceVersion;
+        return;
+      case "DELETED":
+        // Nobody holds it now; a read finds it absent and creates it.
+        this.#watchFrom = ev.object.metadata.resourceVersion ?? this.#watchFrom;
+        this.#lease = undefined;
+        this.#stale = true;
+        this.#wake?.();
+        return;
+      default:
+        this.#observe(ev.object);
+        this.#stale = false;
+        this.#wake?.();
+    }
+  }
+
+  /** Says whether a watch is open, unless `signal` (of the watch's campaign) has aborted. */
+  #setWatching(on: boolean, signal: AbortSignal): void {
+    if (signal.aborted || this.#watching === on) return;
+    this.#watching = on;
+    this.#wake?.();
   }
 
   /**
@@ -336,13 +638,15 @@ export class LeaderElector {
     }
   }
 
-  /** Records a lease read or written; a change restarts its expiry. */
+  /** Records a lease read, written or watched; a change restarts its expiry. */
   #observe(lease: Lease): void {
     this.#lease = lease;
+    this.#watchFrom = lease.metadata.resourceVersion ?? this.#watchFrom;
     const key = recordKey(lease.spec);
     if (key !== this.#observedKey) {
       this.#observedKey = key;
       this.#observedAt = performance.now();
+      this.#spread = Math.random() * this.#spreadMs;
     }
     const holder = lease.spec?.holderIdentity || undefined;
     if (holder !== this.#reported) {
@@ -362,9 +666,13 @@ export class LeaderElector {
    * when it has none, rather than taking it at once).
    */
   #valid(now: number): boolean {
+    return this.#observedAt + this.#durationMs() > now;
+  }
+
+  /** The duration of the lease seen (ours when it has none). */
+  #durationMs(): number {
     const seconds = this.#lease?.spec?.leaseDurationSeconds;
-    const duration = seconds && seconds > 0 ? seconds * 1000 : this.#leaseDurationMs;
-    return this.#observedAt + duration > now;
+    return seconds && seconds > 0 ? seconds * 1000 : this.#leaseDurationMs;
   }
 
   /** A renewTime later than the last one written, so that every renewal is a change. */
@@ -423,8 +731,9 @@ export class LeaderElector {
     }
   }
 
+  /** One renewal by the leader: its lease still, another's, or unknown. */
   async #tryAcquireOrRenew(): Promise<Attempt> {
-    const { namespace, name, identity } = this.#opts;
+    const identity = this.#opts.identity;
     // The leader writes on the lease it last wrote, without reading it first. A conflict
     // means another wrote since: then it reads the lease and decides again, as client-go
     // does, for the writer may have been its own timed-out renewal or an edit of a label.
@@ -432,46 +741,9 @@ export class LeaderElector {
       const fast = await this.#write(this.#spec(identity, true));
       if (fast !== "conflict") return fast;
     }
-    let lease: Lease;
-    try {
-      lease = await this.#call(
-        "get",
-        (signal) => this.#client.getLease(namespace, name, { signal }),
-      );
-    } catch (e) {
-      if (!(e instanceof ApiError && e.status === 404)) {
-        this.#log.debug("lease read failed", { error: e });
-        return "failed";
-      }
-      const now = this.#now();
-      const fresh: Lease = {
-        apiVersion: "coordination.k8s.io/v1",
-        kind: "Lease",
-        metadata: { name, namespace },
-        spec: {
-          holderIdentity: identity,
-          leaseDurationSeconds: Math.ceil(this.#leaseDurationMs / 1000),
-          acquireTime: now,
-          renewTime: now,
-          leaseTransitions: 0,
-        },
-      };
-      this.#wroteAt = performance.now();
-      try {
-        this.#observe(
-          await this.#call(
-            "create",
-            (signal) => this.#client.createLease(namespace, fresh, { signal }),
-          ),
-        );
-        return "held";
-      } catch (e) {
-        this.#log.debug("lease create failed", { error: e });
-        return "failed";
-      }
-    }
-    this.#observe(lease);
-    const holder = lease.spec?.holderIdentity ?? "";
+    const read = await this.#read();
+    if (read !== "read") return read === "held" ? "held" : "failed";
+    const holder = this.#lease?.spec?.holderIdentity ?? "";
     if (holder !== "" && holder !== identity && this.#valid(performance.now())) return "other";
     return await this.#write(this.#spec(identity, holder === identity));
   }

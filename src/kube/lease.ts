@@ -48,6 +48,39 @@ export type Lease = z.infer<typeof LeaseSchema>;
 export type LeaseSpec = z.infer<typeof LeaseSpecSchema>;
 
 /**
+ * One event of a watch of Leases: a whole Lease for ADDED, MODIFIED and DELETED (its last
+ * state), only a resourceVersion for a BOOKMARK (where to watch from next), a Status for an
+ * ERROR (410 Expired when the version to watch from is gone).
+ */
+export const LeaseWatchEventSchema = z.discriminatedUnion("type", [
+  z.object({ type: z.enum(["ADDED", "MODIFIED", "DELETED"]), object: LeaseSchema }),
+  z.object({
+    type: z.literal("BOOKMARK"),
+    object: z.object({
+      metadata: z.object({ resourceVersion: z.string().min(1) }).loose(),
+    }).loose(),
+  }),
+  z.object({ type: z.literal("ERROR"), object: z.unknown() }),
+]);
+
+/** A parsed watch event of Leases. */
+export type LeaseWatchEvent = z.infer<typeof LeaseWatchEventSchema>;
+
+/** What a watch of one Lease asks for. */
+export interface LeaseWatchOptions {
+  /** The Lease's name (the watch's fieldSelector is `metadata.name=NAME`). */
+  name: string;
+  /** Events after this version; a version the server no longer has is a 410 Expired. */
+  resourceVersion: string;
+  /**
+   * The server ends the watch after this long: a normal end, upon which the caller watches
+   * again from the last version it saw.
+   */
+  timeoutSeconds?: number;
+  signal?: AbortSignal;
+}
+
+/**
  * A time as a MicroTime, the form of a Lease's acquireTime and renewTime
  * ("2006-01-02T15:04:05.000000Z07:00", in UTC).
  *

@@ -285,8 +285,15 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     },
   };
 
+  /** Set while the listener shuts down: requests on connections still open are refused. */
+  let closing = false;
   const handler = async (req: Request): Promise<Response> => {
     requests++;
+    if (closing) {
+      // A watch served now would hold the shutdown until its timeout.
+      await req.body?.cancel();
+      return new Response(null, { status: 503, headers: { connection: "close" } });
+    }
     if (latency > 0) await new Promise((r) => setTimeout(r, latency));
     const path = new URL(req.url).pathname;
     if (PROBES.has(path)) {
@@ -387,8 +394,13 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     for (const s of stores) s.dropWatches();
   };
   const stopListening = async () => {
+    closing = true;
     dropWatches();
-    await server?.shutdown();
+    try {
+      await server?.shutdown();
+    } finally {
+      closing = false;
+    }
     server = undefined;
   };
 
