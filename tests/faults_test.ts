@@ -430,11 +430,12 @@ Deno.test({
       });
       const ms = await converge(b.c.ns, AFTER, "after the 429s", b.log);
       console.log(`  429s for ${Math.round(w.elapsed)} ms: converged ${ms} ms after restore`);
-      // One attempt at once, then one per second: fewer than the backoff alone would make.
+      // Never more than one attempt a second (Retry-After: 1), each wait also the backoff's.
       const most = Math.floor(w.elapsed / 1000) + 1;
       console.log(`  requests answered 429: ${w.requests} (Retry-After allows ${most})`);
       assert.ok(w.requests <= most + 1, `${w.requests} requests in ${w.elapsed} ms`);
-      assert.ok(w.requests >= 3, `only ${w.requests} requests: no retries`);
+      // The backoff spaces them more than Retry-After alone: 0, then 1 s, then 0.8-1.6 s more.
+      assert.ok(w.requests >= 2, `only ${w.requests} requests: no retries`);
       await assertNoLiveRouteDeleted(b, w.restoredAt, MAY_GO);
     }),
 });
