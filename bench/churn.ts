@@ -1,7 +1,8 @@
 /**
  * Figure 3, churn: 100 node updates per second (90 kubelet heartbeats that change no route,
  * 10 address changes that each move one route) for a while. Reports the reconciles run,
- * the daemon's CPU, and the lag of the route changes beside the quiet change latency.
+ * the daemon's CPU, the lag of the route changes beside the quiet change latency, and its
+ * resident size: at the end, sampled every second, and its peak (VmHWM, reset before).
  *
  * @module
  */
@@ -11,6 +12,7 @@ import {
   type Figure,
   percentile,
   procSample,
+  resetPeak,
   round,
   routeLine,
   type RouteMonitor,
@@ -33,8 +35,16 @@ export async function churn(
   const lags: Promise<number>[] = [];
   let timeouts = 0;
   const s0 = await daemon.stats();
+  await resetPeak(daemon.pid);
   const p0 = await daemon.proc();
   const self0 = await procSample("self");
+  const rss: number[] = [];
+  let sampling: Promise<void> = Promise.resolve();
+  const sampler = setInterval(() => {
+    sampling = sampling.then(async () => {
+      rss.push((await daemon.proc()).rssMiB);
+    }).catch(() => {});
+  }, 1000);
   const t0 = performance.now();
   const total = seconds * RATE;
   for (let i = 0; i < total; i++) {
@@ -66,6 +76,8 @@ export async function churn(
     }
   }
   const elapsed = (performance.now() - t0) / 1000;
+  clearInterval(sampler);
+  await sampling;
   const samples = await Promise.all(lags);
   const s1 = await daemon.stats();
   const p1 = await daemon.proc();
@@ -91,7 +103,9 @@ export async function churn(
     daemonCpuS: round(cpu),
     daemonCpuOwnS: round(p1.cpuSelf - p0.cpuSelf),
     daemonCpuIpS: round(p1.cpuChildren - p0.cpuChildren),
+    daemonMinorFaults: p1.minorFaults - p0.minorFaults,
     daemonRssMiB: round(p1.rssMiB),
+    daemonRssBeforeMiB: round(p0.rssMiB),
     apiServerProcessCpuS: round(self1.cpuSelf - self0.cpuSelf),
     lag: summary(samples),
     timeouts,
@@ -104,6 +118,7 @@ export async function churn(
       what: `daemon CPU, ${RATE} updates/s (cores)`,
       unit: "cores",
       value: cpu / elapsed,
+      target: { on: "value", max: 0.05 },
       details,
     },
     {
@@ -115,7 +130,25 @@ export async function churn(
       value: percentile(samples, 99),
       baseline: quietP99,
       baselineWhat: "change latency p99 at rest (figure 2)",
+      target: { on: "value", max: 20 },
       details: { reconcilesPerS: round(runs / elapsed, 1) },
+    },
+    {
+      figure: 3,
+      name: "churn-rss",
+      n: c.n,
+      what: "daemon RSS at the end of the churn",
+      unit: "MiB",
+      value: p1.rssMiB,
+      baseline: p0.rssMiB,
+      baselineWhat: "its RSS before the churn",
+      details: {
+        peakMiB: round(p1.hwmMiB),
+        sampledMaxMiB: round(Math.max(...rss)),
+        sampledMeanMiB: round(rss.reduce((a, b) => a + b, 0) / Math.max(1, rss.length)),
+        anonMiB: round(p1.rssAnonMiB),
+        fileMiB: round(p1.rssFileMiB),
+      },
     },
   ];
 }

@@ -9,6 +9,7 @@
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import type { NodeJson } from "../src/devcluster/apiserver/store.ts";
+import type { RouteOp } from "../src/routing/types.ts";
 import { BenchNetns, deferCleanup } from "./lib.ts";
 
 /** Annotation holding a node's CIDRs for the benchmark network. */
@@ -75,6 +76,17 @@ export function baselineLines(n: number): string[] {
     lines.push(`route add ${a.v6} via ${a.addr6} proto ${PROTOCOL}`);
   }
   return lines;
+}
+
+/** The same routes as {@link baselineLines}, as operations of the project's route tables. */
+export function baselineOps(n: number): RouteOp[] {
+  const ops: RouteOp[] = [];
+  for (let k = 1; k <= n; k++) {
+    const a = addressing(k);
+    ops.push({ op: "replace", route: { family: 4, dst: a.v4, via: a.addr4, node: a.name } });
+    ops.push({ op: "replace", route: { family: 6, dst: a.v6, via: a.addr6, node: a.name } });
+  }
+  return ops;
 }
 
 /**

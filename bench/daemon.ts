@@ -11,11 +11,39 @@ import {
   PROTOCOL,
   SELF,
 } from "./cluster.ts";
-import { childrenOf, deferCleanup, type ProcSample, procSample, wallMs } from "./lib.ts";
+import {
+  childrenOf,
+  deferCleanup,
+  pollUntil,
+  type ProcSample,
+  procSample,
+  sleep,
+  wallMs,
+} from "./lib.ts";
 import { DAEMON_RUNTIME_ENV } from "../src/config.ts";
 
 const CHILD = new URL("./daemon_child.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
+
+/**
+ * How a daemon under test is run beyond the bench's configuration: extra V8 flags
+ * (`deno run --v8-flags=`, after the image's `DENO_V8_FLAGS`), and environment variables
+ * that override the bench's and `DAEMON_RUNTIME_ENV` (`DENO_V8_FLAGS` itself, or
+ * `ROUTE_ADAPTER`).
+ */
+export interface DaemonOptions {
+  v8Flags?: string;
+  env?: Record<string, string>;
+}
+
+/** One V8 heap space, as node:v8's `getHeapSpaceStatistics` gives it (bytes). */
+export interface HeapSpace {
+  space_name: string;
+  space_size: number;
+  space_used_size: number;
+  space_available_size: number;
+  physical_space_size: number;
+}
 
 /** Counters the child reports. */
 export interface DaemonStats {
@@ -32,6 +60,16 @@ export interface DaemonStats {
     leader: boolean;
     /** CIDRs it wrote. */
     allocations: number;
+  };
+  /**
+   * V8's own statistics, present in the answer to {@link DaemonProcess.heapSpaces} only:
+   * node:v8 is loaded for it, which adds about 1.4 MiB to the heap, so it is asked last.
+   */
+  v8?: {
+    heap: Record<string, number>;
+    spaces: HeapSpace[];
+    /** `Deno.memoryUsage()` before node:v8 was loaded. */
+    before: { rss: number; heapTotal: number; heapUsed: number; external: number };
   };
   last?: {
     trigger: string;
@@ -72,8 +110,8 @@ export class DaemonProcess {
   }
 
   /**
-   * Starts the daemon against the cluster; `logFile` gets its log lines, `v8Flags` (when
-   * given) go to `deno run --v8-flags=`.
+   * Starts the daemon against the cluster; `logFile` gets its log lines, `env` overrides the
+   * environment, `v8Flags` (when given) go to `deno run --v8-flags=`.
    */
   static start(
     c: BenchCluster,
@@ -148,7 +186,30 @@ export class DaemonProcess {
     return this.#ask("gc");
   }
 
-  async #ask(cmd: "stats" | "gc"): Promise<DaemonStats> {
+  /**
+   * The child's counters with V8's heap statistics by space (`v8` set). Loading node:v8
+   * grows the heap a little for good: ask it once the figures of this process are taken.
+   */
+  heapSpaces(): Promise<DaemonStats> {
+    return this.#ask("spaces");
+  }
+
+  /**
+   * Resolves once the start is over: the full read of the kernel that follows the route
+   * monitor's subscription has run (the daemon then compacts its heap and trims malloc,
+   * in the same turn; a moment is left for that).
+   */
+  async startEnded(timeoutMs = 15_000): Promise<void> {
+    let monitorReconciles = 0;
+    await pollUntil(
+      async () => (monitorReconciles = (await this.stats()).reconciles.monitor ?? 0) > 0,
+      timeoutMs,
+      () => `the daemon's start did not end (monitor reconciles: ${monitorReconciles})`,
+    );
+    await sleep(200);
+  }
+
+  async #ask(cmd: "stats" | "gc" | "spaces"): Promise<DaemonStats> {
     const p = Promise.withResolvers<DaemonStats>();
     this.#statsQueue.push(p);
     await this.#writer.write(new TextEncoder().encode(`${cmd}\n`));

@@ -6,7 +6,8 @@
  * It speaks JSON lines: on stdout `boot` (modules about to load), `start` (startDaemon
  * called), `ready` (first reconcile after the first full list done), and one `stats` per
  * `stats` line on stdin (and per `gc` line, after a full collection, when V8's gc is
- * exposed); `stop` on stdin stops it.
+ * exposed, and per `spaces` line, with V8's heap statistics by space); `stop` on stdin
+ * stops it.
  *
  * @module
  */
@@ -73,6 +74,13 @@ outer: for await (const chunk of lines) {
     if (cmd === "gc") {
       (globalThis as { gc?: () => void }).gc?.();
       say(stats());
+    }
+    if (cmd === "spaces") {
+      // Loaded only when asked: node:v8 adds to the heap it would measure.
+      const before = Deno.memoryUsage();
+      const v8 = await import("node:v8");
+      const heap = v8.getHeapStatistics() as unknown as Record<string, number>;
+      say({ ...stats(), v8: { heap, spaces: v8.getHeapSpaceStatistics(), before } });
     }
     if (cmd === "stop") break outer;
   }

@@ -1,10 +1,13 @@
 /**
  * Shared pieces of the benchmarks: clocks and statistics, the figure record, programs,
  * throw-away network namespaces, a cleanup registry, the kernel's route table as seen by
- * `ip`, and per-process CPU and memory from /proc.
+ * `ip`, raw route batches (`ip -batch` and rtnetlink), and per-process CPU and memory from
+ * /proc.
  *
  * @module
  */
+import { createNetlinkTable } from "../src/netlink/table.ts";
+import type { RouteOp } from "../src/routing/types.ts";
 
 /** Milliseconds on a clock shared by every process of this machine (sub-millisecond). */
 export function wallMs(): number {
@@ -95,6 +98,25 @@ export function judge(f: Figure): JudgedFigure {
 
 /** Cleanups to run at the end, also on failure and on Ctrl-C; newest first. */
 const cleanups: { what: string; fn: () => Promise<void> | void }[] = [];
+/** Cleanups taken from the list and still running (by their owner or by cleanupAll). */
+const running = new Set<Promise<void>>();
+
+/** Runs one cleanup, tracked in {@link running}; failures are printed, never thrown. */
+async function runCleanup(entry: { what: string; fn: () => Promise<void> | void }) {
+  const p = (async () => {
+    try {
+      await entry.fn();
+    } catch (e) {
+      console.error(`cleanup of ${entry.what} failed: ${(e as Error).message}`);
+    }
+  })();
+  running.add(p);
+  try {
+    await p;
+  } finally {
+    running.delete(p);
+  }
+}
 
 /** Registers a cleanup; returns a function that runs it now and unregisters it. */
 export function deferCleanup(what: string, fn: () => Promise<void> | void): () => Promise<void> {
@@ -104,20 +126,26 @@ export function deferCleanup(what: string, fn: () => Promise<void> | void): () =
     const i = cleanups.indexOf(entry);
     if (i < 0) return;
     cleanups.splice(i, 1);
-    await entry.fn();
+    // Run by its owner, a failure is the owner's to see.
+    const p = Promise.resolve().then(entry.fn);
+    const tracked = p.then(() => {}, () => {});
+    running.add(tracked);
+    try {
+      await p;
+    } finally {
+      running.delete(tracked);
+    }
   };
 }
 
-/** Runs every registered cleanup, newest first; failures are printed, never thrown. */
+/**
+ * Runs every registered cleanup, newest first, then waits for those already running (an
+ * owner's, or another call's: Ctrl-C during the final cleanup); failures are printed, never
+ * thrown.
+ */
 export async function cleanupAll(): Promise<void> {
-  while (cleanups.length > 0) {
-    const { what, fn } = cleanups.pop()!;
-    try {
-      await fn();
-    } catch (e) {
-      console.error(`cleanup of ${what} failed: ${(e as Error).message}`);
-    }
-  }
+  while (cleanups.length > 0) await runCleanup(cleanups.pop()!);
+  while (running.size > 0) await Promise.all([...running]);
 }
 
 /** Runs a program; returns stdout; throws with the command and stderr when it fails. */
@@ -182,6 +210,24 @@ export class BenchNetns {
     const t0 = performance.now();
     await run("ip", ["-n", this.name, "-batch", "-"], lines.join("\n") + "\n");
     return performance.now() - t0;
+  }
+
+  /**
+   * The same kind of work as {@link batch} through rtnetlink: `ops` applied with the
+   * project's netlink table (one socket made in the namespace, every message sent at once,
+   * one acknowledgement each); the time it took in ms. Throws when the kernel refused any.
+   */
+  async netlinkApply(ops: readonly RouteOp[], protocol: number): Promise<number> {
+    const table = createNetlinkTable({ netns: this.name });
+    const t0 = performance.now();
+    const failures = await table.apply(ops, protocol);
+    const ms = performance.now() - t0;
+    if (failures.length > 0) {
+      throw new Error(
+        `netlink batch in ${this.name}: ${failures.length} refused; first: ${failures[0].error}`,
+      );
+    }
+    return ms;
   }
 
   /** A veth pair inside the namespace, both ends up, addresses on the first. */
@@ -279,6 +325,20 @@ export class RouteMonitor {
   }
 
   /**
+   * Resolves once every line the kernel sent before this call has been read: a probe route
+   * is added and deleted, and its line awaited (a table flush prints thousands of lines,
+   * read later than they happen; a wait registered while they are still coming would be
+   * timed late).
+   */
+  async sync(ns: BenchNetns): Promise<void> {
+    const probe = "198.51.100.78/32";
+    const seen = this.waitFor((l) => l.includes("198.51.100.78"), 30_000);
+    await ns.ip("route", "replace", "unreachable", probe);
+    await ns.ip("route", "del", "unreachable", probe);
+    await seen;
+  }
+
+  /**
    * Resolves with the time (performance.now) of the first line matching; rejects after
    * `timeoutMs`.
    */
@@ -332,6 +392,11 @@ export interface ProcSample {
   /** The part of RSS that is mapped files: mostly the Deno binary's code, shared and clean. */
   rssFileMiB: number;
   hwmMiB: number;
+  /**
+   * Minor page faults of its own threads: memory touched for the first time (or again after
+   * it was given back), each a trip into the kernel.
+   */
+  minorFaults: number;
 }
 
 let clkTck: number | undefined;
@@ -342,7 +407,7 @@ export async function procSample(pid: number | "self"): Promise<ProcSample> {
   const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
   // Fields after the command name (which may hold spaces) start at field 3.
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const [utime, stime, cutime, cstime] = [f[11], f[12], f[13], f[14]].map(Number);
+  const [minflt, utime, stime, cutime, cstime] = [f[7], f[11], f[12], f[13], f[14]].map(Number);
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
   return {
@@ -352,6 +417,75 @@ export async function procSample(pid: number | "self"): Promise<ProcSample> {
     rssAnonMiB: kb("RssAnon") / 1024,
     rssFileMiB: kb("RssFile") / 1024,
     hwmMiB: kb("VmHWM") / 1024,
+    minorFaults: minflt,
+  };
+}
+
+/**
+ * Resets the peak resident size (VmHWM) of a process to its current size (writes 5 to
+ * /proc/PID/clear_refs), so that a later {@link procSample} gives the peak of what came
+ * between.
+ */
+export async function resetPeak(pid: number): Promise<void> {
+  await Deno.writeTextFile(`/proc/${pid}/clear_refs`, "5");
+}
+
+/** Where a process's resident memory is, by kind of mapping, from /proc/PID/smaps (MiB). */
+export interface MemoryMap {
+  rssMiB: number;
+  /** Executable mappings of the program's own file (Deno's machine code). */
+  binaryCodeMiB: number;
+  /** The rest of the program's file (read-only data, relocated tables). */
+  binaryDataMiB: number;
+  /** Other mapped files (the C library, ICU data, ...). */
+  libsMiB: number;
+  /** All anonymous memory: V8's heap pages, malloc's arenas, thread stacks. */
+  anonMiB: number;
+  /** The part of it in the brk heap, malloc's main arena. */
+  brkHeapMiB: number;
+  /** Anonymous mappings, by how much of them is resident: the largest first. */
+  largestAnonMiB: number[];
+}
+
+/** Reads /proc/PID/smaps and sums the resident size of each kind of mapping. */
+export async function memoryMap(pid: number): Promise<MemoryMap> {
+  const exe = await Deno.readLink(`/proc/${pid}/exe`);
+  const text = await Deno.readTextFile(`/proc/${pid}/smaps`);
+  const m = { rss: 0, binCode: 0, binData: 0, libs: 0, anon: 0, brk: 0 };
+  const anonSizes: number[] = [];
+  let kind: "binCode" | "binData" | "libs" | "brk" | "anon" | "other" = "other";
+  const head = /^[0-9a-f]+-[0-9a-f]+ (\S{4}) \S+ \S+ \d+\s*(.*)$/;
+  for (const line of text.split("\n")) {
+    const h = head.exec(line);
+    if (h) {
+      const [, perms, path] = h;
+      if (path === exe) kind = perms.includes("x") ? "binCode" : "binData";
+      else if (path.startsWith("/")) kind = "libs";
+      else if (path === "[heap]") kind = "brk";
+      else if (path === "" || path === "[stack]" || path.startsWith("[anon")) kind = "anon";
+      else kind = "other";
+      continue;
+    }
+    if (!line.startsWith("Rss:")) continue;
+    const kb = Number(/(\d+)/.exec(line)?.[1] ?? 0);
+    m.rss += kb;
+    if (kind === "brk") {
+      m.brk += kb;
+      m.anon += kb;
+    } else if (kind === "anon") {
+      m.anon += kb;
+      if (kb > 0) anonSizes.push(kb);
+    } else if (kind !== "other") m[kind] += kb;
+  }
+  const mib = (kb: number) => round(kb / 1024);
+  return {
+    rssMiB: mib(m.rss),
+    binaryCodeMiB: mib(m.binCode),
+    binaryDataMiB: mib(m.binData),
+    libsMiB: mib(m.libs),
+    anonMiB: mib(m.anon),
+    brkHeapMiB: mib(m.brk),
+    largestAnonMiB: anonSizes.sort((a, b) => b - a).slice(0, 5).map(mib),
   };
 }
 

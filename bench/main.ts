@@ -4,17 +4,18 @@
  * namespaces); sets up and removes everything it uses, also on failure and Ctrl-C.
  *
  * Usage: `deno task bench [--quick] [--only NAME[,NAME]] [N...]` where NAME is one of
- * convergence, latency, churn, repair, memory, cni, apiserver, allocation, and each N is a
- * cluster size to run instead of the default 1000 and 5000 (1000 with --quick); apiserver
- * and allocation run at the largest.
+ * convergence, latency, start-window, churn, repair, memory, adapters, cni, apiserver,
+ * allocation, and each N is a cluster size to run instead of the default 1000 and 5000
+ * (1000 with --quick); apiserver and allocation run at the largest.
  *
  * @module
  */
 import { startCluster } from "./cluster.ts";
-import { convergence } from "./convergence.ts";
-import { changeLatency } from "./latency.ts";
+import { changeLatency, startWindow } from "./latency.ts";
 import { churn } from "./churn.ts";
-import { repair } from "./repair.ts";
+import { repair, repairTimes } from "./repair.ts";
+import { convergence, convergeOnce } from "./convergence.ts";
+import type { DaemonOptions } from "./daemon.ts";
 import { heapPerNode, memoryAndIdle } from "./memory.ts";
 import { cniFigures } from "./cni.ts";
 import { apiServerFigures } from "./apiserver.ts";
@@ -25,6 +26,8 @@ import {
   type Figure,
   judge,
   type JudgedFigure,
+  median,
+  round,
   RouteMonitor,
   run,
 } from "./lib.ts";
@@ -34,9 +37,11 @@ import { formatTable } from "./table.ts";
 export const NAMES = [
   "convergence",
   "latency",
+  "start-window",
   "churn",
   "repair",
   "memory",
+  "adapters",
   "cni",
   "apiserver",
   "allocation",
@@ -53,12 +58,18 @@ export interface Options {
   help: boolean;
   /** V8 flags for the daemon process (`--daemon-v8-flags=...`); none by default. */
   daemonV8Flags?: string;
+  /**
+   * Environment of the daemon process over the bench's and `DAEMON_RUNTIME_ENV`
+   * (`--daemon-env=KEY=VALUE`, repeated); empty by default.
+   */
+  daemonEnv: Record<string, string>;
 }
 
 /** The usage text of `--help`. */
 export const USAGE = "usage: deno task bench [--quick] [--only NAME[,NAME]] [--out FILE] [N...]\n" +
   `  NAME: ${NAMES.join(", ")}\n` +
   "  --daemon-v8-flags=FLAGS: run the daemon with deno run --v8-flags=FLAGS\n" +
+  "  --daemon-env=KEY=VALUE: set KEY in the daemon's environment (e.g. DENO_V8_FLAGS)\n" +
   "  N: cluster sizes (default 1000 5000; 1000 with --quick)";
 
 /** Parses the arguments; throws with a usage line on anything unknown. */
@@ -69,6 +80,7 @@ export function parseArgs(args: string[]): Options {
     out: new URL("./results.json", import.meta.url).pathname,
     sizes: [],
     help: false,
+    daemonEnv: {},
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -85,7 +97,12 @@ export function parseArgs(args: string[]): Options {
     } else if (a === "--out") o.out = args[++i] ?? o.out;
     else if (a === "--help" || a === "-h") o.help = true;
     else if (a.startsWith("--daemon-v8-flags=")) o.daemonV8Flags = a.slice(a.indexOf("=") + 1);
-    else if (/^[1-9][0-9]*$/.test(a)) o.sizes.push(Number(a));
+    else if (a.startsWith("--daemon-env=")) {
+      const kv = a.slice(a.indexOf("=") + 1);
+      const eq = kv.indexOf("=");
+      if (eq <= 0) throw new Error(`--daemon-env: expected KEY=VALUE, got ${JSON.stringify(kv)}`);
+      o.daemonEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
+    } else if (/^[1-9][0-9]*$/.test(a)) o.sizes.push(Number(a));
     else throw new Error(`unknown argument ${JSON.stringify(a)}; ${USAGE}`);
   }
   return o;
@@ -107,23 +124,36 @@ async function machine(): Promise<Record<string, unknown>> {
   };
 }
 
+// The 1-minute load average in every line: this bench keeps about one core busy, so a load
+// well above 1 means other programs ran beside it and the figures of that stretch are suspect.
 const log = (msg: string) =>
-  console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+  console.error(
+    `[bench ${new Date().toISOString().slice(11, 19)} load ${Deno.loadavg()[0].toFixed(2)}] ${msg}`,
+  );
 
-/** Figures 1-5 for one cluster size, with one daemon process kept across them. */
+/**
+ * Figures 1-5 and 9 for one cluster size: one daemon process kept from its convergence to
+ * the end of the churn, then a fresh start for the start window, then one with
+ * `ROUTE_ADAPTER=iproute2` for figure 9's repair and change latency.
+ */
 async function routerFigures(n: number, o: Options, largest: boolean): Promise<Figure[]> {
   const want = (x: Name) => o.only.has(x);
+  const adapters = want("adapters");
+  const d: DaemonOptions = { v8Flags: o.daemonV8Flags, env: o.daemonEnv };
+  const repairReps = o.quick ? 3 : 5;
+  const changes = 500;
   const figures: Figure[] = [];
   log(`N=${n}: API server with ${n + 1} realistic nodes`);
   const c = await startCluster(n);
   const logFile = `${c.dir}/daemon.log`;
   let baselineNs: BenchNetns[] = [];
   try {
-    log(`N=${n}: convergence (raw batch, list and start, by turns)`);
+    log(`N=${n}: convergence (raw batches, list and start${adapters ? "s" : ""}, by turns)`);
     const conv = await convergence(c, {
-      reps: want("convergence") ? 5 : 1,
+      reps: want("convergence") || adapters ? 5 : 1,
       logFile,
-      v8Flags: o.daemonV8Flags,
+      daemon: d,
+      adapters,
     });
     baselineNs = conv.baselineNs;
     if (want("convergence")) figures.push(...conv.figures);
@@ -132,17 +162,20 @@ async function routerFigures(n: number, o: Options, largest: boolean): Promise<F
       const rest = largest ? (o.quick ? 30 : 60) : 0;
       log(`N=${n}: memory${rest ? `, ${rest} s at rest` : ""}`);
       figures.push(...await memoryAndIdle(c, daemon, rest));
-    }
+    } else await daemon.startEnded();
     const monitor = await RouteMonitor.start(c.ns);
-    if (want("repair")) {
+    let repairMs: number | undefined;
+    if (want("repair") || adapters) {
       log(`N=${n}: repair`);
-      figures.push(await repair(c, monitor, baselineNs[baselineNs.length - 1], o.quick ? 3 : 5));
+      const r = await repair(c, monitor, baselineNs[baselineNs.length - 1], repairReps);
+      if (want("repair")) figures.push(...r.figures);
+      repairMs = r.ms;
     }
     let quietP99: number | undefined;
-    if (want("latency")) {
+    if (want("latency") || want("start-window") || adapters) {
       log(`N=${n}: change latency`);
-      const r = await changeLatency(c, daemon, monitor, 500);
-      figures.push(r.figure);
+      const r = await changeLatency(c, daemon, monitor, changes);
+      if (want("latency")) figures.push(r.figure);
       quietP99 = r.figure.value;
     }
     if (want("churn")) {
@@ -150,8 +183,47 @@ async function routerFigures(n: number, o: Options, largest: boolean): Promise<F
       log(`N=${n}: churn for ${seconds} s`);
       figures.push(...await churn(c, daemon, monitor, seconds, quietP99));
     }
-    await monitor.stop();
     await daemon.stop();
+    if (want("start-window")) {
+      log(`N=${n}: change latency in the 10 s from a start`);
+      const w = await startWindow(c, monitor, { seconds: 10, logFile, daemon: d, quietP99 });
+      figures.push(...w.figures);
+      await w.daemon.stop();
+    }
+    if (adapters) {
+      log(`N=${n}: repair and change latency with ROUTE_ADAPTER=iproute2`);
+      const other = await convergeOnce(c, logFile, {
+        ...d,
+        env: { ...d.env, ROUTE_ADAPTER: "iproute2" },
+      });
+      await other.daemon.startEnded();
+      await monitor.sync(c.ns);
+      const times = await repairTimes(c, monitor, repairReps);
+      const lat = await changeLatency(c, other.daemon, monitor, changes);
+      await other.daemon.stop();
+      figures.push(...conv.adapterFigures, {
+        figure: 9,
+        name: "adapter-repair",
+        n,
+        what: "netlink: 100 routes deleted → all back (median of reps)",
+        unit: "ms",
+        value: repairMs!,
+        baseline: median(times),
+        baselineWhat: "the same with ROUTE_ADAPTER=iproute2",
+        details: { iproute2RunsMs: times.map((x) => round(x)) },
+      }, {
+        figure: 9,
+        name: "adapter-latency",
+        n,
+        what: `netlink: change latency p99 at rest (${changes} changes)`,
+        unit: "ms",
+        value: quietP99!,
+        baseline: lat.figure.value,
+        baselineWhat: "the same with ROUTE_ADAPTER=iproute2",
+        details: { iproute2: lat.figure.details },
+      });
+    }
+    await monitor.stop();
   } catch (e) {
     const text = await Deno.readTextFile(logFile).catch(() => "");
     if (text) console.error(`daemon log (last lines):\n${text.split("\n").slice(-20).join("\n")}`);
@@ -180,8 +252,9 @@ async function main(): Promise<number> {
     return 2;
   }
   const onSignal = () => {
+    if (interrupted) return;
     console.error("\ninterrupted: cleaning up");
-    cleanupAll().finally(() => Deno.exit(130));
+    interrupted = cleanupAll().finally(() => Deno.exit(130));
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
@@ -194,11 +267,26 @@ async function main(): Promise<number> {
   );
   console.log(`date: ${started.toISOString()}${o.quick ? " (--quick)" : ""}`);
   if (o.daemonV8Flags) console.log(`daemon V8 flags: ${o.daemonV8Flags}`);
+  for (const [k, v] of Object.entries(o.daemonEnv)) console.log(`daemon env: ${k}=${v}`);
   const sizes = o.sizes.length > 0 ? o.sizes : o.quick ? [1000] : [1000, 5000];
   const figures: Figure[] = [];
   const t0 = performance.now();
+  // The load average every 10 s, kept with the figures (see `log`).
+  const loads: { s: number; load1: number }[] = [];
+  const sampleLoad = () =>
+    loads.push({ s: Math.round((performance.now() - t0) / 1000), load1: Deno.loadavg()[0] });
+  sampleLoad();
+  const loadTimer = setInterval(sampleLoad, 10_000);
   try {
-    const router = ["convergence", "latency", "churn", "repair", "memory"] as const;
+    const router = [
+      "convergence",
+      "latency",
+      "start-window",
+      "churn",
+      "repair",
+      "memory",
+      "adapters",
+    ] as const;
     if (router.some((x) => o.only.has(x))) {
       for (const n of sizes) {
         figures.push(...await routerFigures(n, o, n === sizes[sizes.length - 1]));
@@ -221,8 +309,10 @@ async function main(): Promise<number> {
       figures.push(...await allocationFigures(n, { kills: o.quick ? 1 : 2 }));
     }
   } finally {
+    clearInterval(loadTimer);
     await cleanupAll();
   }
+  sampleLoad();
   const judged: JudgedFigure[] = figures.map(judge);
   console.log("");
   console.log(formatTable(judged));
@@ -235,8 +325,10 @@ async function main(): Promise<number> {
         date: started.toISOString(),
         quick: o.quick,
         daemonV8Flags: o.daemonV8Flags,
+        daemonEnv: o.daemonEnv,
         seconds,
         machine: m,
+        load: { max1: Math.max(...loads.map((l) => l.load1)), samples: loads },
         figures: judged,
       },
       null,
@@ -246,4 +338,15 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+/** Set by Ctrl-C (or SIGTERM): the cleanup under way, which exits when done. */
+let interrupted: Promise<void> | undefined;
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    // Work still running when the namespaces went away fails; the cleanup ends the process.
+    if (!interrupted) throw e;
+    await interrupted;
+  }
+}

@@ -1,15 +1,15 @@
 /**
  * Figure 5, memory and idle: the daemon's resident memory after converging (once its start
- * is over), and the CPU it uses at rest, beside an idle empty Deno program measured over
- * the same window; then the heap it keeps (after a full collection), and from two cluster
- * sizes the heap per node.
+ * is over) and its peak during the start, and the CPU it uses at rest, beside an idle empty
+ * Deno program measured over the same window; then the heap it keeps (after a full
+ * collection), and from two cluster sizes the heap per node.
  *
  * @module
  */
 import { type BenchCluster, benchNode } from "./cluster.ts";
 import type { DaemonProcess } from "./daemon.ts";
 import { metadataBytes } from "../src/devcluster/apiserver/views.ts";
-import { deferCleanup, type Figure, pollUntil, procSample, round, sleep } from "./lib.ts";
+import { deferCleanup, type Figure, memoryMap, procSample, round, sleep } from "./lib.ts";
 
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
@@ -45,15 +45,11 @@ export async function memoryAndIdle(
   try {
     // The start ends with a full read of the kernel a second after the first batch (the
     // route monitor's), then the daemon compacts its heap: sampled after both.
-    let monitorReconciles = 0;
-    await pollUntil(
-      async () => (monitorReconciles = (await daemon.stats()).reconciles.monitor ?? 0) > 0,
-      10_000,
-      () => `the daemon's start did not end (monitor reconciles: ${monitorReconciles})`,
-    );
+    await daemon.startEnded();
     const d0 = await daemon.proc();
     const b0 = await procSample(idle.pid);
     const s0 = await daemon.stats();
+    const map = await memoryMap(daemon.pid);
     const mem = s0.memory;
     const mib = (bytes: number) => round(bytes / (1 << 20));
     const figures: Figure[] = [{
@@ -75,7 +71,19 @@ export async function memoryAndIdle(
         heapUsedMiB: mib(mem.heapUsed),
         heapTotalMiB: mib(mem.heapTotal),
         externalMiB: mib(mem.external),
+        map,
       },
+    }, {
+      figure: 5,
+      name: "rss-peak",
+      n: c.n,
+      what: "daemon peak RSS during the start (VmHWM)",
+      unit: "MiB",
+      value: d0.hwmMiB,
+      baseline: d0.rssMiB,
+      baselineWhat: "its RSS after converging",
+      target: { on: "ratio", max: 1.25 },
+      details: { baselinePeakMiB: round(b0.hwmMiB) },
     }];
     // Two windows: the first holds V8's one-time collection of what the first list left
     // behind (its memory reducer runs once the allocation rate drops); the second is the
@@ -160,6 +168,7 @@ export function heapPerNode(figures: readonly Figure[]): Figure | undefined {
     value: ((hi.value - lo.value) * (1 << 20)) / (hi.n! - lo.n!),
     baseline: wire,
     baselineWhat: "the node's metadata as listed (PartialObjectMetadata bytes)",
+    target: { on: "value", max: 1024 },
     details: { heapMiB: Object.fromEntries(heap.map((f) => [f.n, round(f.value)])) },
   };
 }
