@@ -400,32 +400,16 @@ export class KubeClient {
       },
       signal: opts.signal,
     });
-    if (!res.body) return;
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    let rest = "";
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        rest += value;
-        let nl: number;
-        while ((nl = rest.indexOf("\n")) >= 0) {
-          const line = rest.slice(0, nl).trim();
-          rest = rest.slice(nl + 1);
-          if (line === "") continue;
-          const ev = WatchEventSchema.safeParse(JSON.parse(line));
-          if (!ev.success) {
-            throw new ApiError(
-              200,
-              "BadWatchEvent",
-              `watch event not understood: ${line.slice(0, 200)}`,
-            );
-          }
-          yield ev.data;
-        }
+    for await (const line of watchLines(res, opts.signal)) {
+      const ev = WatchEventSchema.safeParse(JSON.parse(line));
+      if (!ev.success) {
+        throw new ApiError(
+          200,
+          "BadWatchEvent",
+          `watch event not understood: ${line.slice(0, 200)}`,
+        );
       }
-    } finally {
-      await reader.cancel().catch(() => {});
+      yield ev.data;
     }
   }
 
@@ -536,43 +520,22 @@ export class KubeClient {
       },
       signal: opts.signal,
     });
-    if (!res.body) return;
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    // Not every sender ends its body when the request's signal aborts (node:https may not):
-    // cancelling the reader ends a pending read at once.
-    const cancel = () => void reader.cancel().catch(() => {});
-    opts.signal?.addEventListener("abort", cancel);
     const bad = (line: string, why: string) =>
       new ApiError(
         200,
         "BadWatchEvent",
         `watch event of ${what} not understood (${why}): ${line.slice(0, 200)}`,
       );
-    let rest = "";
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        rest += value;
-        let nl: number;
-        while ((nl = rest.indexOf("\n")) >= 0) {
-          const line = rest.slice(0, nl).trim();
-          rest = rest.slice(nl + 1);
-          if (line === "") continue;
-          let json: unknown;
-          try {
-            json = JSON.parse(line);
-          } catch (e) {
-            throw bad(line, (e as Error).message);
-          }
-          const ev = LeaseWatchEventSchema.safeParse(json);
-          if (!ev.success) throw bad(line, ev.error.message.replace(/\s+/g, " ").slice(0, 200));
-          yield ev.data;
-        }
+    for await (const line of watchLines(res, opts.signal)) {
+      let json: unknown;
+      try {
+        json = JSON.parse(line);
+      } catch (e) {
+        throw bad(line, (e as Error).message);
       }
-    } finally {
-      opts.signal?.removeEventListener("abort", cancel);
-      await reader.cancel().catch(() => {});
+      const ev = LeaseWatchEventSchema.safeParse(json);
+      if (!ev.success) throw bad(line, ev.error.message.replace(/\s+/g, " ").slice(0, 200));
+      yield ev.data;
     }
   }
 
@@ -592,5 +555,34 @@ export class KubeClient {
   /** Releases connections. */
   close(): void {
     this.#sender.then((s) => s.close()).catch(() => {});
+  }
+}
+
+/**
+ * The lines of a watch response as they arrive, blank ones left out. Not every sender ends
+ * its body when the request's signal aborts (node:https may not): cancelling the reader then
+ * ends a pending read at once.
+ */
+async function* watchLines(res: Response, signal?: AbortSignal): AsyncGenerator<string> {
+  if (!res.body) return;
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  const cancel = () => void reader.cancel().catch(() => {});
+  signal?.addEventListener("abort", cancel);
+  let rest = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      rest += value;
+      let nl: number;
+      while ((nl = rest.indexOf("\n")) >= 0) {
+        const line = rest.slice(0, nl).trim();
+        rest = rest.slice(nl + 1);
+        if (line !== "") yield line;
+      }
+    }
+  } finally {
+    signal?.removeEventListener("abort", cancel);
+    await reader.cancel().catch(() => {});
   }
 }
