@@ -3,13 +3,9 @@ import assert from "node:assert/strict";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { pollUntil } from "./helpers/netns.ts";
+import { call, client, type Reply } from "./helpers/apiserver_http.ts";
 
 type Obj = Record<string, unknown>;
-
-interface Reply {
-  status: number;
-  body: Obj;
-}
 
 interface WatchEvent {
   type: string;
@@ -21,28 +17,6 @@ const TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1";
 
 const leasesIn = (ns: string, name = "") =>
   `${LEASES}/namespaces/${ns}/leases${name ? `/${name}` : ""}`;
-
-async function call(
-  api: ApiServer,
-  http: Deno.HttpClient,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<Reply> {
-  const res = await fetch(api.url + path, {
-    method,
-    client: http,
-    headers: {
-      authorization: `Bearer ${api.token}`,
-      "content-type": "application/json",
-      ...headers,
-    },
-    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : {} };
-}
 
 /** Opens a watch and reads its events until `until` holds or the stream ends. */
 async function readWatch(
@@ -71,7 +45,7 @@ async function withServer(
   fn: (api: ApiServer, http: Deno.HttpClient) => Promise<void>,
 ): Promise<void> {
   const api = await startApiServer({ bookmarkIntervalMs: 100 });
-  const http = Deno.createHttpClient({ caCerts: api.caPem ? [api.caPem] : [] });
+  const http = client(api);
   try {
     await fn(api, http);
   } finally {

@@ -11,38 +11,7 @@ import { makeNode } from "../src/devcluster/nodes.ts";
 import { humanAge } from "../src/devcluster/apiserver/views.ts";
 import { ApiError, KubeClient } from "../src/kube/client.ts";
 import { pollUntil } from "./helpers/netns.ts";
-
-interface Reply {
-  status: number;
-  headers: Headers;
-  body: Record<string, unknown>;
-}
-
-function client(api: ApiServer): Deno.HttpClient {
-  return Deno.createHttpClient({ caCerts: api.caPem ? [api.caPem] : [] });
-}
-
-async function call(
-  api: ApiServer,
-  http: Deno.HttpClient,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<Reply> {
-  const res = await fetch(api.url + path, {
-    method,
-    client: http,
-    headers: {
-      authorization: `Bearer ${api.token}`,
-      "content-type": "application/json",
-      ...headers,
-    },
-    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : {} };
-}
+import { call, client, type Reply } from "./helpers/apiserver_http.ts";
 
 /** Reads watch events until `until` holds or the stream ends. */
 async function readWatch(

@@ -1,0 +1,37 @@
+/** Plain HTTP requests to the embedded API server, for tests of its HTTP semantics. */
+import type { ApiServer } from "../../src/devcluster/apiserver/mod.ts";
+
+/** A response: status, headers and the JSON body ({} when empty). */
+export interface Reply {
+  status: number;
+  headers: Headers;
+  body: Record<string, unknown>;
+}
+
+/** An HTTP client that trusts the server's CA. */
+export function client(api: ApiServer): Deno.HttpClient {
+  return Deno.createHttpClient({ caCerts: api.caPem ? [api.caPem] : [] });
+}
+
+/** One request with the server's token; a string body is sent as it is, anything else as JSON. */
+export async function call(
+  api: ApiServer,
+  http: Deno.HttpClient,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<Reply> {
+  const res = await fetch(api.url + path, {
+    method,
+    client: http,
+    headers: {
+      authorization: `Bearer ${api.token}`,
+      "content-type": "application/json",
+      ...headers,
+    },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : {} };
+}
