@@ -3,43 +3,15 @@ import assert from "node:assert/strict";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { pollUntil } from "./helpers/netns.ts";
-import { call, client, type Reply } from "./helpers/apiserver_http.ts";
+import { call, client, readWatch, type Reply, type WatchEvent } from "./helpers/apiserver_http.ts";
 
 type Obj = Record<string, unknown>;
-
-interface WatchEvent {
-  type: string;
-  object: Obj;
-}
 
 const LEASES = "/apis/coordination.k8s.io/v1";
 const TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1";
 
 const leasesIn = (ns: string, name = "") =>
   `${LEASES}/namespaces/${ns}/leases${name ? `/${name}` : ""}`;
-
-/** Opens a watch and reads its events until `until` holds or the stream ends. */
-async function readWatch(
-  res: Response,
-  until: (events: WatchEvent[]) => boolean,
-): Promise<WatchEvent[]> {
-  const events: WatchEvent[] = [];
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let rest = "";
-  try {
-    while (!until(events)) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      rest += value;
-      const lines = rest.split("\n");
-      rest = lines.pop()!;
-      for (const l of lines) if (l.trim()) events.push(JSON.parse(l));
-    }
-  } finally {
-    await reader.cancel();
-  }
-  return events;
-}
 
 async function withServer(
   fn: (api: ApiServer, http: Deno.HttpClient) => Promise<void>,

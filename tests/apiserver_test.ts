@@ -11,30 +11,7 @@ import { makeNode } from "../src/devcluster/nodes.ts";
 import { humanAge } from "../src/devcluster/apiserver/views.ts";
 import { ApiError, KubeClient } from "../src/kube/client.ts";
 import { pollUntil } from "./helpers/netns.ts";
-import { call, client, type Reply } from "./helpers/apiserver_http.ts";
-
-/** Reads watch events until `until` holds or the stream ends. */
-async function readWatch(
-  res: Response,
-  until: (events: { type: string; object: Record<string, unknown> }[]) => boolean,
-): Promise<{ type: string; object: Record<string, unknown> }[]> {
-  const events: { type: string; object: Record<string, unknown> }[] = [];
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let rest = "";
-  try {
-    while (!until(events)) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      rest += value;
-      const lines = rest.split("\n");
-      rest = lines.pop()!;
-      for (const l of lines) if (l.trim()) events.push(JSON.parse(l));
-    }
-  } finally {
-    await reader.cancel();
-  }
-  return events;
-}
+import { call, client, readWatch, type Reply } from "./helpers/apiserver_http.ts";
 
 async function withServer(fn: (api: ApiServer, http: Deno.HttpClient) => Promise<void>, opts = {}) {
   const api = await startApiServer({ bookmarkIntervalMs: 100, ...opts });

@@ -35,3 +35,32 @@ export async function call(
   const text = await res.text();
   return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : {} };
 }
+
+/** One watch event as the server sent it. */
+export interface WatchEvent {
+  type: string;
+  object: Record<string, unknown>;
+}
+
+/** Reads watch events from `res` until `until` holds or the stream ends. */
+export async function readWatch(
+  res: Response,
+  until: (events: WatchEvent[]) => boolean,
+): Promise<WatchEvent[]> {
+  const events: WatchEvent[] = [];
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = "";
+  try {
+    while (!until(events)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      rest += value;
+      const lines = rest.split("\n");
+      rest = lines.pop()!;
+      for (const l of lines) if (l.trim()) events.push(JSON.parse(l));
+    }
+  } finally {
+    await reader.cancel();
+  }
+  return events;
+}
