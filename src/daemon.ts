@@ -136,7 +136,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     if (r.plan.selfCidrs === undefined) return;
     if (conflistPending) {
       conflistPending = false;
-      await installMainConflist(cfg, r.plan.nodes.find((n) => n.self)?.addresses[0], table, log);
+      await installMainConflist(cfg, r.plan.self?.addresses[0], table, log);
     }
     const text = r.plan.selfCidrs.join(",");
     if (text === lastState) return;
@@ -167,6 +167,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const reconciler = new Reconciler({
     table,
     nodes: () => informer.store.values(),
+    node: (name) => informer.store.get(name),
     source: { cidrAnnotation: cfg.cidrAnnotation, addressAnnotation: cfg.addressAnnotation },
     rules: () => ({
       selfName: selfName || (selfName = findSelf(informer.store.values(), "", machineId) ?? ""),
@@ -207,8 +208,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   reconciler.preload(self).catch((error) =>
     log.warn("reading the host's addresses and routes failed", { error })
   );
-  informer.onChange(() => {
-    if (synced) reconciler.trigger("watch");
+  informer.onChange((changes) => {
+    if (synced) reconciler.nodesChanged(changes);
   });
   // Bound first: a taken port must stop the start before anything runs.
   const http = cfg.httpAddress === "off" ? undefined : serveHttp(cfg.httpAddress, metrics, () => ({

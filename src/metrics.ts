@@ -33,10 +33,10 @@ export class Metrics {
 
   /** Takes in one reconcile's result. */
   record(r: ReconcileResult): void {
-    this.#desired = r.plan.routes.length;
+    this.#desired = r.plan.routeCount;
     this.#installed = r.installed;
     this.#failed = r.failures.length;
-    this.#nodes = r.plan.nodes.length;
+    this.#nodes = r.plan.nodeCount;
     const kinds = new Map<ProblemKind, Set<string>>();
     for (const p of r.problems) {
       const set = kinds.get(p.kind) ?? new Set();

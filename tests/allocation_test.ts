@@ -147,8 +147,14 @@ Deno.test({
       // One CIDR per family for a and c, IPv6 for b: written once, by whichever instance led
       // (under load the short test lease may change hands).
       // A write cut off by a change of leader may land uncounted: never more than 5.
+      // Every write may be cut off that way only when the lease did change hands.
       const written = daemons.reduce((n, d) => n + metric(d, "xcluster_cni_allocations_total"), 0);
-      assert.ok(written >= 1 && written <= 5, `${written} CIDRs counted as written`);
+      const transitions =
+        c.api.leases.get("kube-system", leaseName(NET9.cidr))?.spec?.leaseTransitions ?? 0;
+      assert.ok(
+        written <= 5 && (written >= 1 || transitions > 0),
+        `${written} CIDRs counted as written, ${transitions} lease transitions`,
+      );
 
       // Routes to what was allocated, on a's host, via InternalIPs.
       const routesOf = (node: string, via: [string, string]) =>

@@ -15,7 +15,6 @@ const KEY = "cidr.example.com/net9";
 function node(name: string, annotation?: string): NodeInfo {
   return {
     name,
-    uid: name,
     creationTimestamp: `2026-01-01T00:00:${name.slice(1).padStart(2, "0")}Z`,
     podCIDRs: [],
     internalIPs: [],

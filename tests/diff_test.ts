@@ -97,7 +97,6 @@ function fakeTable(duringApply: (ops: readonly RouteOp[]) => void = () => {}) {
 function info(name: string, cidr: string, ip: string): NodeInfo {
   return {
     name,
-    uid: name,
     creationTimestamp: "2026-01-01T00:00:00Z",
     podCIDRs: [cidr],
     internalIPs: [ip],
@@ -117,6 +116,7 @@ Deno.test("reconciler: the monitor's echo of our own deletion is ignored even be
   const reconciler: Reconciler = new Reconciler({
     table: fake.table,
     nodes: () => nodes,
+    node: (name) => nodes.find((n) => n.name === name),
     source: { cidrAnnotation: "", addressAnnotation: "" },
     rules: () => ({ selfName: "a", allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
     protocol: 202,
@@ -150,6 +150,7 @@ Deno.test("reconciler: nodes checked while the list streams in serve the first r
   const reconciler = new Reconciler({
     table: fake.table,
     nodes: () => nodes,
+    node: (name) => nodes.find((n) => n.name === name),
     source: { cidrAnnotation: "", addressAnnotation: "" },
     rules: () => ({ selfName: self, allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
     protocol: 202,

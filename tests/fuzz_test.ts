@@ -32,7 +32,8 @@ import {
   type NetworkSource,
   parseNode,
 } from "../src/routing/node_parse.ts";
-import { checkNode, plan, type PlanRules } from "../src/routing/plan.ts";
+import { checkNode, type PlanRules } from "../src/routing/check.ts";
+import { plan } from "../src/routing/plan.ts";
 import { describeProblem, type Problem } from "../src/routing/problem.ts";
 import type { LocalAddress, Route } from "../src/routing/types.ts";
 import { kubeNodePlugin } from "../cni/kube_node.ts";
@@ -389,7 +390,6 @@ const TIMES = ["2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "2026-01-01T00:00
 function info(name: string, created: string, annotations: Record<string, string>): NodeInfo {
   return {
     name,
-    uid: name,
     creationTimestamp: created,
     podCIDRs: [],
     internalIPs: [],
@@ -713,7 +713,7 @@ Deno.test({
       const daemonNow = d;
       await pollUntil(async () => {
         await daemonNow.reconciler.idle();
-        return daemonNow.reconciler.last?.plan.nodes.length === 203;
+        return daemonNow.reconciler.last?.plan.nodeCount === 203;
       }, { timeoutMs: 20_000, message: "the daemon saw all 203 nodes" });
       daemonNow.reconciler.trigger("resync");
       await daemonNow.reconciler.idle();

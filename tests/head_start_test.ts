@@ -9,7 +9,8 @@ import { indexKernel } from "../src/routing/diff.ts";
 import { HeadStart, MAX_ODD } from "../src/routing/head_start.ts";
 import { createIprouteTable } from "../src/routing/iproute.ts";
 import { type NetworkSource, parseNode } from "../src/routing/node_parse.ts";
-import { type CheckedNode, checkNode, plan, type PlanRules } from "../src/routing/plan.ts";
+import { type CheckedNode, checkNode, type PlanRules } from "../src/routing/check.ts";
+import { plan } from "../src/routing/plan.ts";
 import { Reconciler } from "../src/routing/reconciler.ts";
 import type { KernelRoute, LocalAddress, RouteTable } from "../src/routing/types.ts";
 import { lanHost, type Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
@@ -25,7 +26,6 @@ const LOCAL: LocalAddress[] = [
 function node(name: string, cidrs: string[], ips: string[], created = "2026-01-02"): NodeInfo {
   return {
     name,
-    uid: name,
     creationTimestamp: `${created}T00:00:00Z`,
     podCIDRs: cidrs,
     internalIPs: ips,
@@ -113,6 +113,7 @@ function reconcilerIn(
   return new Reconciler({
     table: o.table ?? createIprouteTable({ netns: ns.name }),
     nodes: () => nodes,
+    node: (name) => nodes.find((n) => n.name === name),
     source: SOURCE,
     rules: () => RULES,
     protocol: 202,

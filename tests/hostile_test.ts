@@ -110,7 +110,8 @@ async function churn(c: Cluster, d: Daemon): Promise<void> {
   const hops = (c.api.nodes.get("c")!.metadata.annotations as Record<string, string>)[NET3.adr];
   const next = hops.startsWith(" ") ? hops.trim() : ` ${hops}`;
   c.api.nodes.patch("c", "merge", { metadata: { annotations: { [NET3.adr]: next } } });
-  await pollUntil(() => d.reconciler.last !== before && d.reconciler.last?.trigger === "watch", {
+  // Its reconcile says "watch", unless a kernel event came meanwhile and they were folded.
+  await pollUntil(() => d.reconciler.last !== before, {
     timeoutMs: 5000,
     message: "a reconcile for the watch event",
   });

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import type { NodeInfo } from "../src/kube/node.ts";
 import { cidrsOverlap, parseCidr } from "../src/net/ip.ts";
 import { type NetworkSource, parseNode } from "../src/routing/node_parse.ts";
-import { checkNode, plan, PlanMemo, type PlanRules } from "../src/routing/plan.ts";
+import { checkNode, type PlanRules } from "../src/routing/check.ts";
+import { plan, Planner } from "../src/routing/plan.ts";
 import type { LocalAddress } from "../src/routing/types.ts";
 
 const MAIN: NetworkSource = { cidrAnnotation: "", addressAnnotation: "" };
@@ -20,7 +21,6 @@ const LOCAL: LocalAddress[] = [
 function node(name: string, o: Partial<NodeInfo> = {}): NodeInfo {
   return {
     name,
-    uid: name,
     creationTimestamp: "2026-01-01T00:00:00Z",
     podCIDRs: [],
     internalIPs: [],
@@ -34,7 +34,7 @@ function run(nodes: NodeInfo[], source = MAIN, rules = RULES, local = LOCAL) {
   return plan(nodes.map((n) => checkNode(parseNode(n, source), rules, local)));
 }
 
-Deno.test("dual-stack routes to every other node, never our own", () => {
+Deno.test("dual-stack routes to every other node, never our own, in address order", () => {
   const p = run([
     node("a", {
       podCIDRs: ["10.244.0.0/24", "fd00:10::/64"],
@@ -53,8 +53,8 @@ Deno.test("dual-stack routes to every other node, never our own", () => {
     p.routes.map((r) => `${r.dst} via ${r.via}`),
     [
       "10.244.1.0/24 via 192.168.1.2",
-      "fd00:10:0:1::/64 via fd00:1::2",
       "10.244.2.0/24 via 192.168.1.3",
+      "fd00:10:0:1::/64 via fd00:1::2",
       "fd00:10:0:2::/64 via fd00:1::3",
     ],
   );
@@ -73,10 +73,10 @@ Deno.test("annotations in Nordix format, all CIDRs, canonical forms, IPv4-mapped
     }),
   ], NET3);
   assert.deepEqual(p.routes.map((r) => `${r.dst} via ${r.via}`), [
-    "192.168.55.0/26 via 192.168.2.3",
-    "fd00:5::1:0/112 via 1000::1:c0a8:203",
     "10.9.0.0/16 via 192.168.2.3",
     "10.9.9.9/32 via 192.168.2.3",
+    "192.168.55.0/26 via 192.168.2.3",
+    "fd00:5::1:0/112 via 1000::1:c0a8:203",
   ]);
 });
 
@@ -178,10 +178,13 @@ Deno.test("our own CIDRs win against a wider claim and without a creationTimesta
   ]);
   assert.deepEqual(p.routes, []);
   assert.deepEqual(p.selfCidrs, ["10.244.0.0/24"]);
-  assert.deepEqual(p.problems.filter((x) => x.kind === "conflict").map((x) => [x.node, x.value]), [
-    ["a", "10.244.0.0/24"],
-    ["wide", "10.244.0.0/16"],
-  ]);
+  assert.deepEqual(
+    p.problems.filter((x) => x.kind === "conflict").map((x) => [x.node, x.value]).sort(),
+    [
+      ["a", "10.244.0.0/24"],
+      ["wide", "10.244.0.0/16"],
+    ],
+  );
 });
 
 Deno.test("beside our own node, the older of two other nodes still wins between them", () => {
@@ -298,8 +301,13 @@ Deno.test("garbage and oversized annotations never throw", () => {
   }
 });
 
-Deno.test("plan with a memo equals plan without, through adds, changes, deletes and conflicts", () => {
-  // A small deterministic generator: the same run every time.
+/**
+ * 200 rounds of nodes coming, going and changing (a small deterministic generator: the same
+ * run every time), each planned both by one planner changed node by node and from nothing;
+ * asserts they agree. With `crowded`, few distinct CIDRs, so that conflicts come and go;
+ * without, every node has ranges of its own but now and then one claims another's.
+ */
+function churn(crowded: boolean): { local: number; selfConflicts: number } {
   let seed = 7;
   const rand = (n: number) => {
     seed = (seed * 1103515245 + 12345) & 0x7fffffff;
@@ -308,14 +316,20 @@ Deno.test("plan with a memo equals plan without, through adds, changes, deletes 
   const make = (i: number, v: number) =>
     node(`n${i}`, {
       creationTimestamp: `2026-01-0${1 + rand(3)}T00:00:00Z`,
-      // Few distinct CIDRs, so that conflicts come and go.
-      podCIDRs: [`10.${rand(4)}.${rand(3)}.0/${23 + rand(2)}`, `fd00:10:0:${rand(6)}::/64`],
+      podCIDRs: crowded
+        ? [`10.${rand(4)}.${rand(3)}.0/${23 + rand(2)}`, `fd00:10:0:${rand(6)}::/64`]
+        : rand(15) === 0
+        ? [`10.${rand(60)}.0.0/16`, `fd00:10:${i}:${rand(6)}::/64`]
+        : [`10.${i}.${rand(3)}.0/24`, `fd00:10:${i}:${rand(6)}::/64`],
       internalIPs: [`192.168.1.${10 + i}`, ...(v % 3 === 0 ? [] : [`fd00:1::${10 + i}`])],
     });
   // One of the nodes is our own, so that it too comes and goes, changes, and meets older
   // claims of its CIDRs.
   const rules = { ...RULES, selfName: "n5" };
-  const memo = new PlanMemo();
+  const planner = new Planner();
+  let before: ReturnType<typeof checkNode>[] = [];
+  let planned = new Map<string, string>();
+  let local = 0;
   const checkedOf = new Map<NodeInfo, ReturnType<typeof checkNode>>();
   let selfConflicts = 0;
   let nodes = Array.from({ length: 40 }, (_, i) => make(i, i));
@@ -325,7 +339,9 @@ Deno.test("plan with a memo equals plan without, through adds, changes, deletes 
     if (at >= 0 && rand(3) === 0) nodes = nodes.filter((_, j) => j !== at);
     else if (at >= 0) nodes = nodes.map((n, j) => j === at ? make(i, round) : n);
     else nodes = [...nodes, make(i, round)];
-    if (round % 50 === 49) nodes = nodes.map((n, j) => j % 2 ? make(j, round) : n);
+    if (round % 50 === 49) {
+      nodes = nodes.map((n, j) => j % 2 ? make(Number(n.name.slice(1)), round) : n);
+    }
     // The informer keeps its order, but a relist may not: the memo must not depend on it.
     if (round % 37 === 36) nodes = [...nodes].reverse();
     if (round % 41 === 40) nodes = nodes.map((n, j) => nodes[j % 2 ? j - 1 : j + 1] ?? n);
@@ -335,23 +351,61 @@ Deno.test("plan with a memo equals plan without, through adds, changes, deletes 
       return c;
     });
     const fresh = plan(checked);
-    assert.deepEqual(plan(checked, memo), fresh, `round ${round}`);
-    // The generator may give two nodes one name (then both are "ours"): only a single one
-    // is a real cluster.
+    // The nodes that came, went or changed since the last round, each before and now.
+    const removed = before.filter((n) => !checked.includes(n));
+    const added = checked.filter((n) => !before.includes(n));
+    const changes = round === 0
+      ? (planner.reset(checked), undefined)
+      : planner.update(removed, added);
+    before = checked;
+    const kept = planner.plan();
+    const text = (r: { dst: string; via: string; node: string }) => `${r.node} ${r.dst} ${r.via}`;
+    assert.deepEqual(kept.routes.map(text), fresh.routes.map(text), `round ${round}`);
+    assert.equal(kept.routeCount, fresh.routes.length);
+    assert.equal(kept.nodeCount, checked.length);
+    assert.deepEqual(kept.selfCidrs, fresh.selfCidrs);
+    const sorted = (ps: readonly object[]) => ps.map((p) => JSON.stringify(p)).sort();
+    assert.deepEqual(sorted(kept.problems), sorted(fresh.problems), `round ${round}`);
+    // Where the planner says only some destinations changed, the others must not have.
+    const now = new Map(fresh.routes.map((r) => [r.dst, text(r)]));
+    if (changes) {
+      local++;
+      const patched = new Map(planned);
+      for (const [key, r] of changes) {
+        if (r) patched.set(key, text(r));
+        else patched.delete(key);
+      }
+      assert.deepEqual([...patched].sort(), [...now].sort(), `round ${round}: changes`);
+    }
+    planned = now;
     const selves = checked.filter((n) => n.self);
+    assert.ok(selves.length <= 1);
     if (selves.length === 1) {
       const self = selves[0];
       // Our own node keeps every CIDR it claims, and nothing routed overlaps them.
-      assert.deepEqual(fresh.selfCidrs, self.claims.map((c) => c.text), `round ${round}`);
+      assert.deepEqual(fresh.selfCidrs, self.claims.map((c) => c.dst), `round ${round}`);
       for (const r of fresh.routes) {
         const dst = parseCidr(r.dst);
         assert.ok(dst.ok);
-        assert.ok(!self.claims.some((c) => cidrsOverlap(c.cidr, dst.cidr)), `${r.dst}`);
+        const ours = self.claims.map((c) => parseCidr(c.dst));
+        assert.ok(!ours.some((c) => c.ok && cidrsOverlap(c.cidr, dst.cidr)), `${r.dst}`);
       }
       if (fresh.problems.some((p) => p.reason.includes("this router's own node"))) {
         selfConflicts++;
       }
     }
   }
+  return { local, selfConflicts };
+}
+
+Deno.test("a planner changed node by node equals a plan from nothing, through conflicts that come and go", () => {
+  const { selfConflicts } = churn(true);
   assert.ok(selfConflicts > 10, `our own node in conflict in ${selfConflicts} rounds`);
+});
+
+Deno.test("a planner changed node by node equals a plan from nothing, also where it plans the change alone", () => {
+  const { local } = churn(false);
+  // Most rounds are planned from the changed nodes alone; some go through a conflict.
+  assert.ok(local > 100, `${local} of 200 rounds planned locally`);
+  assert.ok(local < 195, `${local} of 200 rounds planned locally: too few conflicts`);
 });

@@ -4,7 +4,6 @@ import type { NodeInfo } from "../src/kube/node.ts";
 
 const node = (name: string, machineID: string): NodeInfo => ({
   name,
-  uid: "",
   creationTimestamp: "",
   podCIDRs: [],
   internalIPs: [],

@@ -9,7 +9,8 @@ import { parseFlags, UsageError } from "./usage.ts";
 import { findSelf, readMachineId } from "../daemon.ts";
 import { type NodeInfo, toNodeInfo } from "../kube/node.ts";
 import { parseNode } from "../routing/node_parse.ts";
-import { checkNode, type Plan, plan } from "../routing/plan.ts";
+import { checkNode } from "../routing/check.ts";
+import { type NodesPlan, plan } from "../routing/plan.ts";
 import { diff, indexKernel } from "../routing/diff.ts";
 import { foreignRouteProblem, type Problem } from "../routing/problem.ts";
 import { cidrContainsIp, formatCidr, makeCidr, parseCidr, parseIp } from "../net/ip.ts";
@@ -94,7 +95,7 @@ export async function listNodes(cfg: DaemonConfig, kubeconfig?: string): Promise
 }
 
 /** The plan for the current nodes, as the daemon would make it on this host. */
-export function planFor(cfg: DaemonConfig, nodes: NodeInfo[], local: LocalAddress[]): Plan {
+export function planFor(cfg: DaemonConfig, nodes: NodeInfo[], local: LocalAddress[]): NodesPlan {
   const source = { cidrAnnotation: cfg.cidrAnnotation, addressAnnotation: cfg.addressAnnotation };
   const selfName = findSelf(nodes, cfg.nodeName, cfg.nodeName ? "" : readMachineId()) ?? "";
   const rules = {
@@ -119,7 +120,7 @@ export function table(header: string[], rows: string[][]): string {
  * host covers it), or the broadcast address of a network of this host.
  */
 export function kernelProblems(
-  p: Plan,
+  p: NodesPlan,
   kernel: readonly KernelRoute[],
   local: readonly LocalAddress[],
   protocol: number,

@@ -182,10 +182,13 @@ function readAddress(text: string): Read | undefined {
   if (g === undefined) return undefined;
   const isMapped = g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 &&
     g[5] === 0xffff;
+  const canonical = formatGroups(g);
   return {
     family: 6,
     value: groupsValue(g),
-    text: formatGroups(g),
+    // The text given when it is already canonical: it is usually part of a string that is
+    // kept anyway (an annotation), where a made one would be a chain of pieces.
+    text: canonical === text ? text : canonical,
     mapped: isMapped ? g[6] * 65536 + g[7] : -1,
   };
 }
@@ -239,7 +242,9 @@ export function parseCidr(text: string): CidrResult {
   const cidr = makeCidr(family, value, prefix);
   // Host bits set: the text read is not the network's; it is made from the value instead.
   if (cidr.value !== value) return { ok: true, cidr };
-  return { ok: true, cidr: { family, value, prefix, text: `${addr}/${prefix}` } };
+  // The text given when it is canonical (the prefix was checked to be), as for addresses.
+  const canonical = addr === addrText && slash >= 0 ? text : `${addr}/${prefix}`;
+  return { ok: true, cidr: { family, value, prefix, text: canonical } };
 }
 
 /** Builds a canonical CIDR, clearing host bits. */

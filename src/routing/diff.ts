@@ -29,32 +29,48 @@ export function routeKey(r: { readonly family: number; readonly dst: string }): 
   return (r.family === 6) === r.dst.includes(":") ? r.dst : `${r.family} ${r.dst}`;
 }
 
+/**
+ * A route of ours as the index keeps it: as read from the kernel, or the planned route that
+ * was applied or found in place, which then stands for it (and costs nothing more).
+ */
+export type OurRoute = KernelRoute | Route;
+
 /** The kernel's main table split into our routes and everyone else's, by destination. */
 export interface KernelIndex {
-  readonly ours: Map<string, KernelRoute[]>;
+  readonly protocol: number;
+  /** One route per destination, or a list of them (duplicates at other metrics; rare). */
+  readonly ours: Map<string, OurRoute | OurRoute[]>;
   readonly foreign: Map<string, KernelRoute>;
 }
 
 /** Indexes a read of the kernel's table for {@link diff}. */
 export function indexKernel(kernel: readonly KernelRoute[], protocol: number): KernelIndex {
-  const ours = new Map<string, KernelRoute[]>();
+  const ours = new Map<string, OurRoute | OurRoute[]>();
   const foreign = new Map<string, KernelRoute>();
   for (const r of kernel) {
     const k = routeKey(r);
     if (r.protocol === protocol) {
-      const list = ours.get(k);
-      if (list) list.push(r);
-      else ours.set(k, [r]);
+      const at = ours.get(k);
+      if (at === undefined) ours.set(k, r);
+      else if (Array.isArray(at)) at.push(r);
+      else ours.set(k, [at, r]);
     } else if (!foreign.has(k)) {
       foreign.set(k, r);
     }
   }
-  return { ours, foreign };
+  return { protocol, ours, foreign };
+}
+
+/** A route of ours as a deletion names it: with our protocol, as every deletion must. */
+export function asKernelRoute(r: OurRoute, protocol: number): KernelRoute {
+  return "protocol" in r ? r : { family: r.family, dst: r.dst, via: r.via, protocol };
 }
 
 /** Whether our kernel route is exactly `route`: one next hop, the same, a plain unicast. */
-function inPlace(mine: KernelRoute, route: Route): boolean {
-  return mine.via === route.via && mine.type === undefined && mine.multipath === undefined;
+export function inPlace(mine: OurRoute, route: Route): boolean {
+  if (mine === route) return true;
+  if (mine.via !== route.via) return false;
+  return !("protocol" in mine) || (mine.type === undefined && mine.multipath === undefined);
 }
 
 /**
@@ -68,31 +84,66 @@ function inPlace(mine: KernelRoute, route: Route): boolean {
  * ```
  */
 export function diff(desired: readonly Route[], kernel: KernelIndex): Diff {
-  const { ours, foreign } = kernel;
-  const ops: RouteOp[] = [];
-  const conflicts: ForeignConflict[] = [];
+  const out: Diff = { ops: [], conflicts: [] };
   // Destinations of ours that a desired route names: when that is all of ours, none is
   // stale, and the set of wanted keys (10,000 at 5,000 nodes) need not be built.
   let named = 0;
   for (const route of desired) {
-    const k = routeKey(route);
-    const mine = ours.get(k);
-    if (mine) named++;
-    const other = foreign.get(k);
-    if (other) conflicts.push({ route, foreign: other });
-    if (mine?.length === 1 && inPlace(mine[0], route)) continue;
-    if (other && !mine) continue;
-    if (mine && mine.length > 1) {
-      // Duplicates of ours (another metric): keep one clean route.
-      for (const extra of mine) ops.push({ op: "delete", route: extra });
-    }
-    ops.push({ op: "replace", route });
+    if (diffAt(routeKey(route), route, kernel, out)) named++;
   }
-  if (named < ours.size) {
+  if (named < kernel.ours.size) {
     const wanted = new Set(desired.map(routeKey));
-    for (const [k, list] of ours) {
-      if (!wanted.has(k)) { for (const r of list) ops.push({ op: "delete", route: r }); }
-    }
+    for (const key of kernel.ours.keys()) if (!wanted.has(key)) diffAt(key, undefined, kernel, out);
   }
-  return { ops, conflicts };
+  return out;
+}
+
+/**
+ * Compares the destinations a change touched with the kernel's table: for each, the route
+ * wanted there now, or undefined where none is.
+ */
+export function diffSome(
+  changes: ReadonlyMap<string, Route | undefined>,
+  kernel: KernelIndex,
+): Diff {
+  const out: Diff = { ops: [], conflicts: [] };
+  for (const [key, route] of changes) diffAt(key, route, kernel, out);
+  return out;
+}
+
+/**
+ * Adds what one destination needs to `out`; returns whether a route of ours is there. With
+ * no route wanted, every route of ours there goes.
+ */
+function diffAt(
+  key: string,
+  route: Route | undefined,
+  kernel: KernelIndex,
+  out: Diff,
+): boolean {
+  const mine = kernel.ours.get(key);
+  const { protocol } = kernel;
+  if (route === undefined) {
+    if (mine === undefined) return false;
+    for (const r of Array.isArray(mine) ? mine : [mine]) {
+      out.ops.push({ op: "delete", route: asKernelRoute(r, protocol) });
+    }
+    return true;
+  }
+  const other = kernel.foreign.get(key);
+  if (other) out.conflicts.push({ route, foreign: other });
+  if (mine === undefined) {
+    if (!other) out.ops.push({ op: "replace", route });
+    return false;
+  }
+  if (Array.isArray(mine)) {
+    // Duplicates of ours (another metric): keep one clean route.
+    for (const extra of mine) {
+      out.ops.push({ op: "delete", route: asKernelRoute(extra, protocol) });
+    }
+    out.ops.push({ op: "replace", route });
+  } else if (!inPlace(mine, route)) {
+    out.ops.push({ op: "replace", route });
+  }
+  return true;
 }

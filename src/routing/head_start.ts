@@ -21,16 +21,18 @@
  *
  * @module
  */
-import { cidrsOverlap } from "../net/ip.ts";
 import { type KernelIndex, routeKey } from "./diff.ts";
-import { type CheckedNode, type Claim, claimRoute } from "./plan.ts";
+import { type CheckedNode, type Claim, claimRoute } from "./check.ts";
 import type { Route } from "./types.ts";
 
 /** CIDRs of an unusual size tolerated before the head start gives up. */
 export const MAX_ODD = 64;
 
 function overlapsAny(c: Claim, claims: readonly Claim[]): boolean {
-  for (let i = 0; i < claims.length; i++) if (cidrsOverlap(c.cidr, claims[i].cidr)) return true;
+  for (let i = 0; i < claims.length; i++) {
+    const o = claims[i];
+    if (o.family === c.family && o.start <= c.end && c.start <= o.end) return true;
+  }
   return false;
 }
 
@@ -38,8 +40,8 @@ function overlapsAny(c: Claim, claims: readonly Claim[]): boolean {
 export class HeadStart {
   #kernel: KernelIndex;
   #self: readonly Claim[];
-  /** The usual prefix length of each family: that of our own first CIDR, else the first seen. */
-  #prefix = new Map<number, number>();
+  /** The usual size of each family's CIDRs: that of our own first CIDR, else the first seen. */
+  #size = new Map<number, bigint>();
   /** Destinations claimed by a node seen so far. */
   #claimed = new Set<string>();
   #odd: Claim[] = [];
@@ -73,10 +75,10 @@ export class HeadStart {
         if (this.#odd.length > MAX_ODD) this.#off = true;
         continue;
       }
-      const key = routeKey({ family: c.cidr.family, dst: c.text });
+      const key = routeKey(c);
       if (this.#claimed.has(key)) continue;
       this.#claimed.add(key);
-      const route = claimRoute(node, c);
+      const route = claimRoute(c);
       if (route === undefined) continue;
       if (overlapsAny(c, this.#self) || overlapsAny(c, this.#odd)) continue;
       if (this.#kernel.ours.has(key) || this.#kernel.foreign.has(key)) continue;
@@ -86,11 +88,13 @@ export class HeadStart {
   }
 
   #usual(c: Claim): boolean {
-    const usual = this.#prefix.get(c.cidr.family);
+    // The range's size stands for its prefix length.
+    const size = c.end - c.start;
+    const usual = this.#size.get(c.family);
     if (usual === undefined) {
-      this.#prefix.set(c.cidr.family, c.cidr.prefix);
+      this.#size.set(c.family, size);
       return true;
     }
-    return usual === c.cidr.prefix;
+    return usual === size;
   }
 }

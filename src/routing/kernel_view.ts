@@ -6,9 +6,9 @@
  *
  * @module
  */
-import { indexKernel, type KernelIndex, routeKey } from "./diff.ts";
+import { indexKernel, inPlace, type KernelIndex, type OurRoute, routeKey } from "./diff.ts";
 import type { Plan } from "./plan.ts";
-import type { KernelRoute, RouteOp } from "./types.ts";
+import type { KernelRoute, Route, RouteOp } from "./types.ts";
 
 /** What an applied operation did to a destination, as a log line names it. */
 export type Change = "route added" | "route replaced" | "route deleted";
@@ -19,7 +19,6 @@ export class KernelView {
   index: KernelIndex | undefined;
   /** Destinations we deleted ourselves, whose deletion the route monitor will echo. */
   readonly #echoes = new Map<string, number>();
-  readonly #wanted = new WeakMap<Plan, Set<string>>();
 
   constructor(readonly protocol: number) {}
 
@@ -57,17 +56,44 @@ export class KernelView {
         this.expectEchoes([op], -1);
         continue;
       }
+      const at = ours.get(key);
       if (op.op === "delete") {
         onChange?.("route deleted", op);
-        const left = ours.get(key)?.filter((r) => r !== op.route) ?? [];
-        if (left.length > 0) ours.set(key, left);
-        else ours.delete(key);
+        // A deletion names the route as the index holds it, or a copy of a planned one.
+        const gone = (r: OurRoute) =>
+          r === op.route || !("protocol" in r) && r.via === op.route.via;
+        if (Array.isArray(at)) {
+          const left = at.filter((r) => !gone(r));
+          if (left.length === 0) ours.delete(key);
+          else ours.set(key, left.length === 1 ? left[0] : left);
+        } else if (at !== undefined && gone(at)) {
+          ours.delete(key);
+        }
       } else {
-        onChange?.(ours.has(key) ? "route replaced" : "route added", op);
-        const { family, dst, via } = op.route;
-        ours.set(key, [{ family, dst, via, protocol: this.protocol }]);
+        onChange?.(at !== undefined ? "route replaced" : "route added", op);
+        ours.set(key, op.route);
       }
     }
+  }
+
+  /**
+   * After a full read: lets each desired route found in place stand for the kernel's copy,
+   * so that the copies read (10,000 routes at 5,000 nodes, and their texts) are not kept.
+   */
+  adopt(desired: readonly Route[]): void {
+    const before = this.index!;
+    // A new map: one edited in place would keep the read keys' texts and double in size.
+    const ours = new Map<string, OurRoute | OurRoute[]>();
+    for (const route of desired) {
+      const key = routeKey(route);
+      const at = before.ours.get(key);
+      if (at === undefined) continue;
+      ours.set(key, !Array.isArray(at) && inPlace(at, route) ? route : at);
+    }
+    if (ours.size < before.ours.size) {
+      for (const [key, at] of before.ours) if (!ours.has(key)) ours.set(key, at);
+    }
+    this.index = { ...before, ours };
   }
 
   /**
@@ -92,7 +118,7 @@ export class KernelView {
     }
     const key = routeKey({ family: e.dst.includes(":") ? 6 : 4, dst: e.dst });
     if (e.protocol !== this.protocol && e.protocol !== undefined) {
-      return plan !== undefined && this.#wantedOf(plan).has(key);
+      return plan !== undefined && plan.wants(key);
     }
     if (e.kind === "route-added") return false;
     const n = this.#echoes.get(key);
@@ -100,15 +126,5 @@ export class KernelView {
     if (n > 1) this.#echoes.set(key, n - 1);
     else this.#echoes.delete(key);
     return false;
-  }
-
-  /** The plan's destinations, made once per plan and only when another owner's route moves. */
-  #wantedOf(plan: Plan): ReadonlySet<string> {
-    let set = this.#wanted.get(plan);
-    if (!set) {
-      set = new Set(plan.routes.map(routeKey));
-      this.#wanted.set(plan, set);
-    }
-    return set;
   }
 }

@@ -8,7 +8,7 @@
  */
 import type { NodeInfo } from "../kube/node.ts";
 import { type NetworkSource, parseNode } from "./node_parse.ts";
-import { type CheckedNode, checkNode, type PlanRules } from "./plan.ts";
+import { type CheckedNode, checkNode, type PlanRules } from "./check.ts";
 import type { LocalAddress } from "./types.ts";
 
 /** Checks nodes against the rules of the moment, remembering each check. */
@@ -30,18 +30,26 @@ export class NodeChecker {
     return this.#local;
   }
 
-  /** Takes the rules and the host's addresses; forgets every check when either changed. */
-  use(rules: PlanRules, local: readonly LocalAddress[] = this.#local): void {
+  /**
+   * Takes the rules and the host's addresses; forgets every check when either changed, and
+   * then returns true.
+   */
+  use(rules: PlanRules, local: readonly LocalAddress[] = this.#local): boolean {
     const context = JSON.stringify(
       [rules, local],
       (_k, v) => typeof v === "bigint" ? String(v) : v,
     );
-    if (context !== this.#context) {
-      this.#context = context;
-      this.#checked = new WeakMap();
-    }
     this.#rules = rules;
     this.#local = local;
+    if (context === this.#context) return false;
+    this.#context = context;
+    this.#checked = new WeakMap();
+    return true;
+  }
+
+  /** The node as checked before with the rules of now; undefined when it was not. */
+  peek(node: NodeInfo): CheckedNode | undefined {
+    return this.#checked.get(node);
   }
 
   /** The node checked with the rules given last (see {@link use}, which must come first). */

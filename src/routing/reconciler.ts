@@ -13,15 +13,23 @@
  */
 import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
-import { diff, routeKey } from "./diff.ts";
+import { diff, diffSome, routeKey } from "./diff.ts";
 import { HeadStart } from "./head_start.ts";
 import { type Change, KernelView } from "./kernel_view.ts";
 import { NodeChecker } from "./node_checker.ts";
 import type { NetworkSource } from "./node_parse.ts";
-import { type CheckedNode, type Plan, plan, PlanMemo, type PlanRules } from "./plan.ts";
+import type { CheckedNode, PlanRules } from "./check.ts";
+import { type Plan, type PlanChanges, Planner } from "./plan.ts";
 import { foreignRouteProblem, type Problem } from "./problem.ts";
 import { ProblemLog } from "./problem_log.ts";
-import type { OpFailure, RouteBatch, RouteOp, RouteTable } from "./types.ts";
+import type {
+  KernelRoute,
+  LocalAddress,
+  OpFailure,
+  RouteBatch,
+  RouteOp,
+  RouteTable,
+} from "./types.ts";
 
 /** What asked for a reconcile. */
 export type Trigger = "start" | "watch" | "monitor" | "resync";
@@ -49,6 +57,8 @@ export interface ReconcilerOptions {
   table: RouteTable;
   /** Current nodes (the informer's store). */
   nodes: () => Iterable<NodeInfo>;
+  /** One current node by name (from the same store). */
+  node: (name: string) => NodeInfo | undefined;
   source: NetworkSource;
   /** Safety rules; `selfName` may change once our node is found. */
   rules: () => PlanRules;
@@ -83,7 +93,15 @@ interface StartState {
 export class Reconciler {
   readonly #opts: ReconcilerOptions;
   readonly #checker: NodeChecker;
-  readonly #planMemo = new PlanMemo();
+  readonly #planner = new Planner();
+  /**
+   * The nodes changed since the last plan, each as that plan had it (undefined: it had
+   * none); undefined when the next plan must start from every node (the start, new rules
+   * or host addresses, a failed reconcile).
+   */
+  #changed: Map<string, NodeInfo | undefined> | undefined;
+  /** Problems found in the kernel (foreign routes in the way, refusals), by node. */
+  #kernelProblems: Problem[] = [];
   readonly #view: KernelView;
   readonly #problems: ProblemLog;
   /** Undefined once the start is over (a reconcile has begun, or the reconciler stopped). */
@@ -112,11 +130,30 @@ export class Reconciler {
    * (if any) ends. `monitor` and `resync` also force a full read of the kernel table.
    */
   trigger(reason: Trigger): void {
+    // A watch trigger that names no node: any node may have changed.
+    if (reason === "watch") this.#changed = undefined;
+    this.#request(reason);
+  }
+
+  #request(reason: Trigger): void {
     if (this.#stopped) return;
     if (reason !== "watch") this.#full = true;
     // Keep the most telling reason for the folded run.
     if (this.#pending === undefined || this.#pending === "watch") this.#pending = reason;
     if (!this.#running) this.#running = this.#loop();
+  }
+
+  /**
+   * Takes the informer's changes and asks for a reconcile: only the nodes named are planned
+   * again (see {@link Planner}).
+   */
+  nodesChanged(changes: readonly { name: string; old?: NodeInfo }[]): void {
+    const changed = this.#changed;
+    if (changed) {
+      // The first change of a node since the last plan tells what that plan had.
+      for (const c of changes) if (!changed.has(c.name)) changed.set(c.name, c.old);
+    }
+    this.#request("watch");
   }
 
   /** Takes a kernel event from the route monitor: a full reconcile when the rule says so. */
@@ -228,7 +265,9 @@ export class Reconciler {
           this.#last = result;
           await this.#opts.onResult?.(result);
         } catch (e) {
+          // Read the kernel and plan every node afresh: either may be what failed.
           this.#full = true;
+          this.#changed = undefined;
           this.#opts.log.error("reconcile failed", { trigger, error: e });
         }
       }
@@ -245,23 +284,29 @@ export class Reconciler {
     // since; a read now would also catch its batch half done.
     if (head) this.#full = false;
     const fullRead = this.#full || this.#view.index === undefined;
+    let local: LocalAddress[] | undefined;
     if (fullRead) {
       this.#full = false;
-      const [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
+      let routes: KernelRoute[];
+      [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
       this.#view.read(routes);
-      this.#checker.use(this.#opts.rules(), local);
-    } else {
-      this.#checker.use(this.#opts.rules());
     }
+    if (this.#checker.use(this.#opts.rules(), local)) this.#changed = undefined;
     // Planned as if the head start's routes were in; those the kernel refused come out of
     // the view below, like any refused operation.
     this.#view.applied(head?.ops ?? [], new Set());
     const t1 = performance.now();
 
-    const checked: CheckedNode[] = [];
-    for (const node of this.#opts.nodes()) checked.push(this.#checker.check(node));
-    const thePlan = plan(checked, this.#planMemo);
-    const { ops, conflicts } = diff(thePlan.routes, this.#view.index!);
+    // Nothing waits from here to the batch: the plan is of the store as it is now, and the
+    // changes that come meanwhile are the next plan's.
+    const changed = this.#changed;
+    this.#changed = new Map();
+    const changes = changed ? this.#replan(changed) : this.#planAll();
+    const thePlan = this.#planner.plan();
+    const index = this.#view.index!;
+    const { ops, conflicts } = changes && !fullRead
+      ? diffSome(changes, index)
+      : diff(thePlan.routes, index);
     const t2 = performance.now();
     // Registered before the batch runs: the monitor may report the echo of a deletion before
     // the batch has ended, and an unrecognised echo costs a full read.
@@ -292,12 +337,16 @@ export class Reconciler {
       for (const op of head?.ops ?? []) if (!refused.has(op)) said("route added", op, "head start");
     }
     this.#view.applied(ops, refused, debug ? (change, op) => said(change, op, trigger) : undefined);
+    if (fullRead) this.#view.adopt(thePlan.routes);
 
-    const problems: Problem[] = [...thePlan.problems];
-    for (const c of conflicts) problems.push(foreignRouteProblem(c));
+    // What the kernel said of the nodes not planned again still stands.
+    const inKernel = changes && !fullRead
+      ? this.#kernelProblems.filter((p) => !changed!.has(p.node))
+      : [];
+    for (const c of conflicts) inKernel.push(foreignRouteProblem(c));
     for (const f of failures) {
       const r = f.op.route;
-      problems.push({
+      inKernel.push({
         node: "node" in r ? r.node : "",
         kind: "kernel",
         field: "route",
@@ -305,6 +354,8 @@ export class Reconciler {
         reason: `${f.op.op} refused by the kernel: ${f.error}`,
       });
     }
+    this.#kernelProblems = inKernel;
+    const problems: Problem[] = [...thePlan.problems, ...inKernel];
     const fresh = this.#problems.update(problems);
     if (fresh.length > 0) this.#opts.onNewProblems?.(fresh);
 
@@ -312,7 +363,7 @@ export class Reconciler {
     const result: ReconcileResult = {
       trigger,
       plan: thePlan,
-      installed: ours.size,
+      installed: this.#view.index!.ours.size,
       applied: sent - failures.length,
       failures,
       problems,
@@ -322,8 +373,8 @@ export class Reconciler {
     if (sent > 0 || debug) {
       log.info("reconciled", {
         trigger,
-        nodes: checked.length,
-        desired: thePlan.routes.length,
+        nodes: thePlan.nodeCount,
+        desired: thePlan.routeCount,
         applied: result.applied,
         ...(head ? { early: head.ops.length } : {}),
         failed: failures.length,
@@ -335,6 +386,37 @@ export class Reconciler {
       });
     }
     return result;
+  }
+
+  /**
+   * Plans the nodes changed since the last plan; undefined when every route may have
+   * changed. A node checked with the rules of now is found by identity: an update that
+   * changed nothing the router reads keeps its object, and its plan.
+   */
+  #replan(changed: ReadonlyMap<string, NodeInfo | undefined>): PlanChanges | undefined {
+    const removed: CheckedNode[] = [], added: CheckedNode[] = [];
+    for (const [name, before] of changed) {
+      const was = before && this.#checker.peek(before);
+      if (before && !was) {
+        // Not checked with these rules: what the plan had is unknown. Never expected.
+        this.#opts.log.debug("planning every node afresh", { node: name });
+        return this.#planAll();
+      }
+      const now = this.#opts.node(name);
+      const is = now && this.#checker.check(now);
+      if (was === is) continue;
+      if (was) removed.push(was);
+      if (is) added.push(is);
+    }
+    return this.#planner.update(removed, added);
+  }
+
+  /** Plans every node of the store afresh. */
+  #planAll(): undefined {
+    const checked: CheckedNode[] = [];
+    for (const node of this.#opts.nodes()) checked.push(this.#checker.check(node));
+    this.#planner.reset(checked);
+    return undefined;
   }
 
   /** Ends the start (no head start from now on); returns its head start if it had begun. */
