@@ -11,15 +11,7 @@ import {
   PROTOCOL,
   SELF,
 } from "./cluster.ts";
-import {
-  childrenOf,
-  deferCleanup,
-  pollUntil,
-  type ProcSample,
-  procSample,
-  sleep,
-  wallMs,
-} from "./lib.ts";
+import { childrenOf, deferCleanup, type ProcSample, procSample, wallMs } from "./lib.ts";
 import { DAEMON_RUNTIME_ENV } from "../src/config.ts";
 
 const CHILD = new URL("./daemon_child.ts", import.meta.url).pathname;
@@ -95,7 +87,7 @@ export class DaemonProcess {
     this.#child = child;
     this.spawnedAt = spawnedAt;
     this.#writer = child.stdin.getWriter();
-    for (const ev of ["boot", "start", "ready", "stopped"]) {
+    for (const ev of ["boot", "start", "ready", "started", "stopped"]) {
       this.#events.set(ev, Promise.withResolvers());
     }
     this.#exited = child.status;
@@ -195,18 +187,20 @@ export class DaemonProcess {
   }
 
   /**
-   * Resolves once the start is over: the full read of the kernel that follows the route
-   * monitor's subscription has run (the daemon then compacts its heap and trims malloc,
-   * in the same turn; a moment is left for that).
+   * Resolves once the start is over: the kernel watched with nothing missed since the first
+   * read (with `ip monitor`, after the full read that follows its subscription), the heap
+   * compacted and malloc trimmed.
    */
   async startEnded(timeoutMs = 15_000): Promise<void> {
-    let monitorReconciles = 0;
-    await pollUntil(
-      async () => (monitorReconciles = (await this.stats()).reconciles.monitor ?? 0) > 0,
-      timeoutMs,
-      () => `the daemon's start did not end (monitor reconciles: ${monitorReconciles})`,
-    );
-    await sleep(200);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("the daemon's start did not end")), timeoutMs);
+    });
+    try {
+      await Promise.race([this.#events.get("started")!.promise, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async #ask(cmd: "stats" | "gc" | "spaces"): Promise<DaemonStats> {

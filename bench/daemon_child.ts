@@ -4,7 +4,8 @@
  * `ip` run in the namespace named by BENCH_NETNS, the installer off.
  *
  * It speaks JSON lines: on stdout `boot` (modules about to load), `start` (startDaemon
- * called), `ready` (first reconcile after the first full list done), and one `stats` per
+ * called), `ready` (first reconcile after the first full list done), `started` (the start
+ * over, its memory given back), and one `stats` per
  * `stats` line on stdin (and per `gc` line, after a full collection, when V8's gc is
  * exposed, and per `spaces` line, with V8's heap statistics by space); `stop` on stdin
  * stops it.
@@ -26,6 +27,7 @@ const kubeconfig = Deno.env.get("BENCH_KUBECONFIG");
 say({ ev: "start", t: now() });
 const daemon = await startDaemon(cfg, { netns, kubeconfig, install: false });
 daemon.ready.then(() => say({ ev: "ready", t: now() }));
+daemon.started.then(() => say({ ev: "started", t: now() }));
 
 /** Counters parsed from the daemon's own /metrics text. */
 function stats(): Record<string, unknown> {

@@ -64,6 +64,11 @@ export interface Daemon {
   readonly metrics: Metrics;
   /** Resolves when the first reconcile after the first full list is done. */
   readonly ready: Promise<void>;
+  /**
+   * Resolves when the start is over: the kernel watched with nothing missed since the first
+   * read, and the start's memory given back. Never, when the daemon stops before.
+   */
+  readonly started: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -220,42 +225,54 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   let monitor: { close(): Promise<void> } | undefined;
   let monitorCheck: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
+  const started = Promise.withResolvers<void>();
   /**
-   * Runs a full reconcile, then gives back the memory it took (a full read of the table is
+   * Gives back the memory that the start or a full read took (a full read of the table is
    * megabytes of garbage at thousands of nodes, which V8 and malloc would keep for minutes).
    */
-  const fullReconcile = async (trigger: "monitor" | "resync") => {
-    reconciler.trigger(trigger);
-    await reconciler.idle();
-    if (stopped) return;
+  const releaseMemory = (after: "start" | "resync") => {
     const t0 = performance.now();
     const given = { heapCompacted: compactHeap(), mallocTrimmed: trimMalloc() };
     const fields = { ...given, ms: Math.round(performance.now() - t0) };
     // The start's end is said once; a resync's, every few minutes, only when debugging.
-    if (trigger === "monitor") log.info("start complete; idle memory released", fields);
+    if (after === "start") log.info("start complete; idle memory released", fields);
     else log.debug("resync complete; idle memory released", fields);
   };
-  const startMonitor = () => {
+  const fullReconcile = async (trigger: "monitor" | "resync") => {
+    reconciler.trigger(trigger);
+    await reconciler.idle();
+    if (!stopped) releaseMemory(trigger === "monitor" ? "start" : "resync");
+  };
+  const watchKernel = () => {
     monitor = kernel.watch((e) => {
       log.debug("kernel change", { kind: e.kind, detail: e.detail });
       reconciler.kernelEvent(e);
     });
-    // `ip monitor` subscribes a moment after it starts; one full read after that covers
-    // whatever changed between the first reconcile's read and the subscription. That read
-    // ends the start.
-    monitorCheck = setTimeout(() => fullReconcile("monitor"), MONITOR_SETTLE_MS);
   };
+  // rtnetlink subscribes at once: watched from before the first read of the table, the
+  // kernel leaves no change unseen. `ip monitor` subscribes a moment after it starts, and
+  // would print (and we would read) a line for every route of the first batch: it starts
+  // after that batch, and one full read a second later covers what its subscription missed.
+  if (kernel.watchesAtOnce) watchKernel();
   informer.start();
 
   const ready = informer.synced.then(async () => {
     synced = true;
     reconciler.trigger("start");
     await reconciler.idle();
-    // The monitor starts after the first batch: during it, it would print (and we would
-    // read) a line for every route added, competing with the batch for the CPU.
-    if (!stopped) startMonitor();
+    if (stopped) return;
     metrics.ready = true;
     log.info("first sync done", { nodes: informer.store.size });
+    if (kernel.watchesAtOnce) {
+      releaseMemory("start");
+      started.resolve();
+    } else {
+      watchKernel();
+      monitorCheck = setTimeout(
+        () => fullReconcile("monitor").then(() => started.resolve()),
+        MONITOR_SETTLE_MS,
+      );
+    }
   });
   const resync = setInterval(() => {
     if (synced) void fullReconcile("resync");
@@ -278,7 +295,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       client.close();
       log.info("stopped; routes left in place");
     })();
-  return { reconciler, metrics, ready, stop };
+  return { reconciler, metrics, ready, started: started.promise, stop };
 }
 
 async function installBinaries(cfg: DaemonConfig, log: Logger): Promise<void> {

@@ -16,6 +16,11 @@ import type { RouteTable } from "./types.ts";
 /** The kernel as the daemon uses it. */
 export interface KernelAdapter {
   readonly table: RouteTable;
+  /**
+   * Whether {@link watch} is subscribed when it returns (rtnetlink), rather than a moment
+   * later (`ip monitor`).
+   */
+  readonly watchesAtOnce: boolean;
   /** Watches route, link and address changes until closed. */
   watch(onEvent: (e: KernelEvent) => void): { close(): Promise<void> };
   /** The host's addresses, for the address publisher. */
@@ -34,6 +39,7 @@ export async function kernelAdapter(
     const { watchRoutesNetlink } = await import("../netlink/monitor.ts");
     return {
       table: createNetlinkTable({ netns, log }),
+      watchesAtOnce: true,
       watch: (onEvent) => watchRoutesNetlink({ netns, log, onEvent }),
       addresses: () => sources.netlinkAddressSource({ netns, log }),
     };
@@ -42,6 +48,7 @@ export async function kernelAdapter(
   const { watchRoutes } = await import("./monitor.ts");
   return {
     table: createIprouteTable({ netns, log }),
+    watchesAtOnce: false,
     watch: (onEvent) => watchRoutes({ netns, log, onEvent }),
     addresses: (selector) => sources.iprouteAddressSource({ netns, selector, log }),
   };

@@ -97,34 +97,45 @@ export class KernelView {
   }
 
   /**
-   * The route-event rule: whether a kernel event calls for a full reconcile. Route events
-   * are weighed by destination:
+   * The route-event rule: what a kernel event calls for. Route events are weighed by
+   * destination:
    *
-   * - a route of ours added: our own write;
-   * - a route of ours deleted: our own echo when we deleted it (counted off), else yes;
-   * - another owner's route added or deleted at a destination of `plan`: yes, as it may stand
-   *   in our way (a `replace` by another owner takes our route without a deletion message)
-   *   or have left it;
-   * - any other route: no.
+   * - a route of ours added: nothing (our own write);
+   * - a route of ours deleted: nothing when we deleted it (its echo, counted off); else it
+   *   is taken out of this view and `"lost"` says so, for a reconcile that puts back what
+   *   is planned there, with no full read; when this view held several routes there, or
+   *   none, `"full"`;
+   * - another owner's route added or deleted at a destination of `plan` (any, before the
+   *   first plan): `"full"`, as it may stand in our way (a `replace` by another owner takes
+   *   our route without a deletion message) or have left it;
+   * - any other route: nothing.
    *
-   * Link and address changes always do: a link going down flushes routes silently.
+   * Link and address changes always call for a full reconcile: a link going down flushes
+   * routes silently.
    */
-  needsReconcile(
+  weigh(
     e: { kind: string; dst?: string; protocol?: number },
     plan: Plan | undefined,
-  ): boolean {
+  ): "none" | "lost" | "full" {
     if ((e.kind !== "route-added" && e.kind !== "route-deleted") || e.dst === undefined) {
-      return true;
+      return "full";
     }
     const key = routeKey({ family: e.dst.includes(":") ? 6 : 4, dst: e.dst });
     if (e.protocol !== this.protocol && e.protocol !== undefined) {
-      return plan !== undefined && plan.wants(key);
+      // Before the first plan every destination may turn out to be one.
+      return plan === undefined || plan.wants(key) ? "full" : "none";
     }
-    if (e.kind === "route-added") return false;
+    if (e.kind === "route-added") return "none";
     const n = this.#echoes.get(key);
-    if (n === undefined) return true;
-    if (n > 1) this.#echoes.set(key, n - 1);
-    else this.#echoes.delete(key);
-    return false;
+    if (n !== undefined) {
+      if (n > 1) this.#echoes.set(key, n - 1);
+      else this.#echoes.delete(key);
+      return "none";
+    }
+    const ours = this.index?.ours;
+    const at = ours?.get(key);
+    if (plan === undefined || at === undefined || Array.isArray(at)) return "full";
+    ours!.delete(key);
+    return "lost";
   }
 }

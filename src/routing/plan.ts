@@ -289,17 +289,22 @@ export class Planner {
     return out;
   }
 
-  /** Whether a route to this destination ({@link routeKey}) is planned. */
-  wants(key: string): boolean {
+  /** The route planned to this destination ({@link routeKey}), if any. */
+  routeAt(key: string): Route | undefined {
     const r = parseCidr(key.includes(" ") ? key.slice(key.indexOf(" ") + 1) : key);
-    if (!r.ok) return false;
+    if (!r.ok) return undefined;
     const list = this.#sorted[r.cidr.family === 4 ? 0 : 1];
     for (let i = startIndex(list, r.cidr.value); i < list.length; i++) {
       const c = list[i];
       if (c.start !== r.cidr.value) break;
-      if (routeKey(c) === key && routed(c) && !this.#losers.has(c)) return true;
+      if (routeKey(c) === key && routed(c) && !this.#losers.has(c)) return c as Route;
     }
-    return false;
+    return undefined;
+  }
+
+  /** Whether a route to this destination ({@link routeKey}) is planned. */
+  wants(key: string): boolean {
+    return this.routeAt(key) !== undefined;
   }
 
   /** The losing claims with their winners, and the conflict problems by node. */

@@ -85,6 +85,8 @@ interface StartState {
   waiting?: NodeInfo[];
   early?: CheckedNode[];
   head?: HeadStartState;
+  /** Set when the route monitor saw a change that calls for a full read. */
+  kernelMoved?: boolean;
   /** Resolves (to undefined) when the start is over. */
   readonly over: PromiseWithResolvers<undefined>;
 }
@@ -100,6 +102,8 @@ export class Reconciler {
    * or host addresses, a failed reconcile).
    */
   #changed: Map<string, NodeInfo | undefined> | undefined;
+  /** Destinations where a route of ours went that we did not delete: to put back. */
+  #lost = new Set<string>();
   /** Problems found in the kernel (foreign routes in the way, refusals), by node. */
   #kernelProblems: Problem[] = [];
   readonly #view: KernelView;
@@ -135,9 +139,9 @@ export class Reconciler {
     this.#request(reason);
   }
 
-  #request(reason: Trigger): void {
+  #request(reason: Trigger, full = reason !== "watch"): void {
     if (this.#stopped) return;
-    if (reason !== "watch") this.#full = true;
+    if (full) this.#full = true;
     // Keep the most telling reason for the folded run.
     if (this.#pending === undefined || this.#pending === "watch") this.#pending = reason;
     if (!this.#running) this.#running = this.#loop();
@@ -158,7 +162,17 @@ export class Reconciler {
 
   /** Takes a kernel event from the route monitor: a full reconcile when the rule says so. */
   kernelEvent(e: { kind: string; dst?: string; protocol?: number }): void {
-    if (this.#view.needsReconcile(e, this.#last?.plan)) this.trigger("monitor");
+    const weight = this.#view.weigh(e, this.#last?.plan);
+    if (weight === "none") return;
+    // Before the first reconcile: it reads the kernel anyway, unless a head start read it
+    // already (see #reconcile).
+    if (this.#start) this.#start.kernelMoved = true;
+    else if (weight === "full") this.trigger("monitor");
+    else {
+      // A route of ours gone: put back what is planned there, with no full read.
+      this.#lost.add(routeKey({ family: e.dst!.includes(":") ? 6 : 4, dst: e.dst! }));
+      this.#request("monitor", false);
+    }
   }
 
   /**
@@ -252,7 +266,7 @@ export class Reconciler {
     this.#pending = undefined;
     await this.idle();
     // Routes already sent stay, as every route does when the daemon stops.
-    await this.#endStart()?.batch.close().catch(() => {});
+    await this.#endStart()?.head?.batch.close().catch(() => {});
   }
 
   async #loop(): Promise<void> {
@@ -279,10 +293,12 @@ export class Reconciler {
   async #reconcile(trigger: Trigger): Promise<ReconcileResult> {
     const t0 = performance.now();
     const { table, protocol, log } = this.#opts;
-    const head = this.#endStart();
-    // The head start's view was read just before the list, and nothing else has written
-    // since; a read now would also catch its batch half done.
+    const start = this.#endStart();
+    const head = start?.head;
+    // The head start's view was read just before the list; a read now would also catch its
+    // batch half done. When the kernel changed meanwhile, a full read follows this reconcile.
     if (head) this.#full = false;
+    const readAfter = head !== undefined && start?.kernelMoved === true;
     const fullRead = this.#full || this.#view.index === undefined;
     let local: LocalAddress[] | undefined;
     if (fullRead) {
@@ -302,6 +318,13 @@ export class Reconciler {
     const changed = this.#changed;
     this.#changed = new Map();
     const changes = changed ? this.#replan(changed) : this.#planAll();
+    // What is planned where a route of ours went goes back (a full read may predate it).
+    const lost = this.#lost;
+    this.#lost = new Set();
+    for (const key of lost) this.#view.index!.ours.delete(key);
+    if (changes && !fullRead) {
+      for (const key of lost) if (!changes.has(key)) changes.set(key, this.#planner.routeAt(key));
+    }
     const thePlan = this.#planner.plan();
     const index = this.#view.index!;
     const { ops, conflicts } = changes && !fullRead
@@ -338,6 +361,8 @@ export class Reconciler {
     }
     this.#view.applied(ops, refused, debug ? (change, op) => said(change, op, trigger) : undefined);
     if (fullRead) this.#view.adopt(thePlan.routes);
+    // Gone again while the batch ran: the view must not count them in.
+    for (const key of this.#lost) this.#view.index!.ours.delete(key);
 
     // What the kernel said of the nodes not planned again still stands.
     const inKernel = changes && !fullRead
@@ -385,6 +410,7 @@ export class Reconciler {
         applyMs: Math.round(t3 - t2),
       });
     }
+    if (readAfter) this.#request("monitor");
     return result;
   }
 
@@ -419,11 +445,11 @@ export class Reconciler {
     return undefined;
   }
 
-  /** Ends the start (no head start from now on); returns its head start if it had begun. */
-  #endStart(): HeadStartState | undefined {
+  /** Ends the start (no head start from now on); returns it, if it was not over. */
+  #endStart(): StartState | undefined {
     const start = this.#start;
     this.#start = undefined;
     start?.over.resolve(undefined);
-    return start?.head;
+    return start;
   }
 }

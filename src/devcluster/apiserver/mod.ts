@@ -20,6 +20,7 @@ import { type ServerCerts, serverCerts } from "./certs.ts";
 import { EventStore } from "./events.ts";
 import { writeKubeconfig } from "./kubeconfig.ts";
 import { type LeaseJson, LeaseStore } from "./leases.ts";
+import { NoDelayConnections } from "./nodelay.ts";
 import { type ObjectJson, type ObjectStore, Revision } from "./object_store.ts";
 import { PodStore } from "./pods.ts";
 import { READ_METHODS, route, type RouteContext, statusResponse } from "./routes.ts";
@@ -335,13 +336,19 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
 
   const onResponse = opts.onResponse;
   // Wrapped only when asked for: the list and watch paths of benchmarks pay nothing.
-  const serving = onResponse
+  const answering = onResponse
     ? async (req: Request) => {
       const res = await handler(req);
       onResponse(req.method, new URL(req.url), res.status);
       return res;
     }
     : handler;
+  // Over TLS, each connection gets Nagle's algorithm turned off at its first request.
+  const noDelay = new NoDelayConnections(() => port);
+  const serving = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
+    if (certs) noDelay.take(info.remoteAddr.port);
+    return answering(req);
+  };
   let server: Deno.HttpServer<Deno.NetAddr> | undefined;
   const serve = () => {
     const base = { hostname, port, onListen: () => {} };
