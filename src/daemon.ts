@@ -23,6 +23,10 @@ import { type LeaseTiming, startWriters } from "./zero_touch.ts";
 const MAX_EVENTS_PER_RECONCILE = 20;
 /** After the route monitor starts, the time before the full read that closes the gap. */
 const MONITOR_SETTLE_MS = 1000;
+/** How long no reconcile must have run before the daemon gives memory back. */
+const QUIET_MS = 300;
+/** How long at most the daemon waits for such a moment. */
+const QUIET_WAIT_MS = 30_000;
 
 /** Reads /etc/machine-id (or the file named), trimmed; "" when absent. */
 export function readMachineId(path = "/etc/machine-id"): string {
@@ -238,16 +242,39 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     if (after === "start") log.info("start complete; idle memory released", fields);
     else log.debug("resync complete; idle memory released", fields);
   };
-  const fullReconcile = async (trigger: "monitor" | "resync") => {
+  /**
+   * Gives the memory back once no reconcile has run for a moment: the collection pauses the
+   * daemon for tens of milliseconds, which a change arriving meanwhile would wait out. A
+   * daemon never quiet gives it back after {@link QUIET_WAIT_MS} all the same.
+   */
+  let quietTimer: ReturnType<typeof setTimeout> | undefined;
+  const releaseWhenQuiet = (after: "start" | "resync", then?: () => void) => {
+    const from = performance.now();
+    const check = () => {
+      quietTimer = undefined;
+      if (stopped) return;
+      const quiet = reconciler.quietMs;
+      if (quiet < QUIET_MS && performance.now() - from < QUIET_WAIT_MS) {
+        quietTimer = setTimeout(check, QUIET_MS - quiet);
+        return;
+      }
+      releaseMemory(after);
+      then?.();
+    };
+    clearTimeout(quietTimer);
+    quietTimer = setTimeout(check, 0);
+  };
+  const fullReconcile = async (trigger: "monitor" | "resync", then?: () => void) => {
     reconciler.trigger(trigger);
     await reconciler.idle();
-    if (!stopped) releaseMemory(trigger === "monitor" ? "start" : "resync");
+    if (!stopped) releaseWhenQuiet(trigger === "monitor" ? "start" : "resync", then);
   };
   const watchKernel = () => {
+    const debug = log.enabled("debug");
     monitor = kernel.watch((e) => {
-      log.debug("kernel change", { kind: e.kind, detail: e.detail });
+      if (debug) log.debug("kernel change", { kind: e.kind, detail: e.detail });
       reconciler.kernelEvent(e);
-    });
+    }, { skipAddedOf: cfg.protocol });
   };
   // rtnetlink subscribes at once: watched from before the first read of the table, the
   // kernel leaves no change unseen. `ip monitor` subscribes a moment after it starts, and
@@ -263,15 +290,11 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     if (stopped) return;
     metrics.ready = true;
     log.info("first sync done", { nodes: informer.store.size });
-    if (kernel.watchesAtOnce) {
-      releaseMemory("start");
-      started.resolve();
-    } else {
+    const over = () => started.resolve();
+    if (kernel.watchesAtOnce) releaseWhenQuiet("start", over);
+    else {
       watchKernel();
-      monitorCheck = setTimeout(
-        () => fullReconcile("monitor").then(() => started.resolve()),
-        MONITOR_SETTLE_MS,
-      );
+      monitorCheck = setTimeout(() => fullReconcile("monitor", over), MONITOR_SETTLE_MS);
     }
   });
   const resync = setInterval(() => {
@@ -284,6 +307,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       stopped = true;
       clearInterval(resync);
       clearTimeout(monitorCheck);
+      clearTimeout(quietTimer);
       // First, so that the Lease is released while the API can still be reached.
       await writers.stop();
       await Promise.allSettled([

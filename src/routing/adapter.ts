@@ -21,8 +21,14 @@ export interface KernelAdapter {
    * later (`ip monitor`).
    */
   readonly watchesAtOnce: boolean;
-  /** Watches route, link and address changes until closed. */
-  watch(onEvent: (e: KernelEvent) => void): { close(): Promise<void> };
+  /**
+   * Watches route, link and address changes until closed. With `skipAddedOf`, additions of
+   * routes of that protocol may go unreported (the daemon's own writes).
+   */
+  watch(
+    onEvent: (e: KernelEvent) => void,
+    opts?: { skipAddedOf?: number },
+  ): { close(): Promise<void> };
   /** The host's addresses, for the address publisher. */
   addresses(selector: AddressSelector): AddressSource;
 }
@@ -40,7 +46,7 @@ export async function kernelAdapter(
     return {
       table: createNetlinkTable({ netns, log }),
       watchesAtOnce: true,
-      watch: (onEvent) => watchRoutesNetlink({ netns, log, onEvent }),
+      watch: (onEvent, o) => watchRoutesNetlink({ netns, log, onEvent, ...o }),
       addresses: () => sources.netlinkAddressSource({ netns, log }),
     };
   }

@@ -188,9 +188,18 @@ export class Claim {
     /** The node's next hop of this family; undefined for our own node or when it has none. */
     readonly via: string | undefined,
     readonly owner: CheckedNode,
+    /** The first address of the range. */
     readonly start: bigint,
-    readonly end: bigint,
+    readonly prefix: number,
   ) {}
+
+  /**
+   * The last address of the range. Made when asked (the conflict sweep, a change's
+   * neighbours): one bigint fewer kept per CIDR of 5,000 nodes.
+   */
+  get end(): bigint {
+    return this.start + HOST_MASK[this.family][this.prefix];
+  }
 
   /** The name of the node claiming. */
   get node(): string {
@@ -315,7 +324,7 @@ export function checkNode(
       cidr.family === 4 ? hop4 : hop6,
       checked,
       range.start,
-      range.end,
+      cidr.prefix,
     );
   }
   return checked;

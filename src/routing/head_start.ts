@@ -40,8 +40,8 @@ function overlapsAny(c: Claim, claims: readonly Claim[]): boolean {
 export class HeadStart {
   #kernel: KernelIndex;
   #self: readonly Claim[];
-  /** The usual size of each family's CIDRs: that of our own first CIDR, else the first seen. */
-  #size = new Map<number, bigint>();
+  /** The usual prefix length of each family: that of our own first CIDR, else the first seen. */
+  #prefix = new Map<number, number>();
   /** Destinations claimed by a node seen so far. */
   #claimed = new Set<string>();
   #odd: Claim[] = [];
@@ -88,13 +88,11 @@ export class HeadStart {
   }
 
   #usual(c: Claim): boolean {
-    // The range's size stands for its prefix length.
-    const size = c.end - c.start;
-    const usual = this.#size.get(c.family);
+    const usual = this.#prefix.get(c.family);
     if (usual === undefined) {
-      this.#size.set(c.family, size);
+      this.#prefix.set(c.family, c.prefix);
       return true;
     }
-    return usual === size;
+    return usual === c.prefix;
   }
 }

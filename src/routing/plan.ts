@@ -31,7 +31,8 @@ function claimOrder(a: Claim, b: Claim): number {
 /** Address order, then the claim order: a total order, so that edited and fresh agree. */
 function startOrder(a: Claim, b: Claim): number {
   if (a.start !== b.start) return a.start < b.start ? -1 : 1;
-  if (a.end !== b.end) return a.end < b.end ? -1 : 1;
+  // From one start, the longer prefix ends first.
+  if (a.prefix !== b.prefix) return a.prefix > b.prefix ? -1 : 1;
   return claimOrder(a, b);
 }
 
@@ -95,8 +96,9 @@ function resolveConflicts(
         settle(from, i);
         from = i;
         groupEnd = c.end;
-      } else if (c.end > groupEnd) {
-        groupEnd = c.end;
+      } else {
+        const end = c.end;
+        if (end > groupEnd) groupEnd = end;
       }
     }
     settle(from, sorted.length);

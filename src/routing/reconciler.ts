@@ -114,6 +114,7 @@ export class Reconciler {
   #pending: Trigger | undefined;
   #full = true;
   #running: Promise<void> | undefined;
+  #quietSince = performance.now();
   #stopped = false;
   #last: ReconcileResult | undefined;
 
@@ -127,6 +128,11 @@ export class Reconciler {
   /** The last result, if any reconcile finished. */
   get last(): ReconcileResult | undefined {
     return this.#last;
+  }
+
+  /** For how many milliseconds no reconcile has run or been pending (0 while one is). */
+  get quietMs(): number {
+    return this.#running ? 0 : performance.now() - this.#quietSince;
   }
 
   /**
@@ -287,6 +293,7 @@ export class Reconciler {
       }
     } finally {
       this.#running = undefined;
+      this.#quietSince = performance.now();
     }
   }
 
