@@ -104,15 +104,18 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const access = await loadKubeAccess({ kubeconfig: opts.kubeconfig });
   const client = new KubeClient(access, { log });
   const keep = [cfg.cidrAnnotation, cfg.addressAnnotation];
+  /** Whether the first full list is in (the reconciles may start). */
+  let synced = false;
   // Resolved when the informer projects our own node (see the head start below).
   const selfInList = Promise.withResolvers<NodeInfo>();
   const informer = new NodeInformer<NodeInfo>(client, {
     project: (raw) => {
       const node = toNodeInfo(raw, keep);
       if (node.name === cfg.nodeName) selfInList.resolve(node);
-      // Checked as it arrives, while the rest of a list streams in (the reconciler is
-      // there by the time the informer starts).
-      reconciler.prepare(node);
+      // Checked as it arrives while the first list streams in (the reconciler is there by
+      // the time the informer starts); afterwards a reconcile checks only what changed,
+      // and most updates (kubelets' heartbeats) change nothing.
+      if (!synced) reconciler.prepare(node);
       return node;
     },
     fields: NODE_FIELDS,
@@ -201,7 +204,6 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   });
   metrics.writers = () => writers.stats();
 
-  let synced = false;
   // Our own node, from a GET or from the list, whichever has it first: with its CIDRs known, sure
   // routes go into the kernel while the list still comes in (see routing/head_start.ts).
   const self = cfg.nodeName === "" ? undefined : Promise.race([
