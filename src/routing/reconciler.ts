@@ -334,9 +334,8 @@ export class Reconciler {
     }
     const thePlan = this.#planner.plan();
     const index = this.#view.index!;
-    const { ops, conflicts } = changes && !fullRead
-      ? diffSome(changes, index)
-      : diff(thePlan.routes, index);
+    const desired = changes && !fullRead ? undefined : thePlan.routes;
+    const { ops, conflicts } = desired ? diff(desired, index) : diffSome(changes!, index);
     const t2 = performance.now();
     // Registered before the batch runs: the monitor may report the echo of a deletion before
     // the batch has ended, and an unrecognised echo costs a full read.
@@ -367,7 +366,7 @@ export class Reconciler {
       for (const op of head?.ops ?? []) if (!refused.has(op)) said("route added", op, "head start");
     }
     this.#view.applied(ops, refused, debug ? (change, op) => said(change, op, trigger) : undefined);
-    if (fullRead) this.#view.adopt(thePlan.routes);
+    if (fullRead) this.#view.adopt(desired!);
     // Gone again while the batch ran: the view must not count them in.
     for (const key of this.#lost) this.#view.index!.ours.delete(key);
 
