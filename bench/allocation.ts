@@ -558,19 +558,19 @@ function isHolder(c: BenchCluster, node: string): boolean {
 }
 
 /**
- * Waits until each daemon is at rest: its start is over (the full read a second after the
- * route monitor starts, then memory given back) and it has not reconciled for a while, so
- * that it has taken in every change made before.
+ * Waits until each daemon is at rest: its start is over (memory given back) and it has not
+ * reconciled for a while, so that it has taken in every change made before.
  */
 async function settle(daemons: readonly DaemonProcess[], quietMs = 500): Promise<void> {
   for (const d of daemons) {
     const deadline = performance.now() + TIMEOUT_MS;
+    await d.startEnded(TIMEOUT_MS);
     let last = -1, since = performance.now();
     for (;;) {
       const s = await d.stats();
       const total = Object.values(s.reconciles).reduce((a, b) => a + b, 0);
       if (total !== last) [last, since] = [total, performance.now()];
-      if ((s.reconciles.monitor ?? 0) > 0 && performance.now() - since >= quietMs) break;
+      if (performance.now() - since >= quietMs) break;
       if (performance.now() > deadline) throw new Error(`daemon pid ${d.pid} never settled`);
       await sleep(50);
     }
