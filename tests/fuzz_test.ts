@@ -42,6 +42,7 @@ import { CniCode } from "../cni/errors.ts";
 import { pollUntil, requireRoot } from "./helpers/netns.ts";
 import { cluster, daemon, kernelRoutes, NET3, RouteWatch } from "./helpers/router.ts";
 import { IGNORE_CNI, makeCniBin } from "./helpers/cni.ts";
+import { execWithStdin } from "./helpers/tools.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? Math.floor(Math.random() * 2 ** 31));
 console.log(`fuzz seed ${SEED} (repeat with FUZZ_SEED=${SEED})`);
@@ -956,30 +957,6 @@ Deno.test("fuzz: 300 random stdins and environments for kube-node in process: CN
   }
 });
 
-/**
- * Runs the plugin with a clean environment and `stdin`. A plugin may answer before reading
- * all of its stdin (an unknown CNI_COMMAND): our broken pipe is then no finding.
- */
-async function execKubeNode(plugin: string, env: Record<string, string>, stdin: string) {
-  const child = new Deno.Command(plugin, {
-    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", ...env },
-    clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = child.stdin.getWriter();
-  try {
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  } catch (e) {
-    if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
-  }
-  const out = await child.output();
-  const d = new TextDecoder();
-  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
-}
-
 Deno.test({
   name: "fuzz: 60 random stdins through the real kube-node program: CNI errors only",
   ignore: IGNORE_CNI,
@@ -999,7 +976,7 @@ Deno.test({
         while (next < cases.length) {
           const i = next++;
           const { stdin, env } = cases[i];
-          const a = await execKubeNode(`${bin}/kube-node`, { ...env, HOME: dir }, stdin);
+          const a = await execWithStdin(`${bin}/kube-node`, { ...env, HOME: dir }, stdin);
           const why = notCniError(a.code, a.stdout, a.stderr);
           if (why) {
             wrong.push(

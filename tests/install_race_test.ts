@@ -23,7 +23,7 @@ import assert from "node:assert/strict";
 import { devWrapper } from "../src/install.ts";
 import { writeNodeState } from "../src/state.ts";
 import { allocatedFiles, IGNORE_CNI, SYSTEM_CNI, TestNetns } from "./helpers/cni.ts";
-import { runMain } from "./helpers/tools.ts";
+import { execWithStdin, runMain } from "./helpers/tools.ts";
 
 const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
 const ANNOTATION = "cidr.example.com/race";
@@ -41,28 +41,6 @@ async function listDir(dir: string): Promise<string[]> {
   const names: string[] = [];
   for await (const e of Deno.readDir(dir)) names.push(e.name);
   return names.sort();
-}
-
-/** Runs a program with a clean environment and stdin; stdout, stderr and exit status. */
-async function exec(file: string, env: Record<string, string>, stdin: string) {
-  const child = new Deno.Command(file, {
-    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", ...env },
-    clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = child.stdin.getWriter();
-  try {
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  } catch (e) {
-    // VERSION needs no stdin: a plugin that answered without reading it is fine.
-    if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
-  }
-  const out = await child.output();
-  const d = new TextDecoder();
-  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
 }
 
 Deno.test({
@@ -159,20 +137,20 @@ Deno.test({
         for (let i = jobs.shift(); i !== undefined; i = jobs.shift()) {
           if (i < PAIRS) {
             const id = `race${i}`;
-            const add = await exec(`${to}/kube-node`, cniEnv("ADD", id), conf);
+            const add = await execWithStdin(`${to}/kube-node`, cniEnv("ADD", id), conf);
             const ips = add.code === 0
               ? (JSON.parse(add.stdout).ips ?? []) as { address: string }[]
               : [];
             if (ips.length !== 2) {
               failures.push(`ADD ${id}: exit ${add.code}: ${add.stdout} ${add.stderr}`);
             } else adds++;
-            const del = await exec(`${to}/kube-node`, cniEnv("DEL", id), conf);
+            const del = await execWithStdin(`${to}/kube-node`, cniEnv("DEL", id), conf);
             if (del.code !== 0) failures.push(`DEL ${id}: exit ${del.code}: ${del.stdout}`);
             else dels++;
           }
           if (i < EXECS) {
             const p = PLUGINS[i % PLUGINS.length];
-            const v = await exec(`${to}/${p}`, { CNI_COMMAND: "VERSION" }, "{}");
+            const v = await execWithStdin(`${to}/${p}`, { CNI_COMMAND: "VERSION" }, "{}");
             if (v.code !== 0 || !JSON.parse(v.stdout || "{}").supportedVersions) {
               failures.push(`VERSION ${p}: exit ${v.code}: ${v.stdout} ${v.stderr}`);
             } else execs++;

@@ -46,3 +46,32 @@ export async function kubeconfigWithTokenFile(
   doc.users[0].user = { tokenFile };
   await Deno.writeTextFile(to, JSON.stringify(doc));
 }
+
+/**
+ * Runs a program with a clean environment (PATH kept) and `stdin`; its exit status, stdout and
+ * stderr. A program may answer before reading all of its stdin (a CNI plugin asked for its
+ * VERSION, or given an unknown command): the broken pipe is then no finding.
+ */
+export async function execWithStdin(
+  file: string,
+  env: Record<string, string>,
+  stdin: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(file, {
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", ...env },
+    clearEnv: true,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  try {
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  } catch (e) {
+    if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+  }
+  const out = await child.output();
+  const d = new TextDecoder();
+  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+}
