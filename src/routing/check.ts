@@ -172,6 +172,9 @@ function refuseHop(ip: Ip, text: string, host: HostView): string | undefined {
   return undefined;
 }
 
+/** Shared by every node whose addresses are not kept (see {@link checkNode}). */
+const NO_ADDRESSES: readonly string[] = Object.freeze([]);
+
 /** Shared by every node without problems: most nodes, whose checks are kept. */
 const NO_PROBLEMS: readonly Problem[] = Object.freeze([]);
 
@@ -222,6 +225,10 @@ export interface CheckedNode {
   readonly self: boolean;
   readonly cidrField: string;
   readonly claims: readonly Claim[];
+  /**
+   * The node's addresses, canonical; with `ownAddressesOnly`, only our own node's (the
+   * others' that count are its claims' next hops).
+   */
   readonly addresses: readonly string[];
   readonly addressField: string;
   readonly problems: readonly Problem[];
@@ -242,12 +249,14 @@ export function claimRoute(claim: Claim): Route | undefined {
  *
  * The result is kept for every node while it is unchanged (5,000 of them), so its arrays
  * are allocated at their final size (one grown by push keeps room for 17 elements) and
- * nothing is kept that the plan does not read.
+ * nothing is kept that the plan does not read: with `ownAddressesOnly`, as the daemon keeps
+ * them, other nodes' addresses are not kept beyond their claims' next hops.
  */
 export function checkNode(
   node: ParsedNode,
   rules: PlanRules,
   local: readonly LocalAddress[],
+  opts: { ownAddressesOnly?: boolean } = {},
 ): CheckedNode {
   const host = hostView(local);
   const problems: Problem[] = node.problems.slice();
@@ -312,7 +321,7 @@ export function checkNode(
     self,
     cidrField: node.cidrField,
     claims,
-    addresses,
+    addresses: opts.ownAddressesOnly && !self ? NO_ADDRESSES : addresses,
     addressField: node.addressField,
     problems: problems.length === 0 ? NO_PROBLEMS : problems,
   };

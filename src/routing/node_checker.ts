@@ -56,7 +56,9 @@ export class NodeChecker {
   check(node: NodeInfo): CheckedNode {
     let c = this.#checked.get(node);
     if (!c) {
-      c = checkNode(parseNode(node, this.source), this.#rules!, this.#local);
+      c = checkNode(parseNode(node, this.source), this.#rules!, this.#local, {
+        ownAddressesOnly: true,
+      });
       this.#checked.set(node, c);
     }
     return c;
