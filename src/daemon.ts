@@ -249,22 +249,24 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
    * daemon for tens of milliseconds, which a change arriving meanwhile would wait out. A
    * daemon never quiet gives it back after {@link QUIET_WAIT_MS} all the same.
    */
-  let quietTimer: ReturnType<typeof setTimeout> | undefined;
+  const quietTimers = new Set<ReturnType<typeof setTimeout>>();
   const releaseWhenQuiet = (after: "start" | "resync", then?: () => void) => {
     const from = performance.now();
-    const check = () => {
-      quietTimer = undefined;
-      if (stopped) return;
-      const quiet = reconciler.quietMs;
-      if (quiet < QUIET_MS && performance.now() - from < QUIET_WAIT_MS) {
-        quietTimer = setTimeout(check, QUIET_MS - quiet);
-        return;
-      }
-      releaseMemory(after);
-      then?.();
+    const wait = (ms: number) => {
+      const timer = setTimeout(() => {
+        quietTimers.delete(timer);
+        if (stopped) return;
+        const quiet = reconciler.quietMs;
+        if (quiet < QUIET_MS && performance.now() - from < QUIET_WAIT_MS) {
+          wait(QUIET_MS - quiet);
+          return;
+        }
+        releaseMemory(after);
+        then?.();
+      }, ms);
+      quietTimers.add(timer);
     };
-    clearTimeout(quietTimer);
-    quietTimer = setTimeout(check, 0);
+    wait(0);
   };
   const fullReconcile = async (trigger: "monitor" | "resync", then?: () => void) => {
     reconciler.trigger(trigger);
@@ -309,7 +311,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       stopped = true;
       clearInterval(resync);
       clearTimeout(monitorCheck);
-      clearTimeout(quietTimer);
+      for (const timer of quietTimers) clearTimeout(timer);
       // First, so that the Lease is released while the API can still be reached.
       await writers.stop();
       await Promise.allSettled([

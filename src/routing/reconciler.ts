@@ -329,8 +329,14 @@ export class Reconciler {
     const lost = this.#lost;
     this.#lost = new Set();
     for (const key of lost) this.#view.index!.ours.delete(key);
+    // The nodes whose destinations are diffed now; what the kernel said of the others stands.
+    const replanned = new Set(changed?.keys());
     if (changes && !fullRead) {
-      for (const key of lost) if (!changes.has(key)) changes.set(key, this.#planner.routeAt(key));
+      for (const key of lost) {
+        const route = changes.has(key) ? changes.get(key) : this.#planner.routeAt(key);
+        changes.set(key, route);
+        if (route) replanned.add(route.node);
+      }
     }
     const thePlan = this.#planner.plan();
     const index = this.#view.index!;
@@ -370,9 +376,8 @@ export class Reconciler {
     // Gone again while the batch ran: the view must not count them in.
     for (const key of this.#lost) this.#view.index!.ours.delete(key);
 
-    // What the kernel said of the nodes not planned again still stands.
     const inKernel = changes && !fullRead
-      ? this.#kernelProblems.filter((p) => !changed!.has(p.node))
+      ? this.#kernelProblems.filter((p) => !replanned.has(p.node))
       : [];
     for (const c of conflicts) inKernel.push(foreignRouteProblem(c));
     for (const f of failures) {
