@@ -238,6 +238,10 @@ Deno.test({
       await ns.ip("route", "add", "10.7.0.0/24", "via", "192.168.9.7", "proto", "200");
       await ns.ip("route", "add", "10.8.0.0/24", "via", "192.168.9.8", "proto", "202");
       await ns.ip("-6", "route", "add", "fd08::/64", "via", "fd00:9::8", "proto", "202");
+      // The monitor's lines come when they come: its report of the last addition, then none.
+      await pollUntil(() => seen.some((e) => e.kind === "route-added" && e.dst === "fd08::/64"), {
+        message: "additions reported",
+      });
       seen.length = 0;
       await ns.ip("route", "del", "10.7.0.0/24");
       await ns.ip("route", "del", "10.8.0.0/24");
