@@ -173,3 +173,43 @@ Deno.test("reconciler: nodes checked while the list streams in serve the first r
   assert.ok(reconciler.last?.problems.some((p) => p.node === "a"), "a's next hop refused");
   await reconciler.stop();
 });
+
+Deno.test("reconciler: a kernel change during a head start brings one full read after the first reconcile; a route of ours taken away comes back without one", async () => {
+  for (const moved of [false, true]) {
+    const fake = fakeTable();
+    const nodes = [
+      info("a", "10.0.0.0/24", "192.168.1.1"),
+      info("b", "10.0.1.0/24", "192.168.1.2"),
+    ];
+    const reconciler = new Reconciler({
+      table: fake.table,
+      nodes: () => nodes,
+      node: (name) => nodes.find((n) => n.name === name),
+      source: { cidrAnnotation: "", addressAnnotation: "" },
+      rules: () => ({ selfName: "a", allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
+      protocol: 202,
+      log: silentLogger,
+    });
+    // Our node is known before the list: the head start reads the table and begins.
+    await reconciler.preload(Promise.resolve(nodes[0]));
+    for (const n of nodes) reconciler.prepare(n);
+    assert.equal(fake.lists(), 1);
+    // Another owner's route, somewhere, between that read and the first plan.
+    if (moved) reconciler.kernelEvent({ kind: "route-added", dst: "10.9.0.0/24", protocol: 4 });
+    reconciler.trigger("start");
+    await reconciler.idle();
+    assert.deepEqual(fake.routes.map((r) => `${r.dst} ${r.via}`), ["10.0.1.0/24 192.168.1.2"]);
+    assert.equal(fake.lists(), moved ? 2 : 1, `moved: ${moved}`);
+    assert.equal(reconciler.last?.trigger, moved ? "monitor" : "start");
+
+    // Someone deletes our route: it is put back from the event, with no read of the table.
+    fake.routes.length = 0;
+    reconciler.kernelEvent({ kind: "route-deleted", dst: "10.0.1.0/24", protocol: 202 });
+    await reconciler.idle();
+    assert.deepEqual(fake.routes.map((r) => `${r.dst} ${r.via}`), ["10.0.1.0/24 192.168.1.2"]);
+    assert.equal(fake.lists(), moved ? 2 : 1);
+    assert.equal(reconciler.last?.trigger, "monitor");
+    assert.equal(reconciler.last?.fullRead, false);
+    await reconciler.stop();
+  }
+});
