@@ -148,6 +148,34 @@ export async function cleanupAll(): Promise<void> {
   while (running.size > 0) await Promise.all([...running]);
 }
 
+/** Set by Ctrl-C (or SIGTERM): the cleanup under way, which exits the process when done. */
+let interrupted: Promise<void> | undefined;
+
+/** From now on, Ctrl-C and SIGTERM run every cleanup and exit with 130. */
+export function cleanUpOnSignals(): void {
+  const onSignal = () => {
+    if (interrupted) return;
+    console.error("\ninterrupted: cleaning up");
+    interrupted = cleanupAll().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+}
+
+/**
+ * Runs a bench program's `main` and exits with its code. After an interruption, work still
+ * running when the namespaces went away fails: that is no error, and the cleanup ends the
+ * process.
+ */
+export async function runProgram(main: () => Promise<number>): Promise<void> {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    if (!interrupted) throw e;
+    await interrupted;
+  }
+}
+
 /** Runs a program; returns stdout; throws with the command and stderr when it fails. */
 export async function run(cmd: string, args: string[], stdin?: string): Promise<string> {
   const child = new Deno.Command(cmd, {

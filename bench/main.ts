@@ -23,6 +23,7 @@ import { allocationFigures } from "./allocation.ts";
 import {
   type BenchNetns,
   cleanupAll,
+  cleanUpOnSignals,
   type Figure,
   judge,
   type JudgedFigure,
@@ -30,6 +31,7 @@ import {
   round,
   RouteMonitor,
   run,
+  runProgram,
 } from "./lib.ts";
 import { formatTable } from "./table.ts";
 
@@ -251,13 +253,7 @@ async function main(): Promise<number> {
     console.error("bench: needs root (network namespaces)");
     return 2;
   }
-  const onSignal = () => {
-    if (interrupted) return;
-    console.error("\ninterrupted: cleaning up");
-    interrupted = cleanupAll().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  cleanUpOnSignals();
 
   const started = new Date();
   const m = await machine();
@@ -338,15 +334,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-/** Set by Ctrl-C (or SIGTERM): the cleanup under way, which exits when done. */
-let interrupted: Promise<void> | undefined;
-
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    // Work still running when the namespaces went away fails; the cleanup ends the process.
-    if (!interrupted) throw e;
-    await interrupted;
-  }
-}
+if (import.meta.main) await runProgram(main);

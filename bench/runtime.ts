@@ -23,11 +23,13 @@ import { churn } from "./churn.ts";
 import type { DaemonStats, HeapSpace } from "./daemon.ts";
 import {
   cleanupAll,
+  cleanUpOnSignals,
   type Figure,
   memoryMap,
   type ProcSample,
   round,
   RouteMonitor,
+  runProgram,
   sleep,
 } from "./lib.ts";
 import { DAEMON_RUNTIME_ENV } from "../src/config.ts";
@@ -56,15 +58,21 @@ export interface RuntimeOptions {
   churnSeconds: number;
   settings: Record<string, string>;
   out?: string;
+  help: boolean;
 }
+
+/** The usage text of `--help`. */
+export const RUNTIME_USAGE = "usage: deno run -A bench/runtime.ts [--rounds R] [--churn SECONDS] " +
+  "[--setting NAME=FLAGS]... [--out FILE] [N]";
 
 /** Parses the arguments; throws on anything unknown. */
 export function parseRuntimeArgs(args: string[]): RuntimeOptions {
-  const o: RuntimeOptions = { n: 5000, rounds: 2, churnSeconds: 30, settings: {} };
+  const o: RuntimeOptions = { n: 5000, rounds: 2, churnSeconds: 30, settings: {}, help: false };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const value = () => a.includes("=") ? a.slice(a.indexOf("=") + 1) : args[++i] ?? "";
-    if (a === "--rounds" || a.startsWith("--rounds=")) o.rounds = Number(value());
+    if (a === "--help" || a === "-h") o.help = true;
+    else if (a === "--rounds" || a.startsWith("--rounds=")) o.rounds = Number(value());
     else if (a === "--churn" || a.startsWith("--churn=")) o.churnSeconds = Number(value());
     else if (a === "--out" || a.startsWith("--out=")) o.out = value();
     else if (a === "--setting" || a.startsWith("--setting=")) {
@@ -73,7 +81,7 @@ export function parseRuntimeArgs(args: string[]): RuntimeOptions {
       if (eq <= 0) throw new Error(`--setting: expected NAME=FLAGS, got ${JSON.stringify(v)}`);
       o.settings[v.slice(0, eq)] = v.slice(eq + 1);
     } else if (/^[1-9][0-9]*$/.test(a)) o.n = Number(a);
-    else throw new Error(`unknown argument ${JSON.stringify(a)}`);
+    else throw new Error(`unknown argument ${JSON.stringify(a)}; ${RUNTIME_USAGE}`);
   }
   if (!(o.rounds >= 1) || !(o.churnSeconds >= 1)) throw new Error("--rounds, --churn: ≥ 1");
   if (Object.keys(o.settings).length === 0) o.settings = { ...SETTINGS };
@@ -195,17 +203,15 @@ async function main(): Promise<number> {
     console.error((e as Error).message);
     return 2;
   }
+  if (o.help) {
+    console.log(RUNTIME_USAGE);
+    return 0;
+  }
   if (Deno.uid() !== 0) {
     console.error("runtime: needs root (network namespaces)");
     return 2;
   }
-  const onSignal = () => {
-    if (interrupted) return;
-    console.error("\ninterrupted: cleaning up");
-    interrupted = cleanupAll().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  cleanUpOnSignals();
   const started = new Date().toISOString();
   let parts: Part[] = [];
   const results = new Map<string, Sample[]>(Object.keys(o.settings).map((k) => [k, []]));
@@ -289,15 +295,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-/** Set by Ctrl-C (or SIGTERM): the cleanup under way, which exits when done. */
-let interrupted: Promise<void> | undefined;
-
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    // Work still running when the namespaces went away fails; the cleanup ends the process.
-    if (!interrupted) throw e;
-    await interrupted;
-  }
-}
+if (import.meta.main) await runProgram(main);

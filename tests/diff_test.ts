@@ -94,6 +94,23 @@ function fakeTable(duringApply: (ops: readonly RouteOp[]) => void = () => {}) {
   return { table, routes, lists: () => lists };
 }
 
+/** A reconciler on `table` over the nodes `current` gives, our own node named by `self`. */
+function reconcilerOn(
+  table: RouteTable,
+  current: () => NodeInfo[],
+  self = () => "a",
+): Reconciler {
+  return new Reconciler({
+    table,
+    nodes: current,
+    node: (name) => current().find((n) => n.name === name),
+    source: { cidrAnnotation: "", addressAnnotation: "" },
+    rules: () => ({ selfName: self(), allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
+    protocol: 202,
+    log: silentLogger,
+  });
+}
+
 function info(name: string, cidr: string, ip: string): NodeInfo {
   return {
     name,
@@ -113,15 +130,7 @@ Deno.test("reconciler: the monitor's echo of our own deletion is ignored even be
     }
   });
   let nodes = [info("a", "10.0.0.0/24", "192.168.1.1"), info("b", "10.0.1.0/24", "192.168.1.2")];
-  const reconciler: Reconciler = new Reconciler({
-    table: fake.table,
-    nodes: () => nodes,
-    node: (name) => nodes.find((n) => n.name === name),
-    source: { cidrAnnotation: "", addressAnnotation: "" },
-    rules: () => ({ selfName: "a", allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
-    protocol: 202,
-    log: silentLogger,
-  });
+  const reconciler: Reconciler = reconcilerOn(fake.table, () => nodes);
   reconciler.trigger("start");
   await reconciler.idle();
   assert.deepEqual(fake.routes.map((r) => r.dst), ["10.0.1.0/24"]);
@@ -147,15 +156,7 @@ Deno.test("reconciler: nodes checked while the list streams in serve the first r
     info("b", "10.0.1.0/24", "192.168.1.2"),
     info("c", "10.0.2.0/24", "192.168.1.3"),
   ];
-  const reconciler = new Reconciler({
-    table: fake.table,
-    nodes: () => nodes,
-    node: (name) => nodes.find((n) => n.name === name),
-    source: { cidrAnnotation: "", addressAnnotation: "" },
-    rules: () => ({ selfName: self, allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
-    protocol: 202,
-    log: silentLogger,
-  });
+  const reconciler = reconcilerOn(fake.table, () => nodes, () => self);
   reconciler.prepare(nodes[0]); // before the host's addresses are known: nothing to do
   await reconciler.preload();
   for (const n of nodes) reconciler.prepare(n);
@@ -181,15 +182,7 @@ Deno.test("reconciler: a kernel change during a head start brings one full read 
       info("a", "10.0.0.0/24", "192.168.1.1"),
       info("b", "10.0.1.0/24", "192.168.1.2"),
     ];
-    const reconciler = new Reconciler({
-      table: fake.table,
-      nodes: () => nodes,
-      node: (name) => nodes.find((n) => n.name === name),
-      source: { cidrAnnotation: "", addressAnnotation: "" },
-      rules: () => ({ selfName: "a", allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
-      protocol: 202,
-      log: silentLogger,
-    });
+    const reconciler = reconcilerOn(fake.table, () => nodes);
     // Our node is known before the list: the head start reads the table and begins.
     await reconciler.preload(Promise.resolve(nodes[0]));
     for (const n of nodes) reconciler.prepare(n);

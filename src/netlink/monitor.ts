@@ -26,6 +26,7 @@ import {
   RTNLGRP_LINK,
 } from "./constants.ts";
 import { formatIp } from "../net/ip.ts";
+import type { RawMessage } from "./codec.ts";
 import { decodeMessages, type NetlinkMessage } from "./messages.ts";
 import { NetlinkSocket, SyscallError } from "./socket.ts";
 
@@ -43,13 +44,10 @@ export interface NetlinkMonitorOptions extends Omit<MonitorOptions, "ipPath"> {
   skipAddedOf?: number;
 }
 
-/** Whether the datagram is one RTM_NEWROUTE message of route protocol `protocol`. */
-function isAddedRouteOf(data: Uint8Array, protocol: number): boolean {
-  // nlmsghdr (16 bytes: len u32, type u16, ...) then rtmsg, whose sixth byte is rtm_protocol.
-  if (data.length < 28) return false;
-  const len = data[0] | data[1] << 8 | data[2] << 16 | data[3] << 24;
-  const type = data[4] | data[5] << 8;
-  return len === data.length && type === RTM_NEWROUTE && data[21] === protocol;
+/** Whether the message is an RTM_NEWROUTE of route protocol `protocol` (rtmsg's sixth byte). */
+function addedRouteOf(protocol: number): (m: RawMessage) => boolean {
+  return (m) =>
+    m.type === RTM_NEWROUTE && m.end - m.start > 5 && m.view.getUint8(m.start + 5) === protocol;
 }
 
 /** The groups joined: routes, links and addresses of both families. */
@@ -119,6 +117,7 @@ export function watchRoutesNetlink(opts: NetlinkMonitorOptions): { close(): Prom
     resolve: () => {},
   };
 
+  const skip = opts.skipAddedOf === undefined ? undefined : addedRouteOf(opts.skipAddedOf);
   const runOnce = async (s: NetlinkSocket) => {
     let burst = 0;
     while (!closed) {
@@ -145,8 +144,7 @@ export function watchRoutesNetlink(opts: NetlinkMonitorOptions): { close(): Prom
         await s.wait(-1);
         continue;
       }
-      if (opts.skipAddedOf !== undefined && isAddedRouteOf(data, opts.skipAddedOf)) continue;
-      for (const m of decodeMessages(data)) {
+      for (const m of decodeMessages(data, skip)) {
         const e = classifyMessage(m);
         if (e) opts.onEvent(e);
       }

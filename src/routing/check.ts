@@ -204,6 +204,11 @@ export class Claim {
     return this.start + HOST_MASK[this.family][this.prefix];
   }
 
+  /** Whether the two ranges share an address. */
+  overlaps(other: Claim): boolean {
+    return this.family === other.family && this.start <= other.end && other.start <= this.end;
+  }
+
   /** The name of the node claiming. */
   get node(): string {
     return this.owner.name;

@@ -29,10 +29,7 @@ import type { Route } from "./types.ts";
 export const MAX_ODD = 64;
 
 function overlapsAny(c: Claim, claims: readonly Claim[]): boolean {
-  for (let i = 0; i < claims.length; i++) {
-    const o = claims[i];
-    if (o.family === c.family && o.start <= c.end && c.start <= o.end) return true;
-  }
+  for (let i = 0; i < claims.length; i++) if (claims[i].overlaps(c)) return true;
   return false;
 }
 

@@ -80,10 +80,7 @@ function resolveConflicts(
       if (group.every((c) => c.owner === group[0].owner)) return;
       const kept: Claim[] = [];
       for (const c of group.sort(claimOrder)) {
-        // One family per list: two ranges overlap when each starts before the other ends.
-        const winner = kept.find((k) =>
-          k.owner !== c.owner && k.start <= c.end && c.start <= k.end
-        );
+        const winner = kept.find((k) => k.owner !== c.owner && k.overlaps(c));
         if (winner) losers.set(c, winner);
         else kept.push(c);
       }
@@ -136,11 +133,6 @@ function conflictProblems(losers: ReadonlyMap<Claim, Claim>): Map<CheckedNode, P
     });
   }
   return out;
-}
-
-/** Whether the claim is a route to another node (our own node's CIDRs are not routed). */
-function routed(c: Claim): boolean {
-  return !c.owner.self && c.via !== undefined;
 }
 
 /** A node's own problems: its checks', and each CIDR it has no usable next hop for. */
@@ -246,7 +238,8 @@ export class Planner {
     for (const n of added) {
       for (const c of n.claims) {
         const key = routeKey(c);
-        if (routed(c)) changes.set(key, c as Route);
+        const route = claimRoute(c);
+        if (route) changes.set(key, route);
         else if (!changes.has(key)) changes.set(key, undefined);
       }
     }
@@ -276,8 +269,8 @@ export class Planner {
     const out: Route[] = [];
     for (const list of this.#sorted) {
       for (let i = 0; i < list.length; i++) {
-        const c = list[i];
-        if (routed(c) && !this.#losers.has(c)) out.push(c as Route);
+        const route = claimRoute(list[i]);
+        if (route && !this.#losers.has(list[i])) out.push(route);
       }
     }
     return out;
@@ -299,7 +292,9 @@ export class Planner {
     for (let i = startIndex(list, r.cidr.value); i < list.length; i++) {
       const c = list[i];
       if (c.start !== r.cidr.value) break;
-      if (routeKey(c) === key && routed(c) && !this.#losers.has(c)) return c as Route;
+      if (routeKey(c) !== key || this.#losers.has(c)) continue;
+      const route = claimRoute(c);
+      if (route) return route;
     }
     return undefined;
   }
@@ -328,7 +323,7 @@ export class Planner {
   #enter(n: CheckedNode): void {
     this.#nodeCount++;
     if (n.self) this.#self = n;
-    for (const c of n.claims) if (routed(c)) this.#routable++;
+    for (const c of n.claims) if (claimRoute(c)) this.#routable++;
     const own = ownProblems(n);
     if (own.length > 0) this.#troubled.set(n, own);
   }
@@ -336,7 +331,7 @@ export class Planner {
   #leave(n: CheckedNode): void {
     this.#nodeCount--;
     if (this.#self === n) this.#self = undefined;
-    for (const c of n.claims) if (routed(c)) this.#routable--;
+    for (const c of n.claims) if (claimRoute(c)) this.#routable--;
     this.#troubled.delete(n);
   }
 
@@ -346,7 +341,7 @@ export class Planner {
     this.#overlaps = overlaps;
     this.#conflicts = conflictProblems(losers);
     this.#lost = 0;
-    for (const c of losers.keys()) if (routed(c)) this.#lost++;
+    for (const c of losers.keys()) if (claimRoute(c)) this.#lost++;
   }
 }
 
@@ -393,7 +388,10 @@ function describeNode(
   const routes: Route[] = [];
   // Plain copies: a claim refers to its node, which refers to its claims.
   for (const c of claims) {
-    if (routed(c)) routes.push({ family: c.family, dst: c.dst, via: c.via!, node: c.node });
+    const route = claimRoute(c);
+    if (route) {
+      routes.push({ family: route.family, dst: route.dst, via: route.via, node: route.node });
+    }
   }
   return {
     name: node.name,

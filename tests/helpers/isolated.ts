@@ -2,10 +2,13 @@
  * A namespace with an API server process of its own, for daemons run as processes inside it
  * (killed with -9, restarted), and the processes' children. Needs root and kubectl.
  */
+import { childrenOf } from "../../bench/lib.ts";
 import { spawnMainInNetns } from "../../src/devcluster/netns_main.ts";
 import { Netns, pollUntil, run } from "./netns.ts";
 import { cluster } from "./router.ts";
 import { KUBECTL } from "./tools.ts";
+
+export { childrenOf };
 
 /**
  * A namespace with its own API server process (seeded with nodes a, b and c of the router
@@ -57,19 +60,6 @@ export async function isolatedCluster(opts: { latencyMs?: number } = {}) {
       await Deno.remove(dir, { recursive: true });
     },
   };
-}
-
-/** The processes whose parent is `pid`, from /proc. */
-export async function childrenOf(pid: number): Promise<number[]> {
-  const found: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^[0-9]+$/.test(e.name)) continue;
-    const stat = await Deno.readTextFile(`/proc/${e.name}/stat`).catch(() => "");
-    // The fields after the command name (which may hold spaces): state, then the parent.
-    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    if (ppid === pid) found.push(Number(e.name));
-  }
-  return found;
 }
 
 /** Kills a process with SIGKILL, and its children (an `ip monitor` outlives its parent). */
