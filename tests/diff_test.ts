@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { diff as diffIndexed, indexKernel } from "../src/routing/diff.ts";
-import type { KernelRoute, Route, RouteOp, RouteTable } from "../src/routing/types.ts";
+import type { KernelRoute, OpFailure, Route, RouteOp, RouteTable } from "../src/routing/types.ts";
+import { checkNode } from "../src/routing/check.ts";
+import { parseNode } from "../src/routing/node_parse.ts";
+import { plan } from "../src/routing/plan.ts";
 import type { NodeInfo } from "../src/kube/node.ts";
 import { silentLogger } from "../src/log.ts";
 import { Reconciler } from "../src/routing/reconciler.ts";
@@ -61,8 +64,16 @@ Deno.test("families are separate", () => {
   assert.deepEqual(d.ops.map((o) => `${o.op} ${o.route.family}`), ["replace 6", "delete 4"]);
 });
 
-/** A route table in memory whose apply lets a test act while the batch "runs". */
-function fakeTable(duringApply: (ops: readonly RouteOp[]) => void = () => {}) {
+/**
+ * A route table in memory. `duringApply` lets a test act while the batch "runs"; `refuse`
+ * gives the error of an operation the kernel refuses (it changes nothing); `echo` hears each
+ * route deleted, as the route monitor would.
+ */
+function fakeTable(opts: {
+  duringApply?: (ops: readonly RouteOp[]) => void;
+  refuse?: (op: RouteOp) => string | undefined;
+  echo?: (deleted: KernelRoute) => void;
+} = {}) {
   const routes: KernelRoute[] = [];
   let lists = 0;
   const table: RouteTable = {
@@ -73,15 +84,24 @@ function fakeTable(duringApply: (ops: readonly RouteOp[]) => void = () => {}) {
     localAddresses: () =>
       Promise.resolve([{ family: 4, address: "192.168.1.1", prefix: 24, dev: "eth0" }]),
     apply(ops, protocol) {
-      duringApply(ops);
+      opts.duringApply?.(ops);
+      const failures: OpFailure[] = [];
       for (const op of ops) {
+        const error = opts.refuse?.(op);
+        if (error) {
+          failures.push({ op, error });
+          continue;
+        }
         const at = routes.findIndex((r) => r.family === op.route.family && r.dst === op.route.dst);
-        if (at >= 0) routes.splice(at, 1);
+        if (at >= 0) {
+          const [gone] = routes.splice(at, 1);
+          if (op.op === "delete") opts.echo?.(gone);
+        }
         if (op.op === "replace") {
           routes.push({ family: op.route.family, dst: op.route.dst, via: op.route.via, protocol });
         }
       }
-      return Promise.resolve([]);
+      return Promise.resolve(failures);
     },
     openBatch(protocol) {
       const sent: RouteOp[] = [];
@@ -124,10 +144,14 @@ function info(name: string, cidr: string, ip: string): NodeInfo {
 
 Deno.test("reconciler: the monitor's echo of our own deletion is ignored even before the batch ends", async () => {
   // The echo of every deletion arrives while `ip -batch` still runs.
-  const fake = fakeTable((ops) => {
-    for (const op of ops) {
-      if (op.op === "delete") reconciler.kernelEvent({ kind: "route-deleted", dst: op.route.dst });
-    }
+  const fake = fakeTable({
+    duringApply: (ops) => {
+      for (const op of ops) {
+        if (op.op === "delete") {
+          reconciler.kernelEvent({ kind: "route-deleted", dst: op.route.dst });
+        }
+      }
+    },
   });
   let nodes = [info("a", "10.0.0.0/24", "192.168.1.1"), info("b", "10.0.1.0/24", "192.168.1.2")];
   const reconciler: Reconciler = reconcilerOn(fake.table, () => nodes);
@@ -205,4 +229,92 @@ Deno.test("reconciler: a kernel change during a head start brings one full read 
     assert.equal(reconciler.last?.fullRead, false);
     await reconciler.stop();
   }
+});
+
+Deno.test("reconciler: changed node by node and diffed against the view alone, the kernel follows the plan", async () => {
+  // 300 rounds (a small deterministic generator: the same run every time) of nodes coming,
+  // going and changing, their CIDRs now and then another's (conflicts come and go); the
+  // kernel refusing some destinations for a while, and someone deleting a route of ours.
+  let seed = 11;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const refused = new Set<string>();
+  const fake = fakeTable({
+    refuse: (op) => refused.has(op.route.dst) ? "unreachable" : undefined,
+    echo: (r) => reconciler.kernelEvent({ kind: "route-deleted", dst: r.dst, protocol: 202 }),
+  });
+  const make = (i: number): NodeInfo => ({
+    name: `n${i}`,
+    creationTimestamp: `2026-01-0${1 + rand(3)}T00:00:00Z`,
+    podCIDRs: [
+      rand(6) === 0 ? `10.${rand(3)}.0.0/${23 + rand(2)}` : `10.${10 + i}.${rand(2)}.0/24`,
+      `fd00:${i}:${rand(3)}::/64`,
+    ],
+    internalIPs: [`192.168.1.${10 + i}`, ...(rand(3) === 0 ? [] : [`fd00:1::${10 + i}`])],
+    machineID: "",
+    annotations: {},
+  });
+  let nodes = Array.from({ length: 20 }, (_, i) => make(i));
+  const reconciler = reconcilerOn(fake.table, () => nodes, () => "n0");
+  reconciler.trigger("start");
+  await reconciler.idle();
+  const local = await fake.table.localAddresses();
+  const rules = { selfName: "n0", allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 };
+  const source = { cidrAnnotation: "", addressAnnotation: "" };
+  const wanted = () =>
+    new Map(
+      plan(nodes.map((n) => checkNode(parseNode(n, source), rules, local))).routes
+        .map((r) => [r.dst, r.via]),
+    );
+  let lostRounds = 0, refusals = 0, reads = 1;
+  for (let round = 0; round < 300; round++) {
+    const changes: { name: string; old?: NodeInfo }[] = [];
+    for (let c = 1 + rand(3); c > 0; c--) {
+      const i = rand(25);
+      const at = nodes.findIndex((n) => n.name === `n${i}`);
+      changes.push({ name: `n${i}`, old: nodes[at] });
+      if (at >= 0 && rand(4) === 0) nodes = nodes.filter((_, j) => j !== at);
+      else if (at >= 0) nodes = nodes.map((n, j) => j === at ? make(i) : n);
+      else nodes = [...nodes, make(i)];
+    }
+    if (rand(8) === 0 && refused.size > 0) {
+      // What stops a route (a link down, say) comes with an event that calls for a full read.
+      refused.clear();
+      reconciler.kernelEvent({ kind: "link" });
+      reads++;
+    }
+    const changedNow = nodes.find((n) => n.name === changes[0].name);
+    if (changedNow && rand(3) === 0) refused.add(changedNow.podCIDRs[rand(2)]);
+    reconciler.nodesChanged(changes);
+    await reconciler.idle();
+    const ours = fake.routes.filter((r) => r.protocol === 202);
+    if (rand(5) === 0 && ours.length > 0) {
+      // Someone else deletes one of ours: the monitor tells, and it comes back.
+      const gone = ours[rand(ours.length)];
+      fake.routes.splice(fake.routes.indexOf(gone), 1);
+      reconciler.kernelEvent({ kind: "route-deleted", dst: gone.dst, protocol: 202 });
+      await reconciler.idle();
+      lostRounds++;
+    }
+    const want = wanted();
+    const kernel = new Map(fake.routes.map((r) => [r.dst, r.via]));
+    for (const [dst, via] of want) {
+      if (!refused.has(dst)) assert.equal(kernel.get(dst), via, `round ${round}: ${dst}`);
+    }
+    for (const dst of kernel.keys()) {
+      assert.ok(want.has(dst) || refused.has(dst), `round ${round}: ${dst} is stale`);
+    }
+    assert.equal(reconciler.last?.installed, fake.routes.length, `round ${round}: installed`);
+    refusals += reconciler.last?.failures.length ?? 0;
+  }
+  assert.equal(fake.lists(), reads, "a full read only where an event called for one");
+  assert.ok(lostRounds > 30 && refusals > 10, `${lostRounds} routes lost, ${refusals} refusals`);
+  refused.clear();
+  reconciler.trigger("resync");
+  await reconciler.idle();
+  assert.deepEqual(new Map(fake.routes.map((r) => [r.dst, r.via])), wanted());
+  assert.equal(reconciler.last?.installed, fake.routes.length);
+  await reconciler.stop();
 });

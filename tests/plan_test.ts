@@ -354,6 +354,7 @@ function churn(crowded: boolean): { local: number; selfConflicts: number } {
     // The nodes that came, went or changed since the last round, each before and now.
     const removed = before.filter((n) => !checked.includes(n));
     const added = checked.filter((n) => !before.includes(n));
+    const disjoint = !planner.overlapping;
     const changes = round === 0
       ? (planner.reset(checked), undefined)
       : planner.update(removed, added);
@@ -369,10 +370,12 @@ function churn(crowded: boolean): { local: number; selfConflicts: number } {
     // Where the planner says only some destinations changed, the others must not have.
     const now = new Map(fresh.routes.map((r) => [r.dst, text(r)]));
     if (changes) {
-      local++;
+      // Both ways of planning (locally, and over every claim) must tell what they touched.
+      if (disjoint && !planner.overlapping) local++;
       const patched = new Map(planned);
-      for (const [key, r] of changes) {
-        if (r) patched.set(key, text(r));
+      for (const [key, { was, now }] of changes) {
+        assert.equal(was && text(was), planned.get(key), `round ${round}: was at ${key}`);
+        if (now) patched.set(key, text(now));
         else patched.delete(key);
       }
       assert.deepEqual([...patched].sort(), [...now].sort(), `round ${round}: changes`);

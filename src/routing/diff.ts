@@ -103,11 +103,11 @@ export function diff(desired: readonly Route[], kernel: KernelIndex): Diff {
  * wanted there now, or undefined where none is.
  */
 export function diffSome(
-  changes: ReadonlyMap<string, Route | undefined>,
+  changes: ReadonlyMap<string, { readonly now: Route | undefined }>,
   kernel: KernelIndex,
 ): Diff {
   const out: Diff = { ops: [], conflicts: [] };
-  for (const [key, route] of changes) diffAt(key, route, kernel, out);
+  for (const [key, { now }] of changes) diffAt(key, now, kernel, out);
   return out;
 }
 

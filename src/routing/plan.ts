@@ -7,7 +7,8 @@
  *
  * The {@link Planner} keeps every claim sorted by address. While no two claims overlap (a
  * healthy cluster), a change of a few nodes is planned from their claims and their
- * neighbours' alone; otherwise the overlaps are resolved afresh over all claims.
+ * neighbours' alone; otherwise the overlaps are resolved afresh over all claims. Either way
+ * it tells which destinations' routes changed, with the route before and after.
  *
  * @module
  */
@@ -168,11 +169,29 @@ export interface Plan {
   wants(key: string): boolean;
 }
 
-/**
- * The routes that a change of nodes touched: by destination, the route there now, or
- * undefined where there is none any more.
- */
-export type PlanChanges = Map<string, Route | undefined>;
+/** The route planned to one destination before a change, and after it (undefined: none). */
+export interface RouteChange {
+  readonly was: Route | undefined;
+  readonly now: Route | undefined;
+}
+
+/** The destinations ({@link routeKey}) whose planned route a change of nodes touched. */
+export type PlanChanges = Map<string, RouteChange>;
+
+/** The destinations whose route differs between two plans' routes (by identity). */
+export function planChanges(before: readonly Route[], after: readonly Route[]): PlanChanges {
+  const was = new Map<string, Route>();
+  for (const r of before) was.set(routeKey(r), r);
+  const changes: PlanChanges = new Map();
+  for (const now of after) {
+    const key = routeKey(now);
+    const old = was.get(key);
+    was.delete(key);
+    if (old !== now) changes.set(key, { was: old, now });
+  }
+  for (const [key, old] of was) changes.set(key, { was: old, now: undefined });
+  return changes;
+}
 
 /** The plan kept from one reconcile to the next, changed node by node. */
 export class Planner {
@@ -207,10 +226,11 @@ export class Planner {
   /**
    * Takes the nodes that changed: each as planned before (`removed`) and as it is now
    * (`added`); a node that came has no before, one that went no now. Returns the routes
-   * touched, or undefined when overlapping claims are involved and any route may have
-   * changed (then read {@link routes} whole).
+   * touched.
    */
-  update(removed: readonly CheckedNode[], added: readonly CheckedNode[]): PlanChanges | undefined {
+  update(removed: readonly CheckedNode[], added: readonly CheckedNode[]): PlanChanges {
+    // With overlapping claims, which of them were routes depends on the conflicts of before.
+    const before = this.#overlaps ? this.routes() : undefined;
     for (const n of removed) {
       for (const c of n.claims) {
         const list = this.#sorted[c.family === 4 ? 0 : 1];
@@ -227,23 +247,55 @@ export class Planner {
       }
       this.#enter(n);
     }
-    // With no overlap before, the sorted claims were disjoint; they stay so when no new
-    // claim overlaps a neighbour, and then no conflict can have come or gone.
-    if (this.#overlaps || !added.every((n) => n.claims.every((c) => this.#alone(c)))) {
+    // With no overlap before, the sorted claims were disjoint, each claim with a next hop a
+    // route; they stay so when no new claim overlaps a neighbour, and then no conflict can
+    // have come or gone: only the changed nodes' destinations are touched.
+    if (before || !added.every((n) => n.claims.every((c) => this.#alone(c)))) {
+      const was = before ?? this.#disjointBefore(removed, added);
       this.#settle();
-      return undefined;
+      return planChanges(was, this.routes());
     }
     const changes: PlanChanges = new Map();
-    for (const n of removed) for (const c of n.claims) changes.set(routeKey(c), undefined);
+    for (const n of removed) {
+      for (const c of n.claims) changes.set(routeKey(c), { was: claimRoute(c), now: undefined });
+    }
     for (const n of added) {
       for (const c of n.claims) {
         const key = routeKey(c);
-        const route = claimRoute(c);
-        if (route) changes.set(key, route);
-        else if (!changes.has(key)) changes.set(key, undefined);
+        const now = claimRoute(c);
+        const was = changes.get(key)?.was;
+        if (now || !changes.has(key)) changes.set(key, { was, now });
       }
     }
     return changes;
+  }
+
+  /**
+   * The routes of before an update that found no overlap before it: every claim with a next
+   * hop, the removed ones back and the added ones not yet.
+   */
+  #disjointBefore(removed: readonly CheckedNode[], added: readonly CheckedNode[]): Route[] {
+    const fresh = new Set<Claim>();
+    for (const n of added) for (const c of n.claims) fresh.add(c);
+    const out: Route[] = [];
+    for (const list of this.#sorted) {
+      for (const c of list) {
+        const route = claimRoute(c);
+        if (route && !fresh.has(c)) out.push(route);
+      }
+    }
+    for (const n of removed) {
+      for (const c of n.claims) {
+        const route = claimRoute(c);
+        if (route) out.push(route);
+      }
+    }
+    return out;
+  }
+
+  /** Whether any two claims overlap (then a change is planned over every claim). */
+  get overlapping(): boolean {
+    return this.#overlaps;
   }
 
   /** The plan as it stands. */

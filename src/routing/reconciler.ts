@@ -13,19 +13,20 @@
  */
 import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
-import { diff, diffSome, routeKey } from "./diff.ts";
+import { type Diff, diff, diffSome, type KernelIndex, routeKey } from "./diff.ts";
 import { HeadStart } from "./head_start.ts";
-import { type Change, KernelView } from "./kernel_view.ts";
+import { type Change, eventKey, KernelView } from "./kernel_view.ts";
 import { NodeChecker } from "./node_checker.ts";
 import type { NetworkSource } from "./node_parse.ts";
 import type { CheckedNode, PlanRules } from "./check.ts";
-import { type Plan, type PlanChanges, Planner } from "./plan.ts";
+import { type Plan, type PlanChanges, planChanges, Planner } from "./plan.ts";
 import { foreignRouteProblem, type Problem } from "./problem.ts";
 import { ProblemLog } from "./problem_log.ts";
 import type {
   KernelRoute,
   LocalAddress,
   OpFailure,
+  Route,
   RouteBatch,
   RouteOp,
   RouteTable,
@@ -73,6 +74,8 @@ export interface ReconcilerOptions {
 /** A head start under way: what decides, the open batch, and what was sent into it. */
 interface HeadStartState {
   readonly decide: HeadStart;
+  /** The kernel's table as read before the list. */
+  readonly kernel: KernelIndex;
   readonly batch: RouteBatch;
   readonly ops: RouteOp[];
 }
@@ -90,6 +93,8 @@ interface StartState {
   /** Resolves (to undefined) when the start is over. */
   readonly over: PromiseWithResolvers<undefined>;
 }
+
+const NOTHING_REFUSED: ReadonlySet<RouteOp> = new Set();
 
 /** Runs reconciles on demand, one at a time, folding triggers that arrive meanwhile. */
 export class Reconciler {
@@ -176,7 +181,7 @@ export class Reconciler {
     else if (weight === "full") this.trigger("monitor");
     else {
       // A route of ours gone: put back what is planned there, with no full read.
-      this.#lost.add(routeKey({ family: e.dst!.includes(":") ? 6 : 4, dst: e.dst! }));
+      this.#lost.add(eventKey(e.dst!));
       this.#request("monitor", false);
     }
   }
@@ -216,9 +221,9 @@ export class Reconciler {
       if (this.#start !== start || own === undefined) return;
       // The table as read before the list: whatever changes in it meanwhile, the full read
       // that follows the first reconcile (see the daemon's route monitor) catches.
-      const index = this.#view.read(routes);
-      const decide = new HeadStart(index, this.#checker.check(own));
-      start.head = { decide, batch: table.openBatch(protocol), ops: [] };
+      const kernel = this.#view.read(routes);
+      const decide = new HeadStart(kernel, this.#checker.check(own));
+      start.head = { decide, kernel, batch: table.openBatch(protocol), ops: [] };
       for (const node of start.early) this.#headStart(node);
     } finally {
       start.waiting = undefined;
@@ -302,46 +307,63 @@ export class Reconciler {
     const { table, protocol, log } = this.#opts;
     const start = this.#endStart();
     const head = start?.head;
-    // The head start's view was read just before the list; a read now would also catch its
-    // batch half done. When the kernel changed meanwhile, a full read follows this reconcile.
-    if (head) this.#full = false;
-    const readAfter = head !== undefined && start?.kernelMoved === true;
-    const fullRead = this.#full || this.#view.index === undefined;
+    // The kernel in full, when this reconcile has it: read now, or the head start's read of
+    // just before the list (a read now would catch its batch half done; when the kernel
+    // changed meanwhile, a full read follows this reconcile).
+    let kernel: KernelIndex | undefined;
     let local: LocalAddress[] | undefined;
-    if (fullRead) {
+    if (head) {
+      this.#full = false;
+      kernel = head.kernel;
+      // Planned as if the head start's routes were in; those the kernel refused come out
+      // after the batch, like any refused operation.
+      this.#view.applied(kernel, head.ops, NOTHING_REFUSED);
+    } else if (this.#full || !this.#view.known) {
       this.#full = false;
       let routes: KernelRoute[];
       [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
-      this.#view.read(routes);
+      kernel = this.#view.read(routes);
     }
     if (this.#checker.use(this.#opts.rules(), local)) this.#changed = undefined;
-    // Planned as if the head start's routes were in; those the kernel refused come out of
-    // the view below, like any refused operation.
-    this.#view.applied(head?.ops ?? [], new Set());
+    const readAfter = head !== undefined && start?.kernelMoved === true;
     const t1 = performance.now();
 
     // Nothing waits from here to the batch: the plan is of the store as it is now, and the
     // changes that come meanwhile are the next plan's.
     const changed = this.#changed;
     this.#changed = new Map();
-    const changes = changed ? this.#replan(changed) : this.#planAll();
-    // What is planned where a route of ours went goes back (a full read may predate it).
     const lost = this.#lost;
     this.#lost = new Set();
-    for (const key of lost) this.#view.index!.ours.delete(key);
     // The nodes whose destinations are diffed now; what the kernel said of the others stands.
     const replanned = new Set(changed?.keys());
-    if (changes && !fullRead) {
+    let index: KernelIndex;
+    let desired: Route[] | undefined;
+    let diffed: Diff;
+    let changes: PlanChanges | undefined;
+    if (kernel) {
+      if (!(changed && this.#replan(changed))) this.#planAll();
+      index = kernel;
+      // The read may predate the loss of a route of ours.
+      for (const key of lost) index.ours.delete(key);
+      desired = this.#planner.routes();
+      diffed = diff(desired, index);
+    } else {
+      changes = this.#replanTelling(changed);
+      // What is planned where a route of ours went goes back.
       for (const key of lost) {
-        const route = changes.has(key) ? changes.get(key) : this.#planner.routeAt(key);
-        changes.set(key, route);
-        if (route) replanned.add(route.node);
+        let change = changes.get(key);
+        if (!change) {
+          // The plan there is as before; the view says the route is gone.
+          const now = this.#planner.routeAt(key);
+          changes.set(key, change = { was: now, now });
+        }
+        if (change.now) replanned.add(change.now.node);
       }
+      index = this.#view.around(changes);
+      diffed = diffSome(changes, index);
     }
     const thePlan = this.#planner.plan();
-    const index = this.#view.index!;
-    const desired = changes && !fullRead ? undefined : thePlan.routes;
-    const { ops, conflicts } = desired ? diff(desired, index) : diffSome(changes!, index);
+    const { ops, conflicts } = diffed;
     const t2 = performance.now();
     // Registered before the batch runs: the monitor may report the echo of a deletion before
     // the batch has ended, and an unrecognised echo costs a full read.
@@ -361,8 +383,7 @@ export class Reconciler {
     const t3 = performance.now();
 
     const refused = new Set(failures.map((f) => f.op));
-    const ours = this.#view.index!.ours;
-    for (const op of head?.ops ?? []) if (refused.has(op)) ours.delete(routeKey(op.route));
+    for (const op of head?.ops ?? []) if (refused.has(op)) index.ours.delete(routeKey(op.route));
     const debug = log.enabled("debug");
     const said = (change: Change, op: RouteOp, by: string) => {
       const { dst, via } = op.route;
@@ -371,14 +392,13 @@ export class Reconciler {
     if (debug) {
       for (const op of head?.ops ?? []) if (!refused.has(op)) said("route added", op, "head start");
     }
-    this.#view.applied(ops, refused, debug ? (change, op) => said(change, op, trigger) : undefined);
-    if (fullRead) this.#view.adopt(desired!);
+    this.#view.applied(index, ops, refused, debug ? (c, op) => said(c, op, trigger) : undefined);
+    if (desired) this.#view.keepAll(index, desired);
+    else if (changes) this.#view.keep(index, changes);
     // Gone again while the batch ran: the view must not count them in.
-    for (const key of this.#lost) this.#view.index!.ours.delete(key);
+    for (const key of this.#lost) this.#view.lose(key, this.#planner.wants(key));
 
-    const inKernel = changes && !fullRead
-      ? this.#kernelProblems.filter((p) => !replanned.has(p.node))
-      : [];
+    const inKernel = desired ? [] : this.#kernelProblems.filter((p) => !replanned.has(p.node));
     for (const c of conflicts) inKernel.push(foreignRouteProblem(c));
     for (const f of failures) {
       const r = f.op.route;
@@ -399,12 +419,12 @@ export class Reconciler {
     const result: ReconcileResult = {
       trigger,
       plan: thePlan,
-      installed: this.#view.index!.ours.size,
+      installed: this.#view.installed(thePlan.routeCount),
       applied: sent - failures.length,
       failures,
       problems,
       durationMs: performance.now() - t0,
-      fullRead,
+      fullRead: kernel !== undefined && !head,
     };
     if (sent > 0 || debug) {
       log.info("reconciled", {
@@ -426,8 +446,8 @@ export class Reconciler {
   }
 
   /**
-   * Plans the nodes changed since the last plan; undefined when every route may have
-   * changed. A node checked with the rules of now is found by identity: an update that
+   * Plans the nodes changed since the last plan; undefined when it cannot, and every node
+   * must be planned afresh. A node checked with the rules of now is found by identity: an update that
    * changed nothing the router reads keeps its object, and its plan.
    */
   #replan(changed: ReadonlyMap<string, NodeInfo | undefined>): PlanChanges | undefined {
@@ -437,7 +457,7 @@ export class Reconciler {
       if (before && !was) {
         // Not checked with these rules: what the plan had is unknown. Never expected.
         this.#opts.log.debug("planning every node afresh", { node: name });
-        return this.#planAll();
+        return undefined;
       }
       const now = this.#opts.node(name);
       const is = now && this.#checker.check(now);
@@ -448,12 +468,23 @@ export class Reconciler {
     return this.#planner.update(removed, added);
   }
 
+  /**
+   * Plans as {@link #replan} does, or every node afresh; either way returns the destinations
+   * whose route changed, for a diff against the view.
+   */
+  #replanTelling(changed: ReadonlyMap<string, NodeInfo | undefined> | undefined): PlanChanges {
+    const changes = changed && this.#replan(changed);
+    if (changes) return changes;
+    const before = this.#planner.routes();
+    this.#planAll();
+    return planChanges(before, this.#planner.routes());
+  }
+
   /** Plans every node of the store afresh. */
-  #planAll(): undefined {
+  #planAll(): void {
     const checked: CheckedNode[] = [];
     for (const node of this.#opts.nodes()) checked.push(this.#checker.check(node));
     this.#planner.reset(checked);
-    return undefined;
   }
 
   /** Ends the start (no head start from now on); returns it, if it was not over. */
