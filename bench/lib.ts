@@ -250,6 +250,7 @@ export class BenchNetns {
     const t0 = performance.now();
     const failures = await table.apply(ops, protocol);
     const ms = performance.now() - t0;
+    await table.close();
     if (failures.length > 0) {
       throw new Error(
         `netlink batch in ${this.name}: ${failures.length} refused; first: ${failures[0].error}`,

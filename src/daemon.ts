@@ -317,7 +317,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       await Promise.allSettled([
         informer.stop(),
         monitor?.close(),
-        reconciler.stop(),
+        reconciler.stop().then(() => table.close()),
         http?.close(),
       ]);
       client.close();

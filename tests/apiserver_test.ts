@@ -958,3 +958,50 @@ Deno.test("apiserver: listen addresses are read before anything starts, naming t
   }
   await assert.rejects(() => startApiServer({ listen: "bogus" }), ListenError);
 });
+
+Deno.test("apiserver: the client watches nodes through fetch and through node:https (insecure-skip-tls-verify) alike", () =>
+  withServer(async (api) => {
+    for (const insecure of [false, true]) {
+      const client = new KubeClient({
+        server: api.url,
+        caPem: insecure ? undefined : api.caPem,
+        insecureSkipTLSVerify: insecure,
+        token: () => Promise.resolve(api.token),
+        source: "test",
+      });
+      const stop = new AbortController();
+      try {
+        const rv = api.nodes.create(makeNode({ name: `w${insecure}` })).metadata.resourceVersion!;
+        const events = client.watchNodes({ resourceVersion: rv, signal: stop.signal });
+        const seen: string[] = [];
+        const reading = (async () => {
+          for await (const e of events) {
+            seen.push(`${e.type} ${(e.object as { metadata: { name: string } }).metadata.name}`);
+          }
+        })();
+        // Events of every size, one at a time and several at once: a watch's reads split
+        // them anywhere, and one buffer serves every read.
+        const big = "x".repeat(150_000);
+        api.nodes.create(makeNode({ name: "small" }));
+        api.nodes.create(makeNode({ name: "big", annotations: { big } }));
+        for (let i = 0; i < 20; i++) api.nodes.create(makeNode({ name: `n${i}` }));
+        await pollUntil(() => seen.length >= 22, {
+          timeoutMs: 10_000,
+          message: () => `insecure ${insecure}: ${seen}`,
+        });
+        assert.deepEqual(seen, [
+          "ADDED small",
+          "ADDED big",
+          ...Array.from({ length: 20 }, (_, i) => `ADDED n${i}`),
+        ]);
+        stop.abort();
+        await reading.catch(() => {});
+        for (const n of ["small", "big", ...Array.from({ length: 20 }, (_, i) => `n${i}`)]) {
+          api.nodes.delete(n);
+        }
+      } finally {
+        stop.abort();
+        client.close();
+      }
+    }
+  }));

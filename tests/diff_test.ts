@@ -83,6 +83,7 @@ function fakeTable(opts: {
     },
     localAddresses: () =>
       Promise.resolve([{ family: 4, address: "192.168.1.1", prefix: 24, dev: "eth0" }]),
+    close: () => Promise.resolve(),
     apply(ops, protocol) {
       opts.duringApply?.(ops);
       const failures: OpFailure[] = [];
@@ -305,6 +306,16 @@ Deno.test("reconciler: changed node by node and diffed against the view alone, t
     }
     for (const dst of kernel.keys()) {
       assert.ok(want.has(dst) || refused.has(dst), `round ${round}: ${dst} is stale`);
+    }
+    // What the kernel refused is reported, where it stands, until it is in place.
+    const reported = new Set(
+      reconciler.last!.problems.filter((p) => p.kind === "kernel").map((p) =>
+        p.value.split(" ")[0]
+      ),
+    );
+    for (const [dst, via] of want) {
+      const placed = kernel.get(dst) === via;
+      assert.equal(reported.has(dst), !placed, `round ${round}: ${dst} in place: ${placed}`);
     }
     assert.equal(reconciler.last?.installed, fake.routes.length, `round ${round}: installed`);
     refusals += reconciler.last?.failures.length ?? 0;

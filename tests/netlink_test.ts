@@ -99,7 +99,12 @@ async function contract<T>(
   for (const adapter of ADAPTERS) {
     await using ns = await lanHost("xnl");
     await setup(ns);
-    out[adapter] = await runCase(tableFor(adapter, ns), ns);
+    const table = tableFor(adapter, ns);
+    try {
+      out[adapter] = await runCase(table, ns);
+    } finally {
+      await table.close();
+    }
   }
   assert.deepEqual(out.netlink, out.iproute);
   return out;
@@ -593,6 +598,56 @@ Deno.test({
   },
 });
 
+/** The netlink sockets of namespace `ns` that this process holds open. */
+async function netlinkSockets(ns: Netns): Promise<number> {
+  const inodes = new Set<string>();
+  const table = await new Deno.Command("ip", {
+    args: ["netns", "exec", ns.name, "cat", "/proc/net/netlink"],
+  }).output();
+  for (const line of new TextDecoder().decode(table.stdout).split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length > 9) inodes.add(f[f.length - 1]);
+  }
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    let target = "";
+    try {
+      target = Deno.readLinkSync(`/proc/self/fd/${e.name}`);
+    } catch {
+      continue; // the directory's own descriptor, closed by now
+    }
+    const m = /^socket:\[(\d+)\]$/.exec(target);
+    if (m && inodes.has(m[1])) n++;
+  }
+  return n;
+}
+
+Deno.test({
+  name: "netlink table: applies share one socket until the table is closed",
+  ignore: !!notRoot,
+  async fn() {
+    await using ns = await lanHost("xnl");
+    const before = await netlinkSockets(ns);
+    const table = createNetlinkTable({ netns: ns.name });
+    for (let i = 0; i < 20; i++) {
+      const via = i % 2 ? "192.168.9.3" : "192.168.9.2";
+      assert.deepEqual(await table.apply([replace("10.1.0.0/24", via)], PROTO), []);
+    }
+    assert.equal(await netlinkSockets(ns), before + 1, "one socket kept for all 20");
+    assert.deepEqual(await routesOf(ns), ["10.1.0.0/24 192.168.9.3"]);
+    await table.close();
+    assert.equal(await netlinkSockets(ns), before, "let go on close");
+    // Usable again after close, and a refusal is no failure of the socket.
+    const refused = await table.apply([replace("10.2.0.0/24", "192.168.99.2")], PROTO);
+    assert.equal(refused.length, 1);
+    assert.equal(await netlinkSockets(ns), before + 1);
+    assert.deepEqual(await table.apply([replace("10.2.0.0/24", "192.168.9.2")], PROTO), []);
+    assert.deepEqual(await routesOf(ns), ["10.1.0.0/24 192.168.9.3", "10.2.0.0/24 192.168.9.2"]);
+    await table.close();
+    assert.equal(await netlinkSockets(ns), before);
+  },
+});
+
 /** A logger keeping the messages of the sends the netlink table logs (at trace level). */
 function sendLog(): { log: Logger; sends: { messages: number; bytes: number }[] } {
   const sends: { messages: number; bytes: number }[] = [];
@@ -651,6 +706,8 @@ Deno.test({
       (await routesOf(ns)).length,
       2000 - bad.length - (400 - bad.filter((i) => i % 5 === 0).length),
     );
+    await table.close();
+    await small.close();
   },
 });
 
@@ -900,7 +957,7 @@ Deno.test({
     await using ns = await lanHost("xnl");
     const nl: KernelEvent[] = [];
     const ip: KernelEvent[] = [];
-    // As the daemon runs it: its own additions (protocol 202) dropped undecoded.
+    // As the daemon runs it: its own additions (protocol 202) dropped by the kernel.
     const own: KernelEvent[] = [];
     const a = watchRoutesNetlink({ netns: ns.name, onEvent: (e) => nl.push(e) });
     const b = watchRoutes({ netns: ns.name, onEvent: (e) => ip.push(e) });

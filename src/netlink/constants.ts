@@ -136,6 +136,12 @@ export const SO_RCVBUF = 8;
 export const SO_SNDBUFFORCE = 32;
 /** Receive buffer size beyond net.core.rmem_max (CAP_NET_ADMIN). */
 export const SO_RCVBUFFORCE = 33;
+/** setsockopt: a classic BPF program run on every message before it is queued. */
+export const SO_ATTACH_FILTER = 26;
+/** Classic BPF opcodes (linux/filter.h): load a byte at an absolute offset, jump if equal, return. */
+export const BPF_LD_B_ABS = 0x30;
+export const BPF_JEQ_K = 0x15;
+export const BPF_RET_K = 0x06;
 /** Netlink socket options. */
 export const SOL_NETLINK = 270;
 /** Joins a multicast group. */

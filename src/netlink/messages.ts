@@ -506,14 +506,10 @@ function decodeStatus(m: RawMessage): { errno: number; message?: string } {
   return { errno, message: message || undefined };
 }
 
-/** Decodes every message of one datagram, but those `skip` says need not be decoded. */
-export function decodeMessages(
-  data: Uint8Array,
-  skip?: (m: RawMessage) => boolean,
-): NetlinkMessage[] {
+/** Decodes every message of one datagram. */
+export function decodeMessages(data: Uint8Array): NetlinkMessage[] {
   const out: NetlinkMessage[] = [];
   for (const m of splitMessages(data)) {
-    if (skip?.(m)) continue;
     switch (m.type) {
       case RTM_NEWROUTE:
       case RTM_DELROUTE:

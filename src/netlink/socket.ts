@@ -34,6 +34,7 @@ import {
   O_CLOEXEC,
   O_RDONLY,
   POLLIN,
+  SO_ATTACH_FILTER,
   SO_RCVBUF,
   SO_RCVBUFFORCE,
   SO_SNDBUF,
@@ -173,6 +174,19 @@ export interface NetlinkSocketOptions {
   strict?: boolean;
   /** rtnetlink multicast groups to join (RTNLGRP_*). */
   groups?: readonly number[];
+  /**
+   * A classic BPF program the kernel runs on every message before queuing it; a message it
+   * returns 0 for is dropped, and never wakes a reader.
+   */
+  filter?: readonly BpfInstruction[];
+}
+
+/** One classic BPF instruction (struct sock_filter). */
+export interface BpfInstruction {
+  readonly code: number;
+  readonly jt: number;
+  readonly jf: number;
+  readonly k: number;
 }
 
 /** What {@link NetlinkSocket.wait} saw. */
@@ -223,6 +237,7 @@ export class NetlinkSocket {
       const addr = new Uint8Array(12);
       new DataView(addr.buffer).setUint16(0, AF_NETLINK, true);
       check("bind", c.bind(fd, addr, addr.length), "AF_NETLINK");
+      if (opts.filter) attachFilter(fd, opts.filter);
       for (const g of opts.groups ?? []) {
         setInt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g, `NETLINK_ADD_MEMBERSHIP ${g}`);
       }
@@ -347,6 +362,28 @@ export class NetlinkSocket {
     c.close(this.#fd);
     if (this.#wakeFd >= 0) c.close(this.#wakeFd);
   }
+}
+
+/** SO_ATTACH_FILTER: the kernel copies the program, which need not outlive the call. */
+function attachFilter(fd: number, program: readonly BpfInstruction[]): void {
+  const code = new Uint8Array(program.length * 8);
+  const v = new DataView(code.buffer);
+  program.forEach((ins, i) => {
+    v.setUint16(i * 8, ins.code, true);
+    v.setUint8(i * 8 + 2, ins.jt);
+    v.setUint8(i * 8 + 3, ins.jf);
+    v.setUint32(i * 8 + 4, ins.k, true);
+  });
+  // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+  const fprog = new Uint8Array(16);
+  const f = new DataView(fprog.buffer);
+  f.setUint16(0, program.length, true);
+  f.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(code))), true);
+  check(
+    "setsockopt",
+    lib().setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog, fprog.length),
+    "SO_ATTACH_FILTER",
+  );
 }
 
 function setInt(fd: number, level: number, name: number, value: number, what: string): void {

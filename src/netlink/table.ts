@@ -3,12 +3,15 @@
  * as the iproute2 adapter (src/routing/iproute.ts), with the same values read and the same
  * error texts for refused operations.
  *
- * Every call opens its own socket (in the namespace, if any) and closes it: answers then
- * never mix, and nothing is left open between reconciles.
+ * A read opens its own socket (in the namespace, if any) and closes it, so answers never
+ * mix. Applies, one after another, share one socket kept until the table is closed: opening
+ * one (its buffers sized, bound) costs more than the batch of a watch event. A batch that
+ * failed closes its socket.
  *
  * Writing: all operations of an apply go out in one `sendto` of many messages, each with its
  * own sequence number and an acknowledgement asked for; the kernel applies them in order
- * inside that call (on a worker thread: see socket.ts) and queues one acknowledgement per
+ * inside that call (on a worker thread: see socket.ts, unless the send holds only a few) and
+ * queues one acknowledgement per
  * message, which maps every failure back to its operation. The receive buffer must hold all
  * those acknowledgements at once (about 800 bytes of kernel memory each), so it is made
  * large (32 MiB asked, CAP_NET_ADMIN lets it past net.core.rmem_max) and a batch is split
@@ -69,6 +72,11 @@ export const SEND_BUFFER = 4 << 20;
 export const ACK_COST = 1024;
 /** How long an answer may take once its request is sent, before the call fails. */
 export const ANSWER_TIMEOUT_MS = 30_000;
+/**
+ * Sends of at most this many messages run on the event loop's thread: the kernel applies a
+ * route in well under a millisecond, less than handing the call to a worker thread costs.
+ */
+const SEND_HERE_MAX = 8;
 /** Dumps interrupted by a change of the table are read again this many times at most. */
 const DUMP_TRIES = 3;
 
@@ -202,6 +210,17 @@ async function listAddresses(opts: NetlinkTableOptions): Promise<LocalAddress[]>
   return out;
 }
 
+/** Where a batch gets its socket, and gives it back (`healthy`: nothing is left unread). */
+interface SocketSource {
+  take(): NetlinkSocket;
+  give(sock: NetlinkSocket, healthy: boolean): Promise<void>;
+}
+
+/** A socket of its own for every batch. */
+function freshSockets(opts: NetlinkTableOptions): SocketSource {
+  return { take: () => openSocket(opts), give: (sock) => sock.close() };
+}
+
 /** One operation encoded and waiting to go. */
 interface Pending {
   readonly op: RouteOp;
@@ -214,7 +233,11 @@ interface Pending {
  * throws then, with nothing of that write queued) and sent in as few sends as the buffers
  * allow, each followed by its acknowledgements.
  */
-function openNetlinkBatch(opts: NetlinkTableOptions, protocol: number): RouteBatch {
+function openNetlinkBatch(
+  opts: NetlinkTableOptions,
+  protocol: number,
+  sockets: SocketSource = freshSockets(opts),
+): RouteBatch {
   let sock: NetlinkSocket | undefined;
   let nextSeq = 1;
   let pending: Pending[] = [];
@@ -280,7 +303,8 @@ function openNetlinkBatch(opts: NetlinkTableOptions, protocol: number): RouteBat
           at += p.bytes.length;
         }
         opts.log?.trace("netlink route changes sent", { messages: chunk.length, bytes });
-        await s.sendAsync(data);
+        if (chunk.length <= SEND_HERE_MAX) s.send(data);
+        else await s.sendAsync(data);
         sentCount += chunk.length;
         await acknowledge(s, chunk);
       }
@@ -301,7 +325,7 @@ function openNetlinkBatch(opts: NetlinkTableOptions, protocol: number): RouteBat
         encodeRouteOp(w, ops[i], protocol, nextSeq + i);
         ends.push(w.length);
       }
-      sock ??= openSocket(opts);
+      sock ??= sockets.take();
       const all = w.bytes();
       let start = 0;
       for (let i = 0; i < ops.length; i++) {
@@ -314,7 +338,7 @@ function openNetlinkBatch(opts: NetlinkTableOptions, protocol: number): RouteBat
     async close() {
       closed = true;
       while (draining) await draining;
-      await sock?.close();
+      if (sock) await sockets.give(sock, fatal === undefined);
       if (fatal !== undefined) throw fatal;
       failures.sort((a, b) => a.seq - b.seq);
       if (failures.length > 0) {
@@ -338,14 +362,31 @@ function openNetlinkBatch(opts: NetlinkTableOptions, protocol: number): RouteBat
  * ```
  */
 export function createNetlinkTable(opts: NetlinkTableOptions = {}): RouteTable {
+  let spare: NetlinkSocket | undefined;
+  const kept: SocketSource = {
+    take() {
+      const sock = spare ?? openSocket(opts);
+      spare = undefined;
+      return sock;
+    },
+    async give(sock, healthy) {
+      if (healthy && spare === undefined) spare = sock;
+      else await sock.close();
+    },
+  };
   return {
     list: () => listRoutes(opts),
     async apply(ops, protocol) {
-      const batch = openNetlinkBatch(opts, protocol);
+      const batch = openNetlinkBatch(opts, protocol, kept);
       batch.write(ops);
       return await batch.close();
     },
     openBatch: (protocol) => openNetlinkBatch(opts, protocol),
     localAddresses: () => listAddresses(opts),
+    async close() {
+      const sock = spare;
+      spare = undefined;
+      await sock?.close();
+    },
   };
 }

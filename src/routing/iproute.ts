@@ -299,6 +299,9 @@ export function createIprouteTable(opts: IprouteOptions = {}): RouteTable {
       return openBatch(opts, protocol);
     },
 
+    // Every call runs processes of its own: nothing is kept.
+    close: () => Promise.resolve(),
+
     async localAddresses() {
       const json = await ipJson(opts, ["-json", "address", "show"]);
       const parsed = AddrJson.safeParse(json);

@@ -13,16 +13,24 @@
  */
 import { indexKernel, inPlace, type KernelIndex, type OurRoute, routeKey } from "./diff.ts";
 import type { Plan, PlanChanges } from "./plan.ts";
+import type { Problem } from "./problem.ts";
 import type { KernelRoute, Route, RouteOp } from "./types.ts";
 
 /** What an applied operation did to a destination, as a log line names it. */
 export type Change = "route added" | "route replaced" | "route deleted";
 
-/** Where the kernel differs from the plan: what is ours there, and whether a route is planned. */
+/**
+ * Where the kernel differs from the plan: what is ours there, whether a route is planned,
+ * and what the kernel said there (a foreign route in the way, a refusal).
+ */
 interface Deviation {
   readonly at: OurRoute | OurRoute[] | undefined;
   readonly planned: boolean;
+  readonly problems?: readonly Problem[];
 }
+
+/** What the kernel said at each destination in one reconcile. */
+export type KernelProblems = ReadonlyMap<string, readonly Problem[]>;
 
 /** The key ({@link routeKey}) of the destination a route event names. */
 export function eventKey(dst: string): string {
@@ -122,24 +130,25 @@ export class KernelView {
 
   /**
    * After a full diff and its batch: `index` (the read, with the operations applied) against
-   * every planned route. Only the differences are kept: the 10,000 routes read at 5,000
-   * nodes, and their texts, are not.
+   * every planned route, and what the kernel said (`said`). Only the differences are kept:
+   * the 10,000 routes read at 5,000 nodes, and their texts, are not.
    */
-  keepAll(index: KernelIndex, desired: readonly Route[]): void {
+  keepAll(index: KernelIndex, desired: readonly Route[], said: KernelProblems): void {
     const odd = new Map<string, Deviation>();
     let found = 0;
     for (const route of desired) {
       const key = routeKey(route);
       const at = index.ours.get(key);
       if (at !== undefined) found++;
-      if (at === undefined || Array.isArray(at) || !inPlace(at, route)) {
-        odd.set(key, { at, planned: true });
+      const problems = said.get(key);
+      if (problems || at === undefined || Array.isArray(at) || !inPlace(at, route)) {
+        odd.set(key, { at, planned: true, problems });
       }
     }
     if (found < index.ours.size) {
       const wanted = new Set(desired.map(routeKey));
       for (const [key, at] of index.ours) {
-        if (!wanted.has(key)) odd.set(key, { at, planned: false });
+        if (!wanted.has(key)) odd.set(key, { at, planned: false, problems: said.get(key) });
       }
     }
     this.#odd = odd;
@@ -147,17 +156,26 @@ export class KernelView {
 
   /**
    * After a diff of the destinations a change touched (`index` from {@link around}, with the
-   * operations applied): keeps what still differs from the plan there.
+   * operations applied): keeps what still differs from the plan there, and what the kernel
+   * said there (`said`); what it said elsewhere stands.
    */
-  keep(index: KernelIndex, changes: PlanChanges): void {
+  keep(index: KernelIndex, changes: PlanChanges, said: KernelProblems): void {
     for (const [key, { now }] of changes) {
       const at = index.ours.get(key);
+      const problems = said.get(key);
       const exact = now === undefined
         ? at === undefined
         : at !== undefined && !Array.isArray(at) && inPlace(at, now);
-      if (exact) this.#odd.delete(key);
-      else this.#odd.set(key, { at, planned: now !== undefined });
+      if (exact && !problems) this.#odd.delete(key);
+      else this.#odd.set(key, { at, planned: now !== undefined, problems });
     }
+  }
+
+  /** What the kernel said where it differs from the plan, as of the diffs that found it. */
+  problems(): Problem[] {
+    const out: Problem[] = [];
+    for (const d of this.#odd.values()) if (d.problems) { for (const p of d.problems) out.push(p); }
+    return out;
   }
 
   /**

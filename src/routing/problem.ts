@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { OpFailure } from "./types.ts";
+
 /** Why something of a node is not routed. */
 export type ProblemKind =
   /** The value cannot be parsed. */
@@ -66,5 +68,17 @@ export function foreignRouteProblem(
     value: c.route.dst,
     reason: `a route of protocol ${c.foreign.protocol}` +
       `${c.foreign.via ? ` via ${c.foreign.via}` : ""} already has this destination; left alone`,
+  };
+}
+
+/** The problem of an operation the kernel refused. */
+export function refusalProblem(f: OpFailure): Problem {
+  const r = f.op.route;
+  return {
+    node: "node" in r ? r.node : "",
+    kind: "kernel",
+    field: "route",
+    value: `${r.dst} via ${r.via ?? "-"}`,
+    reason: `${f.op.op} refused by the kernel: ${f.error}`,
   };
 }

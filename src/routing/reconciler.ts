@@ -1,26 +1,28 @@
 /**
  * The reconciler: the only writer of routes. Every trigger (watch event, route monitor,
- * periodic resync) collapses into one pending reconcile; never two run at once.
+ * periodic resync) collapses into one pending reconcile; never two run at once (folded.ts).
  *
  * Reading the whole kernel table costs more than planning, so a watch-triggered reconcile
- * diffs against the kernel view kept from the last full read plus the operations applied
- * since (kernel_view.ts). Anything that can make that view wrong (the route monitor, a failed
- * reconcile, the resync) forces a full read. Nodes are checked once each (node_checker.ts),
- * problems said once each (problem_log.ts), and the first list may get a head start
- * (head_start.ts).
+ * plans the nodes that changed and diffs the destinations whose route changed against the
+ * kernel view: where the kernel differs from the plan, as the last full read and the
+ * operations since left it (kernel_view.ts). Anything that can make that view wrong (a route
+ * monitor event that calls for it, a failed reconcile, the resync) forces a full read. Nodes
+ * are checked once each (node_checker.ts), problems said once each (problem_log.ts), and the
+ * first list may get a head start (head_start.ts).
  *
  * @module
  */
 import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
 import { type Diff, diff, diffSome, type KernelIndex, routeKey } from "./diff.ts";
+import { Folded } from "./folded.ts";
 import { HeadStart } from "./head_start.ts";
 import { type Change, eventKey, KernelView } from "./kernel_view.ts";
 import { NodeChecker } from "./node_checker.ts";
 import type { NetworkSource } from "./node_parse.ts";
 import type { CheckedNode, PlanRules } from "./check.ts";
 import { type Plan, type PlanChanges, planChanges, Planner } from "./plan.ts";
-import { foreignRouteProblem, type Problem } from "./problem.ts";
+import { foreignRouteProblem, type Problem, refusalProblem } from "./problem.ts";
 import { ProblemLog } from "./problem_log.ts";
 import type {
   KernelRoute,
@@ -109,18 +111,17 @@ export class Reconciler {
   #changed: Map<string, NodeInfo | undefined> | undefined;
   /** Destinations where a route of ours went that we did not delete: to put back. */
   #lost = new Set<string>();
-  /** Problems found in the kernel (foreign routes in the way, refusals), by node. */
-  #kernelProblems: Problem[] = [];
   readonly #view: KernelView;
   readonly #problems: ProblemLog;
   /** Undefined once the start is over (a reconcile has begun, or the reconciler stopped). */
   #start: StartState | undefined = { over: Promise.withResolvers<undefined>() };
-  /** The folded trigger of the next reconcile, and whether it must read the kernel in full. */
-  #pending: Trigger | undefined;
+  /** The reconciles asked for, folded; and whether the next must read the kernel in full. */
+  readonly #runs = new Folded<Trigger>(
+    (trigger) => this.#run(trigger),
+    // The most telling reason names the folded run.
+    (pending, next) => pending === "watch" ? next : pending,
+  );
   #full = true;
-  #running: Promise<void> | undefined;
-  #quietSince = performance.now();
-  #stopped = false;
   #last: ReconcileResult | undefined;
 
   constructor(opts: ReconcilerOptions) {
@@ -137,7 +138,7 @@ export class Reconciler {
 
   /** For how many milliseconds no reconcile has run or been pending (0 while one is). */
   get quietMs(): number {
-    return this.#running ? 0 : performance.now() - this.#quietSince;
+    return this.#runs.quietMs;
   }
 
   /**
@@ -151,11 +152,8 @@ export class Reconciler {
   }
 
   #request(reason: Trigger, full = reason !== "watch"): void {
-    if (this.#stopped) return;
     if (full) this.#full = true;
-    // Keep the most telling reason for the folded run.
-    if (this.#pending === undefined || this.#pending === "watch") this.#pending = reason;
-    if (!this.#running) this.#running = this.#loop();
+    this.#runs.request(reason);
   }
 
   /**
@@ -267,38 +265,27 @@ export class Reconciler {
   }
 
   /** Resolves when no reconcile is pending or running. */
-  async idle(): Promise<void> {
-    while (this.#running) await this.#running;
+  idle(): Promise<void> {
+    return this.#runs.idle();
   }
 
   /** Stops taking triggers; waits for a running reconcile (or head start) to end. */
   async stop(): Promise<void> {
-    this.#stopped = true;
-    this.#pending = undefined;
-    await this.idle();
+    await this.#runs.stop();
     // Routes already sent stay, as every route does when the daemon stops.
     await this.#endStart()?.head?.batch.close().catch(() => {});
   }
 
-  async #loop(): Promise<void> {
+  async #run(trigger: Trigger): Promise<void> {
     try {
-      while (this.#pending !== undefined && !this.#stopped) {
-        const trigger = this.#pending;
-        this.#pending = undefined;
-        try {
-          const result = await this.#reconcile(trigger);
-          this.#last = result;
-          await this.#opts.onResult?.(result);
-        } catch (e) {
-          // Read the kernel and plan every node afresh: either may be what failed.
-          this.#full = true;
-          this.#changed = undefined;
-          this.#opts.log.error("reconcile failed", { trigger, error: e });
-        }
-      }
-    } finally {
-      this.#running = undefined;
-      this.#quietSince = performance.now();
+      const result = await this.#reconcile(trigger);
+      this.#last = result;
+      await this.#opts.onResult?.(result);
+    } catch (e) {
+      // Read the kernel and plan every node afresh: either may be what failed.
+      this.#full = true;
+      this.#changed = undefined;
+      this.#opts.log.error("reconcile failed", { trigger, error: e });
     }
   }
 
@@ -334,8 +321,6 @@ export class Reconciler {
     this.#changed = new Map();
     const lost = this.#lost;
     this.#lost = new Set();
-    // The nodes whose destinations are diffed now; what the kernel said of the others stands.
-    const replanned = new Set(changed?.keys());
     let index: KernelIndex;
     let desired: Route[] | undefined;
     let diffed: Diff;
@@ -351,13 +336,10 @@ export class Reconciler {
       changes = this.#replanTelling(changed);
       // What is planned where a route of ours went goes back.
       for (const key of lost) {
-        let change = changes.get(key);
-        if (!change) {
-          // The plan there is as before; the view says the route is gone.
-          const now = this.#planner.routeAt(key);
-          changes.set(key, change = { was: now, now });
-        }
-        if (change.now) replanned.add(change.now.node);
+        if (changes.has(key)) continue;
+        // The plan there is as before; the view says the route is gone.
+        const now = this.#planner.routeAt(key);
+        changes.set(key, { was: now, now });
       }
       index = this.#view.around(changes);
       diffed = diffSome(changes, index);
@@ -393,25 +375,22 @@ export class Reconciler {
       for (const op of head?.ops ?? []) if (!refused.has(op)) said("route added", op, "head start");
     }
     this.#view.applied(index, ops, refused, debug ? (c, op) => said(c, op, trigger) : undefined);
-    if (desired) this.#view.keepAll(index, desired);
-    else if (changes) this.#view.keep(index, changes);
+    // What the kernel said, by destination: kept with the view, where it differs from the plan.
+    const kernelSaid = new Map<string, Problem[]>();
+    const sayAt = (route: { family: number; dst: string }, p: Problem) => {
+      const key = routeKey(route);
+      const list = kernelSaid.get(key);
+      if (list) list.push(p);
+      else kernelSaid.set(key, [p]);
+    };
+    for (const c of conflicts) sayAt(c.route, foreignRouteProblem(c));
+    for (const f of failures) sayAt(f.op.route, refusalProblem(f));
+    if (desired) this.#view.keepAll(index, desired, kernelSaid);
+    else if (changes) this.#view.keep(index, changes, kernelSaid);
     // Gone again while the batch ran: the view must not count them in.
     for (const key of this.#lost) this.#view.lose(key, this.#planner.wants(key));
 
-    const inKernel = desired ? [] : this.#kernelProblems.filter((p) => !replanned.has(p.node));
-    for (const c of conflicts) inKernel.push(foreignRouteProblem(c));
-    for (const f of failures) {
-      const r = f.op.route;
-      inKernel.push({
-        node: "node" in r ? r.node : "",
-        kind: "kernel",
-        field: "route",
-        value: `${r.dst} via ${r.via ?? "-"}`,
-        reason: `${f.op.op} refused by the kernel: ${f.error}`,
-      });
-    }
-    this.#kernelProblems = inKernel;
-    const problems: Problem[] = [...thePlan.problems, ...inKernel];
+    const problems: Problem[] = [...thePlan.problems, ...this.#view.problems()];
     const fresh = this.#problems.update(problems);
     if (fresh.length > 0) this.#opts.onNewProblems?.(fresh);
 

@@ -63,6 +63,8 @@ export interface RouteTable {
   openBatch(protocol: number): RouteBatch;
   /** Addresses configured on this host (all links, both families). */
   localAddresses(): Promise<LocalAddress[]>;
+  /** Lets go of what the table keeps between calls (a socket); it may be used again. */
+  close(): Promise<void>;
 }
 
 /** A batch being written: one process applying operations in the order they are sent. */
