@@ -11,10 +11,17 @@
  *
  * @module
  */
-import { indexKernel, inPlace, type KernelIndex, type OurRoute, routeKey } from "./diff.ts";
+import {
+  type ForeignConflict,
+  indexKernel,
+  inPlace,
+  type KernelIndex,
+  type OurRoute,
+  routeKey,
+} from "./diff.ts";
 import type { Plan, PlanChanges } from "./plan.ts";
-import type { Problem } from "./problem.ts";
-import type { KernelRoute, Route, RouteOp } from "./types.ts";
+import { foreignRouteProblem, type Problem, refusalProblem } from "./problem.ts";
+import type { KernelRoute, OpFailure, Route, RouteOp } from "./types.ts";
 
 /** What an applied operation did to a destination, as a log line names it. */
 export type Change = "route added" | "route replaced" | "route deleted";
@@ -39,6 +46,23 @@ export function eventKey(dst: string): string {
 
 function count(at: OurRoute | OurRoute[] | undefined): number {
   return at === undefined ? 0 : Array.isArray(at) ? at.length : 1;
+}
+
+/** What the kernel said in one diff and batch, by destination: conflicts, then refusals. */
+export function kernelProblems(
+  conflicts: readonly ForeignConflict[],
+  failures: readonly OpFailure[],
+): KernelProblems {
+  const said = new Map<string, Problem[]>();
+  const sayAt = (route: { family: number; dst: string }, p: Problem) => {
+    const key = routeKey(route);
+    const list = said.get(key);
+    if (list) list.push(p);
+    else said.set(key, [p]);
+  };
+  for (const c of conflicts) sayAt(c.route, foreignRouteProblem(c));
+  for (const f of failures) sayAt(f.op.route, refusalProblem(f));
+  return said;
 }
 
 /** The reconciler's view of the kernel's routes. */

@@ -17,12 +17,12 @@ import type { Logger } from "../log.ts";
 import { type Diff, diff, diffSome, type KernelIndex, routeKey } from "./diff.ts";
 import { Folded } from "./folded.ts";
 import { HeadStart } from "./head_start.ts";
-import { type Change, eventKey, KernelView } from "./kernel_view.ts";
+import { type Change, eventKey, kernelProblems, KernelView } from "./kernel_view.ts";
 import { NodeChecker } from "./node_checker.ts";
 import type { NetworkSource } from "./node_parse.ts";
 import type { CheckedNode, PlanRules } from "./check.ts";
 import { type Plan, type PlanChanges, planChanges, Planner } from "./plan.ts";
-import { foreignRouteProblem, type Problem, refusalProblem } from "./problem.ts";
+import type { Problem } from "./problem.ts";
 import { ProblemLog } from "./problem_log.ts";
 import type {
   KernelRoute,
@@ -317,33 +317,7 @@ export class Reconciler {
 
     // Nothing waits from here to the batch: the plan is of the store as it is now, and the
     // changes that come meanwhile are the next plan's.
-    const changed = this.#changed;
-    this.#changed = new Map();
-    const lost = this.#lost;
-    this.#lost = new Set();
-    let index: KernelIndex;
-    let desired: Route[] | undefined;
-    let diffed: Diff;
-    let changes: PlanChanges | undefined;
-    if (kernel) {
-      if (!(changed && this.#replan(changed))) this.#planAll();
-      index = kernel;
-      // The read may predate the loss of a route of ours.
-      for (const key of lost) index.ours.delete(key);
-      desired = this.#planner.routes();
-      diffed = diff(desired, index);
-    } else {
-      changes = this.#replanTelling(changed);
-      // What is planned where a route of ours went goes back.
-      for (const key of lost) {
-        if (changes.has(key)) continue;
-        // The plan there is as before; the view says the route is gone.
-        const now = this.#planner.routeAt(key);
-        changes.set(key, { was: now, now });
-      }
-      index = this.#view.around(changes);
-      diffed = diffSome(changes, index);
-    }
+    const { index, desired, changes, diffed } = this.#planAndDiff(kernel);
     const thePlan = this.#planner.plan();
     const { ops, conflicts } = diffed;
     const t2 = performance.now();
@@ -367,26 +341,25 @@ export class Reconciler {
     const refused = new Set(failures.map((f) => f.op));
     for (const op of head?.ops ?? []) if (refused.has(op)) index.ours.delete(routeKey(op.route));
     const debug = log.enabled("debug");
-    const said = (change: Change, op: RouteOp, by: string) => {
+    const logChange = (change: Change, op: RouteOp, by: string) => {
       const { dst, via } = op.route;
       log.debug(change, { dst, via, node: "node" in op.route ? op.route.node : undefined, by });
     };
     if (debug) {
-      for (const op of head?.ops ?? []) if (!refused.has(op)) said("route added", op, "head start");
+      for (const op of head?.ops ?? []) {
+        if (!refused.has(op)) logChange("route added", op, "head start");
+      }
     }
-    this.#view.applied(index, ops, refused, debug ? (c, op) => said(c, op, trigger) : undefined);
-    // What the kernel said, by destination: kept with the view, where it differs from the plan.
-    const kernelSaid = new Map<string, Problem[]>();
-    const sayAt = (route: { family: number; dst: string }, p: Problem) => {
-      const key = routeKey(route);
-      const list = kernelSaid.get(key);
-      if (list) list.push(p);
-      else kernelSaid.set(key, [p]);
-    };
-    for (const c of conflicts) sayAt(c.route, foreignRouteProblem(c));
-    for (const f of failures) sayAt(f.op.route, refusalProblem(f));
-    if (desired) this.#view.keepAll(index, desired, kernelSaid);
-    else if (changes) this.#view.keep(index, changes, kernelSaid);
+    this.#view.applied(
+      index,
+      ops,
+      refused,
+      debug ? (c, op) => logChange(c, op, trigger) : undefined,
+    );
+    // What the kernel said is kept with the view, where it differs from the plan.
+    const said = kernelProblems(conflicts, failures);
+    if (desired) this.#view.keepAll(index, desired, said);
+    else if (changes) this.#view.keep(index, changes, said);
     // Gone again while the batch ran: the view must not count them in.
     for (const key of this.#lost) this.#view.lose(key, this.#planner.wants(key));
 
@@ -425,9 +398,42 @@ export class Reconciler {
   }
 
   /**
+   * Plans, and diffs against the kernel: all of it when it was read (`kernel`), else the
+   * destinations whose route changed, against the view.
+   */
+  #planAndDiff(kernel: KernelIndex | undefined): {
+    index: KernelIndex;
+    desired?: Route[];
+    changes?: PlanChanges;
+    diffed: Diff;
+  } {
+    const changed = this.#changed;
+    this.#changed = new Map();
+    const lost = this.#lost;
+    this.#lost = new Set();
+    if (kernel) {
+      if (!(changed && this.#replan(changed))) this.#planAll();
+      // The read may predate the loss of a route of ours.
+      for (const key of lost) kernel.ours.delete(key);
+      const desired = this.#planner.routes();
+      return { index: kernel, desired, diffed: diff(desired, kernel) };
+    }
+    const changes = this.#replanTelling(changed);
+    // What is planned where a route of ours went goes back.
+    for (const key of lost) {
+      if (changes.has(key)) continue;
+      // The plan there is as before; the view says the route is gone.
+      const now = this.#planner.routeAt(key);
+      changes.set(key, { was: now, now });
+    }
+    const index = this.#view.around(changes);
+    return { index, changes, diffed: diffSome(changes, index) };
+  }
+
+  /**
    * Plans the nodes changed since the last plan; undefined when it cannot, and every node
-   * must be planned afresh. A node checked with the rules of now is found by identity: an update that
-   * changed nothing the router reads keeps its object, and its plan.
+   * must be planned afresh. A node checked with the rules of now is found by identity: an
+   * update that changed nothing the router reads keeps its object, and its plan.
    */
   #replan(changed: ReadonlyMap<string, NodeInfo | undefined>): PlanChanges | undefined {
     const removed: CheckedNode[] = [], added: CheckedNode[] = [];
