@@ -82,6 +82,15 @@ Deno.test({
         "replace 10.244.2.0/24",
         "replace fd00:244:0:1::/64",
       ]);
+      // Read through the daemon's adapter: rtnetlink needs no `ip`, and iproute2 reads the same.
+      const others: Record<string, string>[] = [{ PATH: "/nonexistent" }, {
+        ROUTE_ADAPTER: "iproute2",
+      }];
+      for (const extra of others) {
+        const again = await cli({ ...env, ...extra }, "routes", "-o", "json", ...flags);
+        assert.equal(again.code, 0, again.err);
+        assert.deepEqual(JSON.parse(again.out), r, JSON.stringify(extra));
+      }
       const table = await cli(env, "routes", ...flags);
       assert.match(table.out, /diff \(3 operations, dry run\)/);
       // A dry run: the kernel is unchanged.

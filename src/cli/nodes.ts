@@ -5,19 +5,13 @@
  * @module
  */
 import { cidrContains, parseCidr } from "../net/ip.ts";
-import { createIprouteTable } from "../routing/iproute.ts";
 import { allocationView } from "./allocation.ts";
-import { kernelProblems, listNodes, parseView, planFor, table } from "./snapshot.ts";
+import { kernelProblems, parseView, planFor, readSnapshot, table } from "./snapshot.ts";
 
 /** `nodes [-o json] [--kubeconfig FILE] [--netns NS]` */
 export async function nodesCommand(args: string[]): Promise<number> {
   const { flags, cfg } = parseView(args);
-  const kernelTable = createIprouteTable({ netns: flags.netns });
-  const [nodes, local, kernel] = await Promise.all([
-    listNodes(cfg, flags.kubeconfig),
-    kernelTable.localAddresses(),
-    kernelTable.list(),
-  ]);
+  const { nodes, local, kernel } = await readSnapshot(flags, cfg);
   const p = planFor(cfg, nodes, local);
   const inKernel = kernelProblems(p, kernel, local, cfg.protocol);
   const alloc = cfg.clusterCidrs.length > 0

@@ -5,18 +5,12 @@
  * @module
  */
 import { diff, indexKernel } from "../routing/diff.ts";
-import { createIprouteTable } from "../routing/iproute.ts";
-import { listNodes, parseView, planFor, table } from "./snapshot.ts";
+import { parseView, planFor, readSnapshot, table } from "./snapshot.ts";
 
 /** `routes [-o json] [--kubeconfig FILE] [--netns NS]` */
 export async function routesCommand(args: string[]): Promise<number> {
   const { flags, cfg } = parseView(args);
-  const kernelTable = createIprouteTable({ netns: flags.netns });
-  const [nodes, local, kernel] = await Promise.all([
-    listNodes(cfg, flags.kubeconfig),
-    kernelTable.localAddresses(),
-    kernelTable.list(),
-  ]);
+  const { nodes, local, kernel } = await readSnapshot(flags, cfg);
   const p = planFor(cfg, nodes, local);
   const d = diff(p.routes, indexKernel(kernel, cfg.protocol));
   const ours = kernel.filter((r) => r.protocol === cfg.protocol);

@@ -15,6 +15,7 @@ import { diff, indexKernel } from "../routing/diff.ts";
 import { foreignRouteProblem, type Problem } from "../routing/problem.ts";
 import { cidrContainsIp, formatCidr, makeCidr, parseCidr, parseIp } from "../net/ip.ts";
 import type { KernelRoute, LocalAddress } from "../routing/types.ts";
+import { silentLogger } from "../log.ts";
 
 /** Flags common to `nodes` and `routes`. */
 export interface ViewFlags {
@@ -67,6 +68,31 @@ export function parseView(
     },
     cfg,
   };
+}
+
+/**
+ * What the daemon would start from: the nodes, and this host's addresses and routes read
+ * through the daemon's adapter (ROUTE_ADAPTER), in the namespace named by `--netns`.
+ */
+export async function readSnapshot(
+  flags: ViewFlags,
+  cfg: DaemonConfig,
+): Promise<{ nodes: NodeInfo[]; local: LocalAddress[]; kernel: KernelRoute[] }> {
+  const { kernelAdapter } = await import("../routing/adapter.ts");
+  const { table } = await kernelAdapter(cfg.routeAdapter, {
+    netns: flags.netns,
+    log: silentLogger,
+  });
+  try {
+    const [nodes, local, kernel] = await Promise.all([
+      listNodes(cfg, flags.kubeconfig),
+      table.localAddresses(),
+      table.list(),
+    ]);
+    return { nodes, local, kernel };
+  } finally {
+    await table.close();
+  }
 }
 
 /** Lists every node (paged) and keeps the projection the daemon keeps. */
