@@ -386,7 +386,17 @@ function attachFilter(fd: number, program: readonly BpfInstruction[]): void {
   );
 }
 
-function setInt(fd: number, level: number, name: number, value: number, what: string): void {
+/**
+ * Sets an integer socket option on any descriptor of this process; throws a
+ * {@link SyscallError} naming `what` when the kernel refuses, an Error without FFI.
+ */
+export function setInt(
+  fd: number,
+  level: number,
+  name: number,
+  value: number,
+  what: string,
+): void {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setInt32(0, value, true);
   check("setsockopt", lib().setsockopt(fd, level, name, b, 4), what);

@@ -49,7 +49,7 @@ function count(at: OurRoute | OurRoute[] | undefined): number {
 }
 
 /** What the kernel said in one diff and batch, by destination: conflicts, then refusals. */
-export function kernelProblems(
+export function kernelSaid(
   conflicts: readonly ForeignConflict[],
   failures: readonly OpFailure[],
 ): KernelProblems {

@@ -11,6 +11,13 @@ import { type NetworkSource, parseNode } from "./node_parse.ts";
 import { type CheckedNode, checkNode, type PlanRules } from "./check.ts";
 import type { LocalAddress } from "./types.ts";
 
+/** Whether the two objects have the same members, each the same value (by identity). */
+function sameMembers(a: object, b: object): boolean {
+  const x = a as Record<string, unknown>, y = b as Record<string, unknown>;
+  const keys = Object.keys(x);
+  return keys.length === Object.keys(y).length && keys.every((k) => x[k] === y[k]);
+}
+
 /** Checks nodes against the rules of the moment, remembering each check. */
 export class NodeChecker {
   #checked = new WeakMap<NodeInfo, CheckedNode>();
@@ -35,6 +42,12 @@ export class NodeChecker {
    * then returns true.
    */
   use(rules: PlanRules, local: readonly LocalAddress[] = this.#local): boolean {
+    // Every reconcile comes here: the usual case (the same read of the host, the same rules)
+    // is told without serializing them.
+    if (this.#rules && local === this.#local && sameMembers(rules, this.#rules)) {
+      this.#rules = rules;
+      return false;
+    }
     const context = JSON.stringify(
       [rules, local],
       (_k, v) => typeof v === "bigint" ? String(v) : v,

@@ -17,7 +17,7 @@ import type { Logger } from "../log.ts";
 import { type Diff, diff, diffSome, type KernelIndex, routeKey } from "./diff.ts";
 import { Folded } from "./folded.ts";
 import { HeadStart } from "./head_start.ts";
-import { type Change, eventKey, kernelProblems, KernelView } from "./kernel_view.ts";
+import { type Change, eventKey, kernelSaid, KernelView } from "./kernel_view.ts";
 import { NodeChecker } from "./node_checker.ts";
 import type { NetworkSource } from "./node_parse.ts";
 import type { CheckedNode, PlanRules } from "./check.ts";
@@ -357,7 +357,7 @@ export class Reconciler {
       debug ? (c, op) => logChange(c, op, trigger) : undefined,
     );
     // What the kernel said is kept with the view, where it differs from the plan.
-    const said = kernelProblems(conflicts, failures);
+    const said = kernelSaid(conflicts, failures);
     if (desired) this.#view.keepAll(index, desired, said);
     else if (changes) this.#view.keep(index, changes, said);
     // Gone again while the batch ran: the view must not count them in.

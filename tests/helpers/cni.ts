@@ -5,6 +5,7 @@
  * @module
  */
 import { devWrapper } from "../../src/install.ts";
+import { execWithStdin } from "./tools.ts";
 
 /** Where Debian's containernetworking-plugins are. */
 export const SYSTEM_CNI = "/usr/lib/cni";
@@ -92,27 +93,15 @@ export async function callPlugin(call: CniCall): Promise<CniAnswer> {
   const [cmd, args] = call.inNetns
     ? ["ip", ["netns", "exec", call.inNetns, call.plugin]]
     : [call.plugin, []];
-  const child = new Deno.Command(cmd, {
-    args,
-    env: clean,
-    clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = child.stdin.getWriter();
   const text = typeof call.stdin === "string" ? call.stdin : JSON.stringify(call.stdin);
-  await w.write(new TextEncoder().encode(text));
-  await w.close();
-  const out = await child.output();
-  const stdout = new TextDecoder().decode(out.stdout);
+  const out = await execWithStdin(cmd, clean, text, args);
   let json: Record<string, unknown> | undefined;
   try {
-    json = JSON.parse(stdout);
+    json = JSON.parse(out.stdout);
   } catch {
     json = undefined;
   }
-  return { code: out.code, stdout, stderr: new TextDecoder().decode(out.stderr), json };
+  return { ...out, json };
 }
 
 /** Runs a command; throws with its stderr when it fails. Returns stdout. */

@@ -48,16 +48,19 @@ export async function kubeconfigWithTokenFile(
 }
 
 /**
- * Runs a program with a clean environment (PATH kept) and `stdin`; its exit status, stdout and
- * stderr. A program may answer before reading all of its stdin (a CNI plugin asked for its
- * VERSION, or given an unknown command): the broken pipe is then no finding.
+ * Runs a program with a clean environment (PATH kept unless `env` has one) and `stdin`; its
+ * exit status, stdout and stderr. A program may answer before reading all of its stdin (a CNI
+ * plugin asked for its VERSION, or given an unknown command): the broken pipe is then no
+ * finding.
  */
 export async function execWithStdin(
   file: string,
   env: Record<string, string>,
   stdin: string,
+  args: string[] = [],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command(file, {
+    args,
     env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", ...env },
     clearEnv: true,
     stdin: "piped",

@@ -7,34 +7,16 @@
  *
  * Deno gives no handle on an accepted connection, so the socket is found as Linux shows it:
  * its inode in /proc/self/net/tcp{,6} by the two ports, then the descriptor holding that
- * inode in /proc/self/fd; TCP_NODELAY is then set on it through libc.
+ * inode in /proc/self/fd; TCP_NODELAY is then set on it through libc (as the netlink
+ * sockets' options are).
  *
  * @module
  */
 
+import { setInt } from "../../netlink/socket.ts";
+
 const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
-
-type Libc = {
-  setsockopt(fd: number, level: number, name: number, v: Uint8Array, n: number): number;
-};
-let libc: Libc | null | undefined;
-
-function openLibc(): Libc | null {
-  if (libc !== undefined) return libc;
-  try {
-    const lib = Deno.dlopen(
-      "libc.so.6",
-      {
-        setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-      } as const,
-    );
-    libc = lib.symbols;
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
 
 /** The inode of the TCP socket from `localPort` to `remotePort`, if this process has it. */
 function socketInode(localPort: number, remotePort: number): string | undefined {
@@ -72,12 +54,15 @@ function socketFd(inode: string): number | undefined {
  * remote port `remotePort`; returns whether it did (not on other systems, nor without FFI).
  */
 export function setNoDelay(localPort: number, remotePort: number): boolean {
-  const c = openLibc();
-  if (!c) return false;
   const inode = socketInode(localPort, remotePort);
   const fd = inode === undefined ? undefined : socketFd(inode);
   if (fd === undefined) return false;
-  return c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, new Uint8Array([1, 0, 0, 0]), 4) === 0;
+  try {
+    setInt(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
