@@ -7,6 +7,7 @@ import { NodeInformer, type StoreChange } from "../src/kube/informer.ts";
 import { ListSplitter, pickFields } from "../src/kube/json_list.ts";
 import { loadKubeconfig } from "../src/kube/kubeconfig.ts";
 import { NODE_FIELDS, type NodeInfo, toNodeInfo } from "../src/kube/node.ts";
+import { createLogger } from "../src/log.ts";
 import { pollUntil } from "./helpers/netns.ts";
 import { kubeconfigWithTokenFile } from "./helpers/tools.ts";
 
@@ -130,6 +131,33 @@ Deno.test("informer: metadata only lists and watches annotations without spec or
     });
     // Listed items come through the field picker; the watched one whole, as sent.
     assert.deepEqual(seen, ["metadata", "metadata", "metadata", "apiVersion,kind,metadata"]);
+  } finally {
+    await informer.stop();
+    client.close();
+    await api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("informer: stop() during a watch is no failure and waits for no backoff", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-informer-" });
+  const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+  const client = new KubeClient(await loadKubeconfig(`${dir}/kubeconfig`));
+  const warnings: string[] = [];
+  const log = createLogger("warn", { write: (line) => warnings.push(line), text: false });
+  // A backoff step longer than the test's own timeout: a stop that waited for one would fail.
+  const informer = new NodeInformer<NodeInfo>(client, {
+    project: (raw) => toNodeInfo(raw, []),
+    backoff: { initialMs: 60_000, maxMs: 60_000 },
+    log,
+  });
+  try {
+    informer.start();
+    await informer.synced;
+    await pollUntil(() => api.nodes.watcherCount() === 1, { message: "watching" });
+    await informer.stop();
+    assert.deepEqual(warnings, [], "a stop is not a failed watch");
+    assert.equal(informer.stats().shortWatches, 0);
   } finally {
     await informer.stop();
     client.close();

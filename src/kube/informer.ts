@@ -193,6 +193,8 @@ export class NodeInformer<T> {
         }
         const t0 = performance.now();
         const events = await this.#watch(signal);
+        // Ended by stop(): no failure, and nothing to wait for.
+        if (signal.aborted) break;
         const ms = Math.round(performance.now() - t0);
         if (events > 0 || ms >= SHORT_WATCH_MS) continue;
         // A proxy that cuts streams, or a server that ends watches at once: coming straight
@@ -228,6 +230,7 @@ export class NodeInformer<T> {
 
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
+      if (this.#abort.signal.aborted) return resolve();
       const t = setTimeout(resolve, ms);
       this.#wake = () => {
         clearTimeout(t);
