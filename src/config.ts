@@ -13,6 +13,7 @@ import { assignedNumber, protocolRefusal } from "./routing/protocols.ts";
 import { parsePerNodeHostBits, parsePools, type Pool } from "./alloc/pools.ts";
 import { parseLabelSelector } from "./kube/label_selector.ts";
 import { parseAddressInterface, parseAddressSubnets } from "./publish/addresses.ts";
+import { DEFAULT_STATE_DIR } from "./state.ts";
 
 /** Route protocol used when PROTOCOL is unset. */
 export const DEFAULT_PROTOCOL = 202;
@@ -22,8 +23,7 @@ export const DEFAULT_CNI_BIN_DIR = "/opt/cni/bin";
 export const DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d";
 /** Where the image keeps the standard plugins that the installer copies. */
 export const DEFAULT_PLUGINS_DIR = "/opt/xcluster-cni/cni";
-/** Where the daemon writes node state files for the kube-node IPAM. */
-export const DEFAULT_STATE_DIR = "/run/xcluster-cni";
+export { DEFAULT_STATE_DIR } from "./state.ts";
 /** Namespace of the allocation Lease when POD_NAMESPACE is unset. */
 export const DEFAULT_POD_NAMESPACE = "kube-system";
 /** Base of the default HTTP port: the port is this plus PROTOCOL, so instances differ. */

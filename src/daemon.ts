@@ -10,23 +10,22 @@ import { createLogger, fileSink, type Logger, stderrSink } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { serveHttp } from "./http.ts";
 import { kernelAdapter } from "./routing/adapter.ts";
-import { compactHeap, trimMalloc } from "./heap.ts";
+import { QuietRelease } from "./heap.ts";
 import { Reconciler, type ReconcileResult } from "./routing/reconciler.ts";
 import type { RouteTable } from "./routing/types.ts";
-import { writeNodeState } from "./state.ts";
-import { EVENT_NAMESPACE, nodeEvent } from "./events.ts";
+import { NodeStateFile } from "./state.ts";
+import { postNodeEvents } from "./events.ts";
 import type { Problem } from "./routing/problem.ts";
 import { VERSION } from "./version.ts";
 import { type LeaseTiming, startWriters } from "./zero_touch.ts";
 
-/** At most this many Node Events are posted per reconcile. */
-const MAX_EVENTS_PER_RECONCILE = 20;
 /** After the route monitor starts, the time before the full read that closes the gap. */
 const MONITOR_SETTLE_MS = 1000;
-/** How long no reconcile must have run before the daemon gives memory back. */
-const QUIET_MS = 300;
-/** How long at most the daemon waits for such a moment. */
-const QUIET_WAIT_MS = 30_000;
+/**
+ * How long no reconcile must have run before the daemon gives memory back (see
+ * QuietRelease), and how long at most it waits for such a moment.
+ */
+const QUIET = { quiet: 300, maxWait: 30_000 };
 
 /** Reads /etc/machine-id (or the file named), trimmed; "" when absent. */
 export function readMachineId(path = "/etc/machine-id"): string {
@@ -133,7 +132,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const machineId = cfg.nodeName === "" ? readMachineId() : "";
   let selfName = cfg.nodeName;
   let warnedNoSelf = false;
-  let lastState = "";
+  const stateFile = new NodeStateFile(cfg.stateDir, cfg.cidrAnnotation);
 
   const onResult = async (r: ReconcileResult) => {
     metrics.record(r);
@@ -150,31 +149,14 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       conflistPending = false;
       await installMainConflist(cfg, r.plan.self?.addresses[0], table, log);
     }
-    const text = r.plan.selfCidrs.join(",");
-    if (text === lastState) return;
     const own = informer.store.get(selfName);
-    await writeNodeState(cfg.stateDir, {
-      version: 1,
-      node: selfName,
-      ...(own?.machineID ? { machineID: own.machineID } : {}),
-      annotation: cfg.cidrAnnotation,
-      cidrs: [...r.plan.selfCidrs],
-      updated: new Date().toISOString(),
-    });
-    lastState = text;
-    log.info("node state written", { node: selfName, cidrs: text });
-  };
-
-  const postEvents = (problems: Problem[]) => {
-    // Bounded: a flood of bad nodes must not turn into a flood of API writes.
-    for (const p of problems.slice(0, MAX_EVENTS_PER_RECONCILE)) {
-      const event = nodeEvent(p, { protocol: cfg.protocol, host: selfName });
-      if (!event) continue;
-      client.createEvent(EVENT_NAMESPACE, event).catch((error) =>
-        log.warn("posting a Node Event failed", { node: p.node, error })
-      );
+    if (await stateFile.update(selfName, r.plan.selfCidrs, own?.machineID)) {
+      log.info("node state written", { node: selfName, cidrs: r.plan.selfCidrs.join(",") });
     }
   };
+
+  const postEvents = (problems: Problem[]) =>
+    postNodeEvents(client, problems, { protocol: cfg.protocol, host: selfName, log });
 
   const reconciler = new Reconciler({
     table,
@@ -232,46 +214,17 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   let monitorCheck: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
   const started = Promise.withResolvers<void>();
-  /**
-   * Gives back the memory that the start or a full read took (a full read of the table is
-   * megabytes of garbage at thousands of nodes, which V8 and malloc would keep for minutes).
-   */
-  const releaseMemory = (after: "start" | "resync") => {
-    const t0 = performance.now();
-    const given = { heapCompacted: compactHeap(), mallocTrimmed: trimMalloc() };
-    const fields = { ...given, ms: Math.round(performance.now() - t0) };
-    // The start's end is said once; a resync's, every few minutes, only when debugging.
-    if (after === "start") log.info("start complete; idle memory released", fields);
-    else log.debug("resync complete; idle memory released", fields);
-  };
-  /**
-   * Gives the memory back once no reconcile has run for a moment: the collection pauses the
-   * daemon for tens of milliseconds, which a change arriving meanwhile would wait out. A
-   * daemon never quiet gives it back after {@link QUIET_WAIT_MS} all the same.
-   */
-  const quietTimers = new Set<ReturnType<typeof setTimeout>>();
-  const releaseWhenQuiet = (after: "start" | "resync", then?: () => void) => {
-    const from = performance.now();
-    const wait = (ms: number) => {
-      const timer = setTimeout(() => {
-        quietTimers.delete(timer);
-        if (stopped) return;
-        const quiet = reconciler.quietMs;
-        if (quiet < QUIET_MS && performance.now() - from < QUIET_WAIT_MS) {
-          wait(QUIET_MS - quiet);
-          return;
-        }
-        releaseMemory(after);
-        then?.();
-      }, ms);
-      quietTimers.add(timer);
-    };
-    wait(0);
-  };
+  // The memory that the start or a full read took (a full read of the table is megabytes of
+  // garbage at thousands of nodes, which V8 and malloc would keep for minutes) is given back.
+  // The start's end is said once; a resync's, every few minutes, only when debugging.
+  const quietRelease = (said: (fields: Record<string, unknown>) => void) =>
+    new QuietRelease({ ...QUIET, quietMs: () => reconciler.quietMs, done: said });
+  const afterStart = quietRelease((f) => log.info("start complete; idle memory released", f));
+  const afterResync = quietRelease((f) => log.debug("resync complete; idle memory released", f));
   const fullReconcile = async (trigger: "monitor" | "resync", then?: () => void) => {
     reconciler.trigger(trigger);
     await reconciler.idle();
-    if (!stopped) releaseWhenQuiet(trigger === "monitor" ? "start" : "resync", then);
+    if (!stopped) (trigger === "monitor" ? afterStart : afterResync).soon(then);
   };
   const watchKernel = () => {
     const debug = log.enabled("debug");
@@ -295,7 +248,7 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     metrics.ready = true;
     log.info("first sync done", { nodes: informer.store.size });
     const over = () => started.resolve();
-    if (kernel.watchesAtOnce) releaseWhenQuiet("start", over);
+    if (kernel.watchesAtOnce) afterStart.soon(over);
     else {
       watchKernel();
       monitorCheck = setTimeout(() => fullReconcile("monitor", over), MONITOR_SETTLE_MS);
@@ -311,7 +264,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
       stopped = true;
       clearInterval(resync);
       clearTimeout(monitorCheck);
-      for (const timer of quietTimers) clearTimeout(timer);
+      afterStart.stop();
+      afterResync.stop();
       // First, so that the Lease is released while the API can still be reached.
       await writers.stop();
       await Promise.allSettled([

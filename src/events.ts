@@ -6,6 +6,7 @@
  */
 import type { Problem, ProblemKind } from "./routing/problem.ts";
 import { describeProblem } from "./routing/problem.ts";
+import type { Logger } from "./log.ts";
 
 /** Event reasons by problem kind; kinds without one post no Event. */
 const REASONS: Partial<Record<ProblemKind, string>> = {
@@ -18,6 +19,8 @@ const REASONS: Partial<Record<ProblemKind, string>> = {
 
 /** Node Events are recorded in this namespace, as the kubelet does. */
 export const EVENT_NAMESPACE = "default";
+/** At most this many Node Events are posted at once. */
+export const MAX_EVENTS_AT_ONCE = 20;
 
 /** Builds the core/v1 Event for a problem, or undefined when the kind posts none. */
 export function nodeEvent(
@@ -45,4 +48,23 @@ export function nodeEvent(
     reportingComponent: "xcluster-cni",
     reportingInstance: opts.host ?? "",
   };
+}
+
+/**
+ * Posts the Events of new problems without waiting for them, at most
+ * {@link MAX_EVENTS_AT_ONCE}: a flood of bad nodes must not turn into a flood of API writes.
+ * A failed post is logged, never thrown.
+ */
+export function postNodeEvents(
+  client: { createEvent(namespace: string, event: unknown): Promise<void> },
+  problems: readonly Problem[],
+  opts: { protocol: number; host: string; log: Logger },
+): void {
+  for (const p of problems.slice(0, MAX_EVENTS_AT_ONCE)) {
+    const event = nodeEvent(p, opts);
+    if (!event) continue;
+    client.createEvent(EVENT_NAMESPACE, event).catch((error) =>
+      opts.log.warn("posting a Node Event failed", { node: p.node, error })
+    );
+  }
 }

@@ -117,3 +117,30 @@ export function readNodeState(
     throw new Error(`${path}: not a node state file: ${(e as Error).message}`);
   }
 }
+
+/**
+ * The node state file of one network as the daemon keeps it: written when our node's CIDRs
+ * change, not on every reconcile.
+ */
+export class NodeStateFile {
+  // Empty at first: a node with no CIDRs yet has no file written for it.
+  #last = "";
+
+  constructor(readonly dir: string, readonly annotation: string) {}
+
+  /** Writes our node's CIDRs unless the file already holds them; returns whether it wrote. */
+  async update(node: string, cidrs: readonly string[], machineID?: string): Promise<boolean> {
+    const text = cidrs.join(",");
+    if (text === this.#last) return false;
+    await writeNodeState(this.dir, {
+      version: 1,
+      node,
+      ...(machineID ? { machineID } : {}),
+      annotation: this.annotation,
+      cidrs: [...cidrs],
+      updated: new Date().toISOString(),
+    });
+    this.#last = text;
+    return true;
+  }
+}

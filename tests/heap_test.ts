@@ -1,9 +1,11 @@
 /**
  * compactHeap and trimMalloc, each in a Deno of its own: with and without V8's gc exposed
  * (as the image's DENO_V8_FLAGS has it, and as plain `deno run` has it not), and on this
- * machine's glibc (Debian's, as in the image).
+ * machine's glibc (Debian's, as in the image). QuietRelease with real timers and a stand-in
+ * for the release, whose timing is what it decides.
  */
 import assert from "node:assert/strict";
+import { QuietRelease } from "../src/heap.ts";
 
 const HEAP = new URL("../src/heap.ts", import.meta.url).href;
 
@@ -79,4 +81,52 @@ Deno.test("trimMalloc: glibc gives the freed buffers back to the system", async 
     r.after < r.before - 80 * 2 ** 20,
     `anonymous memory ${r.after} bytes after the trim, ${r.before} before`,
   );
+});
+
+/** A QuietRelease whose release records when it ran; `busyFor` ms of reconciles first. */
+function quietRelease(busyFor: number, maxWait: number) {
+  const t0 = performance.now();
+  const runs: number[] = [];
+  const release = new QuietRelease({
+    // Busy: a reconcile has just ended, every time it is asked.
+    quietMs: () => performance.now() - t0 < busyFor ? 0 : 1_000,
+    quiet: 50,
+    maxWait,
+    release: () => {
+      runs.push(performance.now() - t0);
+      return { standIn: true };
+    },
+    done: () => {},
+  });
+  return { release, runs };
+}
+
+Deno.test("QuietRelease: waits while reconciles keep coming, then releases once", async () => {
+  const { release, runs } = quietRelease(300, 10_000);
+  const then = Promise.withResolvers<number>();
+  release.soon(() => then.resolve(runs.length));
+  assert.equal(await then.promise, 1);
+  assert.ok(runs[0] >= 300, `released at ${runs[0]} ms, while still busy`);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(runs.length, 1);
+});
+
+Deno.test("QuietRelease: a process never quiet gets it after the longest wait", async () => {
+  const { release, runs } = quietRelease(Infinity, 200);
+  const then = Promise.withResolvers<void>();
+  release.soon(() => then.resolve());
+  await then.promise;
+  assert.equal(runs.length, 1);
+  assert.ok(runs[0] >= 200 && runs[0] < 2_000, `released at ${runs[0]} ms`);
+});
+
+Deno.test("QuietRelease: stop cancels a waiting release and its follow-up", async () => {
+  const { release, runs } = quietRelease(Infinity, 150);
+  let followed = false;
+  release.soon(() => followed = true);
+  await new Promise((r) => setTimeout(r, 50));
+  release.stop();
+  await new Promise((r) => setTimeout(r, 250));
+  assert.deepEqual(runs, []);
+  assert.equal(followed, false);
 });
