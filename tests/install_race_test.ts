@@ -22,7 +22,8 @@
 import assert from "node:assert/strict";
 import { devWrapper } from "../src/install.ts";
 import { writeNodeState } from "../src/state.ts";
-import { allocatedFiles, IGNORE_CNI, SYSTEM_CNI, TestNetns } from "./helpers/cni.ts";
+import { allocatedFiles, IGNORE_CNI, SYSTEM_CNI } from "./helpers/cni.ts";
+import { Netns } from "./helpers/netns.ts";
 import { execWithStdin, runMain } from "./helpers/tools.ts";
 
 const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
@@ -51,9 +52,9 @@ Deno.test({
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "install-race-" });
     const from = `${dir}/from`, to = `${dir}/to`, gens = `${dir}/gens`;
-    let pod: TestNetns | undefined;
+    let pod: Netns | undefined;
     try {
-      pod = await TestNetns.create("race");
+      pod = await Netns.create("race");
       const podPath = pod.path;
       await Deno.mkdir(from);
       await Deno.mkdir(gens);

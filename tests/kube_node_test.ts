@@ -10,9 +10,9 @@ import {
   type CniCall,
   IGNORE_CNI,
   makeCniBin,
-  TestNetns,
   uniq,
 } from "./helpers/cni.ts";
+import { Netns } from "./helpers/netns.ts";
 
 const ANNOTATION = "cidr.example.com/net1";
 
@@ -82,8 +82,8 @@ Deno.test({
   ignore: IGNORE_CNI,
   async fn() {
     const s = await setup(["10.123.1.0/24", "fd00:123::1:0/112"]);
-    await using node = await TestNetns.create("kn-node");
-    await using pod = await TestNetns.create("kn-pod");
+    await using node = await Netns.create("kn-node");
+    await using pod = await Netns.create("kn-pod");
     const conf = bridgeConf(s);
     const base: CniCall = {
       plugin: `${s.bin}/bridge`,
@@ -206,8 +206,8 @@ Deno.test({
   ignore: IGNORE_CNI,
   async fn() {
     const s = await setup(["fd00:128::/120"]);
-    await using node = await TestNetns.create("kn-node");
-    await using pod = await TestNetns.create("kn-pod");
+    await using node = await Netns.create("kn-node");
+    await using pod = await Netns.create("kn-pod");
     const add = await callPlugin({
       plugin: `${s.bin}/bridge`,
       cniPath: s.bin,

@@ -104,49 +104,6 @@ export async function callPlugin(call: CniCall): Promise<CniAnswer> {
   return { ...out, json };
 }
 
-/** Runs a command; throws with its stderr when it fails. Returns stdout. */
-export async function sh(cmd: string, ...args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    throw new Error(
-      `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`,
-    );
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** A network namespace that removes itself. */
-export class TestNetns implements AsyncDisposable {
-  private constructor(readonly name: string) {}
-
-  /** Path for CNI_NETNS. */
-  get path(): string {
-    return `/var/run/netns/${this.name}`;
-  }
-
-  /** Creates a namespace with a unique name. */
-  static async create(prefix = "kn"): Promise<TestNetns> {
-    const ns = new TestNetns(uniq(prefix));
-    await sh("ip", "netns", "add", ns.name);
-    await sh("ip", "-n", ns.name, "link", "set", "lo", "up");
-    return ns;
-  }
-
-  /** Addresses (`addr/prefix`) of `ifname` in the namespace, global scope only. */
-  async addresses(ifname: string): Promise<string[]> {
-    const json = JSON.parse(await sh("ip", "-n", this.name, "-json", "addr", "show", ifname)) as {
-      addr_info: { local: string; prefixlen: number; scope: string }[];
-    }[];
-    return json.flatMap((l) =>
-      l.addr_info.filter((a) => a.scope === "global").map((a) => `${a.local}/${a.prefixlen}`)
-    );
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await sh("ip", "netns", "del", this.name).catch(() => {});
-  }
-}
-
 /** Files in host-local's data folder for network `name` that record an address. */
 export async function allocatedFiles(dataDir: string, name: string): Promise<string[]> {
   const out: string[] = [];

@@ -45,6 +45,21 @@ export class Netns implements AsyncDisposable {
     return ns;
   }
 
+  /** Path for CNI_NETNS. */
+  get path(): string {
+    return `/var/run/netns/${this.name}`;
+  }
+
+  /** Addresses (`addr/prefix`) of `ifname` in the namespace, global scope only. */
+  async addresses(ifname: string): Promise<string[]> {
+    const json = JSON.parse(await this.ip("-json", "addr", "show", ifname)) as {
+      addr_info: { local: string; prefixlen: number; scope: string }[];
+    }[];
+    return json.flatMap((l) =>
+      l.addr_info.filter((a) => a.scope === "global").map((a) => `${a.local}/${a.prefixlen}`)
+    );
+  }
+
   /** Runs `ip -n NAME ...`. */
   ip(...args: string[]): Promise<string> {
     return run("ip", "-n", this.name, ...args);
