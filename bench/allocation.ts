@@ -47,12 +47,12 @@ import {
   startCluster,
 } from "./cluster.ts";
 import { DaemonProcess } from "./daemon.ts";
+import { pollUntil } from "../src/devcluster/poll.ts";
 import {
   type BenchNetns,
   deferCleanup,
   type Figure,
   percentile,
-  pollUntil,
   round,
   RouteMonitor,
   sleep,
@@ -124,10 +124,13 @@ function recordCommits<T extends ObjectJson>(
     async until(keys, timeoutMs) {
       await pollUntil(
         () => Promise.resolve(keys.every((k) => times.has(k))),
-        timeoutMs,
-        () => {
-          const missing = keys.filter((k) => !times.has(k));
-          return `${missing.length} of ${keys.length} writes missing (${missing.slice(0, 3)})`;
+        {
+          timeoutMs,
+          intervalMs: 5,
+          message: () => {
+            const missing = keys.filter((k) => !times.has(k));
+            return `${missing.length} of ${keys.length} writes missing (${missing.slice(0, 3)})`;
+          },
         },
       );
     },
@@ -170,8 +173,12 @@ async function routeTimes(
       }
       return Promise.resolve(pending.size === 0);
     },
-    timeoutMs,
-    () => `${pending.size} of ${cidrs.length} routes missing (${[...pending].slice(0, 3)})`,
+    {
+      timeoutMs,
+      intervalMs: 5,
+      message: () =>
+        `${pending.size} of ${cidrs.length} routes missing (${[...pending].slice(0, 3)})`,
+    },
   );
   return found;
 }
@@ -581,8 +588,7 @@ async function settle(daemons: readonly DaemonProcess[], quietMs = 500): Promise
 async function waitLeading(d: DaemonProcess): Promise<void> {
   await pollUntil(
     async () => (await d.stats()).allocation?.leader === true,
-    TIMEOUT_MS,
-    () => "the first daemon never led",
+    { timeoutMs: TIMEOUT_MS, intervalMs: 5, message: "the first daemon never led" },
   );
 }
 

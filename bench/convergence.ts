@@ -31,7 +31,8 @@ import {
   SELF,
 } from "./cluster.ts";
 import { type DaemonOptions, DaemonProcess } from "./daemon.ts";
-import { type BenchNetns, type Figure, median, pollUntil, round, wallMs } from "./lib.ts";
+import { type BenchNetns, type Figure, median, round, wallMs } from "./lib.ts";
+import { pollUntil } from "../src/devcluster/poll.ts";
 
 /** Times a raw `ip -batch` of the 2N routes in a fresh namespace, which is returned. */
 export async function baselineBatch(n: number): Promise<{ ms: number; ns: BenchNetns }> {
@@ -151,8 +152,7 @@ export async function convergeOnce(
   if ((last = await c.ns.countRoutes(PROTOCOL)) !== want) {
     await pollUntil(
       async () => (last = await c.ns.countRoutes(PROTOCOL)) === want,
-      120_000,
-      () => `${last} of ${want} routes`,
+      { timeoutMs: 120_000, intervalMs: 5, message: () => `${last} of ${want} routes` },
     );
     seen = wallMs();
   }

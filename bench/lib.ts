@@ -535,17 +535,3 @@ export async function childrenOf(pid: number): Promise<number[]> {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
-
-/** Polls `cond` until it holds; throws after `timeoutMs`. Returns the time it held. */
-export async function pollUntil(
-  cond: () => Promise<boolean>,
-  timeoutMs: number,
-  message: () => string,
-): Promise<number> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return performance.now();
-    if (performance.now() > deadline) throw new Error(`timed out: ${message()}`);
-    await sleep(5);
-  }
-}

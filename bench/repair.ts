@@ -8,11 +8,11 @@
  */
 import { addressing, type BenchCluster, PROTOCOL } from "./cluster.ts";
 import type { RouteOp } from "../src/routing/types.ts";
+import { pollUntil } from "../src/devcluster/poll.ts";
 import {
   type BenchNetns,
   type Figure,
   median,
-  pollUntil,
   round,
   routeLine,
   type RouteMonitor,
@@ -62,8 +62,7 @@ export async function repairTimes(
     times.push(Math.max(...ts) - t0);
     await pollUntil(
       async () => (await c.ns.countRoutes(PROTOCOL)) === 2 * c.n,
-      10_000,
-      () => "routes after repair",
+      { timeoutMs: 10_000, intervalMs: 5, message: "routes after repair" },
     );
   }
   return times;

@@ -406,8 +406,8 @@ async function net3Host(): Promise<Netns> {
 }
 
 /** Polls until the publisher has read `address` (present or not, as `present` says). */
-function untilRead(pub: AddressPublisher, address: string, present = true): Promise<void> {
-  return pollUntil(() => pub.addresses().some((a) => a.address === address) === present, {
+async function untilRead(pub: AddressPublisher, address: string, present = true): Promise<void> {
+  await pollUntil(() => pub.addresses().some((a) => a.address === address) === present, {
     message: `publisher never read ${address} ${present ? "present" : "gone"}`,
   });
 }

@@ -110,18 +110,4 @@ export async function lanHost(prefix: string): Promise<Netns> {
   return ns;
 }
 
-/** Polls until `cond` holds, or throws the message after the deadline. */
-export async function pollUntil(
-  cond: () => boolean | Promise<boolean>,
-  opts: { timeoutMs?: number; intervalMs?: number; message?: string | (() => string) } = {},
-): Promise<void> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 5000);
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) {
-      const m = typeof opts.message === "function" ? opts.message() : opts.message;
-      throw new Error(`timed out: ${m ?? "condition not met"}`);
-    }
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
-  }
-}
+export { pollUntil } from "../../src/devcluster/poll.ts";

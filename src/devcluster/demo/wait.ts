@@ -4,29 +4,32 @@
  * @module
  */
 
+import { pollUntil } from "../poll.ts";
 import { checkInterrupted } from "./topology.ts";
 
 /**
- * Retries `check` every 100 ms until it resolves; after `ms` throws naming `what`; at once
- * when the demo is interrupted.
+ * Retries `check` every 100 ms until it resolves; after `ms` throws naming `what` and the
+ * check's last error; at once when the demo is interrupted.
  */
 export async function pollUntilDone(
   check: () => Promise<void>,
   ms: number,
   what: string,
 ): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
+  let last: unknown;
+  await pollUntil(async () => {
     checkInterrupted();
     try {
       await check();
-      return;
+      return true;
     } catch (e) {
       checkInterrupted();
-      if (Date.now() > deadline) {
-        throw new Error(`timed out waiting for ${what}: ${(e as Error).message}`);
-      }
+      last = e;
+      return false;
     }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  }, {
+    timeoutMs: ms,
+    intervalMs: 100,
+    message: () => `waiting for ${what}: ${(last as Error | undefined)?.message}`,
+  });
 }
