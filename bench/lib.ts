@@ -8,6 +8,7 @@
  */
 import { createNetlinkTable } from "../src/netlink/table.ts";
 import type { RouteOp } from "../src/routing/types.ts";
+import { Netns, run } from "../src/devcluster/netns.ts";
 
 /** Milliseconds on a clock shared by every process of this machine (sub-millisecond). */
 export function wallMs(): number {
@@ -176,61 +177,24 @@ export async function runProgram(main: () => Promise<number>): Promise<void> {
   }
 }
 
-/** Runs a program; returns stdout; throws with the command and stderr when it fails. */
-export async function run(cmd: string, args: string[], stdin?: string): Promise<string> {
-  const child = new Deno.Command(cmd, {
-    args,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const stdout = new TextDecoder().decode(out.stdout);
-  if (out.code !== 0) {
-    const stderr = new TextDecoder().decode(out.stderr).trim().slice(0, 500);
-    throw new Error(`${cmd} ${args.join(" ").slice(0, 200)}: exit ${out.code}: ${stderr}`);
-  }
-  return stdout;
-}
+export { run };
 
 let nsCounter = 0;
 
 /** A network namespace owned by the benchmark; removed by {@link cleanupAll} at the latest. */
-export class BenchNetns {
+export class BenchNetns extends Netns {
   #release: () => Promise<void>;
 
-  private constructor(readonly name: string) {
-    this.#release = deferCleanup(`netns ${name}`, () => this.#remove());
+  private constructor(name: string) {
+    super(name);
+    this.#release = deferCleanup(`netns ${name}`, () => super.delete());
   }
 
-  /** Creates `xb-<pid>-<n>`: loopback up, IPv6 DAD off. */
-  static async create(): Promise<BenchNetns> {
-    const name = `xb-${Deno.pid}-${nsCounter++}`;
-    await run("ip", ["netns", "add", name]);
-    const ns = new BenchNetns(name);
-    await ns.ip("link", "set", "lo", "up");
-    for (const key of ["all", "default"]) {
-      await run("ip", [
-        "netns",
-        "exec",
-        name,
-        "sysctl",
-        "-q",
-        "-w",
-        `net.ipv6.conf.${key}.accept_dad=0`,
-      ]);
-    }
+  /** Creates `xb-<pid>-<n>`, set up as {@link Netns} does. */
+  static override async create(): Promise<BenchNetns> {
+    const ns = new BenchNetns(`xb-${Deno.pid}-${nsCounter++}`);
+    await ns.setUp();
     return ns;
-  }
-
-  /** `ip -n NAME ...`. */
-  ip(...args: string[]): Promise<string> {
-    return run("ip", ["-n", this.name, ...args]);
   }
 
   /** `ip -n NAME -batch -` with the lines on stdin; the time it took in ms. */
@@ -259,16 +223,6 @@ export class BenchNetns {
     return ms;
   }
 
-  /** A veth pair inside the namespace, both ends up, addresses on the first. */
-  async lan(dev: string, addrs: string[]): Promise<void> {
-    await this.ip("link", "add", dev, "type", "veth", "peer", "name", `${dev}p`);
-    for (const a of addrs) {
-      await this.ip(...(a.includes(":") ? ["-6"] : []), "addr", "add", a, "dev", dev, "nodad");
-    }
-    await this.ip("link", "set", `${dev}p`, "up");
-    await this.ip("link", "set", dev, "up");
-  }
-
   /** Routes of a protocol, both families (one `ip route show table all`). */
   async countRoutes(protocol: number): Promise<number> {
     const text = await this.ip("route", "show", "table", "all", "proto", String(protocol));
@@ -278,12 +232,8 @@ export class BenchNetns {
   }
 
   /** Deletes the namespace now. */
-  delete(): Promise<void> {
+  override delete(): Promise<void> {
     return this.#release();
-  }
-
-  async #remove(): Promise<void> {
-    await run("ip", ["netns", "del", this.name]).catch(() => {});
   }
 }
 
