@@ -315,6 +315,28 @@ Deno.test("toNodeInfo: only the projected fields are read and validated", () => 
   assert.throws(() => toNodeInfo({ metadata: { name: "a" }, status: { addresses: [{}] } }, []));
 });
 
+Deno.test("NODE_FIELDS: a list's projection keeps all that toNodeInfo reads of a node", () => {
+  const node = makeNode({
+    name: "n1",
+    podCIDRs: ["10.0.1.0/24", "fd00:1::/64"],
+    internalIPs: ["192.168.1.2", "fd00:50::2"],
+    annotations: { keep: "10.1.0.0/16", other: "x" },
+    machineID: "0123456789abcdef",
+    realistic: true,
+  });
+  // The API server sets it at creation.
+  (node.metadata as Record<string, unknown>).creationTimestamp = "2026-01-01T00:00:00Z";
+  const whole = toNodeInfo(node, ["keep"]);
+  // Every member of NodeInfo has a value here, so a member the projection lost would show.
+  for (const [key, value] of Object.entries(whole)) {
+    assert.ok(typeof value === "string" ? value !== "" : Object.keys(value).length > 0, key);
+  }
+  const text = JSON.stringify(node);
+  const projected = pickFields(text, NODE_FIELDS);
+  assert.ok(projected.length < text.length / 4, `${projected.length} of ${text.length} bytes`);
+  assert.deepEqual(toNodeInfo(JSON.parse(projected), ["keep"]), whole);
+});
+
 Deno.test("pickFields: only the members asked for, the rest skipped whole", () => {
   const value = {
     metadata: { name: 'n"1', managedFields: [{ a: "}]{[\\" }], annotations: { x: "y" } },

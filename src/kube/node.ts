@@ -27,20 +27,21 @@ export const NodeObjectSchema = z.object({
   }).partial().nullish(),
 });
 
+/** The members a schema reads, as {@link Fields}: objects member by member, the rest whole. */
+function fieldsOf(schema: z.ZodType): Fields {
+  let s = schema;
+  while (s instanceof z.ZodOptional || s instanceof z.ZodNullable) s = s.unwrap() as z.ZodType;
+  if (!(s instanceof z.ZodObject)) return true;
+  const out: Record<string, Fields> = {};
+  for (const [key, member] of Object.entries(s.shape)) out[key] = fieldsOf(member as z.ZodType);
+  return out;
+}
+
 /**
- * The members of a Node that {@link toNodeInfo} reads, for lists that parse only those
- * (see `pickFields` in json_list.ts).
+ * The members of a Node that {@link toNodeInfo} reads, taken from {@link NodeObjectSchema},
+ * for lists that parse only those (see `pickFields` in json_list.ts).
  */
-export const NODE_FIELDS: Fields = {
-  metadata: {
-    name: true,
-    resourceVersion: true,
-    creationTimestamp: true,
-    annotations: true,
-  },
-  spec: { podCIDR: true, podCIDRs: true },
-  status: { addresses: true, nodeInfo: { machineID: true } },
-};
+export const NODE_FIELDS = fieldsOf(NodeObjectSchema) as Exclude<Fields, true>;
 
 /** A parsed Node object, still carrying all annotations. */
 export type NodeObject = z.infer<typeof NodeObjectSchema>;
@@ -99,42 +100,30 @@ function asObject(v: unknown): Json | undefined {
   return typeof v === "object" && v !== null && !Array.isArray(v) ? v as Json : undefined;
 }
 
+/** `fields` taken out of a parsed JSON value, member by member where it is an object. */
+function take(value: unknown, fields: Fields): unknown {
+  const o = asObject(value);
+  if (fields === true || !o) return value;
+  const out: Json = {};
+  for (const key in fields) if (Object.hasOwn(o, key)) out[key] = take(o[key], fields[key]);
+  return out;
+}
+
 /**
- * The fields {@link NodeObjectSchema} reads, taken out of a raw Node before it is validated:
+ * The members {@link NodeObjectSchema} reads, taken out of a raw Node before it is validated:
  * a real Node is mostly images, conditions and managed fields, and validating (or copying)
  * those for 5,000 nodes costs more than everything else the router does with them. Only
  * the annotations asked for are taken. Anything that is not an object is passed on as it
  * is, so that the schema reports it.
  */
 function pick(raw: unknown, keepAnnotations: readonly string[]): unknown {
-  const node = asObject(raw);
-  if (!node) return raw;
-  const meta = asObject(node.metadata);
-  const spec = asObject(node.spec);
-  const status = asObject(node.status);
-  let annotations = meta?.annotations;
-  const all = asObject(annotations);
-  if (all) {
+  const node = take(raw, NODE_FIELDS);
+  const meta = asObject(asObject(node)?.metadata);
+  const all = asObject(meta?.annotations);
+  if (meta && all) {
     const kept: Json = {};
     for (const key of keepAnnotations) if (Object.hasOwn(all, key)) kept[key] = all[key];
-    annotations = kept;
+    meta.annotations = kept;
   }
-  const nodeInfo = asObject(status?.nodeInfo);
-  return {
-    metadata: meta
-      ? {
-        name: meta.name,
-        resourceVersion: meta.resourceVersion,
-        creationTimestamp: meta.creationTimestamp,
-        annotations,
-      }
-      : node.metadata,
-    spec: spec ? { podCIDR: spec.podCIDR, podCIDRs: spec.podCIDRs } : node.spec,
-    status: status
-      ? {
-        addresses: status.addresses,
-        nodeInfo: nodeInfo ? { machineID: nodeInfo.machineID } : status.nodeInfo,
-      }
-      : node.status,
-  };
+  return node;
 }
