@@ -8,7 +8,7 @@
  * operations since left it (kernel_view.ts). Anything that can make that view wrong (a route
  * monitor event that calls for it, a failed reconcile, the resync) forces a full read. Nodes
  * are checked once each (node_checker.ts), problems said once each (problem_log.ts), and the
- * first list may get a head start (head_start.ts).
+ * first list may get a head start (start.ts, head_start.ts).
  *
  * @module
  */
@@ -16,23 +16,15 @@ import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
 import { type Diff, diff, diffSome, type KernelIndex, routeKey } from "./diff.ts";
 import { Folded } from "./folded.ts";
-import { HeadStart } from "./head_start.ts";
 import { type Change, eventKey, kernelSaid, KernelView } from "./kernel_view.ts";
 import { NodeChecker } from "./node_checker.ts";
 import type { NetworkSource } from "./node_parse.ts";
 import type { CheckedNode, PlanRules } from "./check.ts";
+import { type StartEnd, StartPhase } from "./start.ts";
 import { type Plan, type PlanChanges, planChanges, Planner } from "./plan.ts";
 import type { Problem } from "./problem.ts";
 import { ProblemLog } from "./problem_log.ts";
-import type {
-  KernelRoute,
-  LocalAddress,
-  OpFailure,
-  Route,
-  RouteBatch,
-  RouteOp,
-  RouteTable,
-} from "./types.ts";
+import type { KernelRoute, LocalAddress, OpFailure, Route, RouteOp, RouteTable } from "./types.ts";
 
 /** What asked for a reconcile. */
 export type Trigger = "start" | "watch" | "monitor" | "resync";
@@ -73,29 +65,6 @@ export interface ReconcilerOptions {
   onResult?: (result: ReconcileResult) => void | Promise<void>;
 }
 
-/** A head start under way: what decides, the open batch, and what was sent into it. */
-interface HeadStartState {
-  readonly decide: HeadStart;
-  /** The kernel's table as read before the list. */
-  readonly kernel: KernelIndex;
-  readonly batch: RouteBatch;
-  readonly ops: RouteOp[];
-}
-
-/**
- * The start, until the first reconcile ends it: nodes prepared before the host's addresses
- * were read, nodes checked before our own node was seen, and the head start once it began.
- */
-interface StartState {
-  waiting?: NodeInfo[];
-  early?: CheckedNode[];
-  head?: HeadStartState;
-  /** Set when the route monitor saw a change that calls for a full read. */
-  kernelMoved?: boolean;
-  /** Resolves (to undefined) when the start is over. */
-  readonly over: PromiseWithResolvers<undefined>;
-}
-
 const NOTHING_REFUSED: ReadonlySet<RouteOp> = new Set();
 
 /** Runs reconciles on demand, one at a time, folding triggers that arrive meanwhile. */
@@ -114,7 +83,7 @@ export class Reconciler {
   readonly #view: KernelView;
   readonly #problems: ProblemLog;
   /** Undefined once the start is over (a reconcile has begun, or the reconciler stopped). */
-  #start: StartState | undefined = { over: Promise.withResolvers<undefined>() };
+  #start: StartPhase | undefined;
   /** The reconciles asked for, folded; and whether the next must read the kernel in full. */
   readonly #runs = new Folded<Trigger>(
     (trigger) => this.#run(trigger),
@@ -129,6 +98,7 @@ export class Reconciler {
     this.#checker = new NodeChecker(opts.source);
     this.#view = new KernelView(opts.protocol);
     this.#problems = new ProblemLog(opts.log);
+    this.#start = new StartPhase({ ...opts, checker: this.#checker, view: this.#view });
   }
 
   /** The last result, if any reconcile finished. */
@@ -175,7 +145,7 @@ export class Reconciler {
     if (weight === "none") return;
     // Before the first reconcile: it reads the kernel anyway, unless a head start read it
     // already (see #reconcile).
-    if (this.#start) this.#start.kernelMoved = true;
+    if (this.#start) this.#start.kernelMoved();
     else if (weight === "full") this.trigger("monitor");
     else {
       // A route of ours gone: put back what is planned there, with no full read.
@@ -193,40 +163,17 @@ export class Reconciler {
    * meanwhile are used as they are).
    *
    * With `self` (resolving to our own node, however it is found first), also reads the
-   * kernel's table, and once our node is there starts the head start (see head_start.ts):
+   * kernel's table, and once our node is there starts the head start (see start.ts):
    * sure routes go into one open batch as their nodes arrive, and the first reconcile plans
    * against that table plus them and ends the batch with the rest. When our node is not
    * there (undefined) or comes after the list, it is as without.
    */
   async preload(self?: Promise<NodeInfo | undefined>): Promise<void> {
-    const { table, protocol } = this.#opts;
     if (self === undefined) {
-      this.#checker.use(this.#opts.rules(), await table.localAddresses());
+      this.#checker.use(this.#opts.rules(), await this.#opts.table.localAddresses());
       return;
     }
-    const start = this.#start;
-    if (!start) return;
-    start.waiting = [];
-    start.early = [];
-    try {
-      const [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
-      if (this.#start !== start) return;
-      this.#checker.use(this.#opts.rules(), local);
-      for (const node of start.waiting) start.early.push(this.#checker.check(node));
-      start.waiting = undefined;
-      // Not waited for past the first reconcile: our node may be in no list at all.
-      const own = await Promise.race([self, start.over.promise]);
-      if (this.#start !== start || own === undefined) return;
-      // The table as read before the list: whatever changes in it meanwhile, the full read
-      // that follows the first reconcile (see the daemon's route monitor) catches.
-      const kernel = this.#view.read(routes);
-      const decide = new HeadStart(kernel, this.#checker.check(own));
-      start.head = { decide, kernel, batch: table.openBatch(protocol), ops: [] };
-      for (const node of start.early) this.#headStart(node);
-    } finally {
-      start.waiting = undefined;
-      start.early = undefined;
-    }
+    await this.#start?.preload(self);
   }
 
   /**
@@ -237,31 +184,12 @@ export class Reconciler {
    */
   prepare(node: NodeInfo): void {
     if (!this.#checker.ready) {
-      this.#start?.waiting?.push(node);
+      this.#start?.wait(node);
       return;
     }
+    // Checked also once the start is over: the reconcile finds the node's check memoized.
     const checked = this.#checker.check(node);
-    if (this.#start?.early) this.#start.early.push(checked);
-    else this.#headStart(checked);
-  }
-
-  #headStart(node: CheckedNode): void {
-    const head = this.#start?.head;
-    if (!head || head.decide.off) return;
-    const routes = head.decide.routes(node);
-    if (routes.length === 0) return;
-    const ops: RouteOp[] = routes.map((route) => ({ op: "replace", route }));
-    try {
-      head.batch.write(ops);
-    } catch (error) {
-      // Only starting the batch can fail here, before anything was sent: the first reconcile
-      // then applies everything as it would have without a head start. Never thrown to the
-      // informer, which would take the node for a bad object.
-      this.#start!.head = undefined;
-      this.#opts.log.warn("head start stopped: the batch did not start", { error });
-      return;
-    }
-    for (const op of ops) head.ops.push(op);
+    this.#start?.checked(checked);
   }
 
   /** Resolves when no reconcile is pending or running. */
@@ -472,11 +400,10 @@ export class Reconciler {
     this.#planner.reset(checked);
   }
 
-  /** Ends the start (no head start from now on); returns it, if it was not over. */
-  #endStart(): StartState | undefined {
+  /** Ends the start (no head start from now on); says how it ended, if it was not over. */
+  #endStart(): StartEnd | undefined {
     const start = this.#start;
     this.#start = undefined;
-    start?.over.resolve(undefined);
-    return start;
+    return start?.end();
   }
 }
