@@ -102,6 +102,8 @@ export async function churn(
     reconcileMeanMs: round(((s1.durationSumS - s0.durationSumS) / Math.max(1, runs)) * 1000),
     daemonCpuS: round(cpu),
     daemonCpuOwnS: round(p1.cpuSelf - p0.cpuSelf),
+    // The kernel's share: route changes (each walks the IPv4 next-hop records) and the socket.
+    daemonCpuSystemS: round(p1.cpuSystem - p0.cpuSystem),
     daemonCpuIpS: round(p1.cpuChildren - p0.cpuChildren),
     daemonMinorFaults: p1.minorFaults - p0.minorFaults,
     daemonRssMiB: round(p1.rssMiB),

@@ -363,6 +363,8 @@ export function routeLine(dst: string, opts: { via?: string; deleted?: boolean }
 export interface ProcSample {
   /** user + system, own threads. */
   cpuSelf: number;
+  /** The system part of {@link cpuSelf}: the kernel's work for it (netlink, sockets, faults). */
+  cpuSystem: number;
   /** user + system of children it waited for (the `ip` runs). */
   cpuChildren: number;
   rssMiB: number;
@@ -391,6 +393,7 @@ export async function procSample(pid: number | "self"): Promise<ProcSample> {
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
   return {
     cpuSelf: (utime + stime) / clkTck,
+    cpuSystem: stime / clkTck,
     cpuChildren: (cutime + cstime) / clkTck,
     rssMiB: kb("VmRSS") / 1024,
     rssAnonMiB: kb("RssAnon") / 1024,
