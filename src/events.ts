@@ -60,9 +60,12 @@ export function postNodeEvents(
   problems: readonly Problem[],
   opts: { protocol: number; host: string; log: Logger },
 ): void {
-  for (const p of problems.slice(0, MAX_EVENTS_AT_ONCE)) {
+  let posted = 0;
+  for (const p of problems) {
+    if (posted === MAX_EVENTS_AT_ONCE) break;
     const event = nodeEvent(p, opts);
     if (!event) continue;
+    posted++;
     client.createEvent(EVENT_NAMESPACE, event).catch((error) =>
       opts.log.warn("posting a Node Event failed", { node: p.node, error })
     );
