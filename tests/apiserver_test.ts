@@ -9,9 +9,9 @@ import {
 import { EventStore } from "../src/devcluster/apiserver/events.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { humanAge } from "../src/devcluster/apiserver/views.ts";
-import { ApiError, KubeClient } from "../src/kube/client.ts";
+import { ApiError } from "../src/kube/client.ts";
 import { pollUntil } from "./helpers/netns.ts";
-import { call, client, readWatch, type Reply } from "./helpers/apiserver_http.ts";
+import { call, client, kubeClient, readWatch, type Reply } from "./helpers/apiserver_http.ts";
 
 async function withServer(fn: (api: ApiServer, http: Deno.HttpClient) => Promise<void>, opts = {}) {
   const api = await startApiServer({ bookmarkIntervalMs: 100, ...opts });
@@ -574,13 +574,7 @@ Deno.test("apiserver: ages as kubectl prints them, at each change of unit", () =
 
 Deno.test("apiserver: the client's patchNode sends a merge patch; a stale resourceVersion is a 409", () =>
   withServer(async (api) => {
-    const client = new KubeClient({
-      server: api.url,
-      caPem: api.caPem,
-      insecureSkipTLSVerify: false,
-      token: () => Promise.resolve(api.token),
-      source: "test",
-    });
+    const client = kubeClient(api);
     try {
       const made = api.nodes.create(makeNode({ name: "a", labels: { keep: "1" } }));
       const rv = made.metadata.resourceVersion!;
@@ -962,13 +956,7 @@ Deno.test("apiserver: listen addresses are read before anything starts, naming t
 Deno.test("apiserver: the client watches nodes through fetch and through node:https (insecure-skip-tls-verify) alike", () =>
   withServer(async (api) => {
     for (const insecure of [false, true]) {
-      const client = new KubeClient({
-        server: api.url,
-        caPem: insecure ? undefined : api.caPem,
-        insecureSkipTLSVerify: insecure,
-        token: () => Promise.resolve(api.token),
-        source: "test",
-      });
+      const client = kubeClient(api, insecure);
       const stop = new AbortController();
       try {
         const rv = api.nodes.create(makeNode({ name: `w${insecure}` })).metadata.resourceVersion!;

@@ -5,10 +5,10 @@
 import assert from "node:assert/strict";
 import { startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { EVENT_NAMESPACE, MAX_EVENTS_AT_ONCE, postNodeEvents } from "../src/events.ts";
-import { KubeClient } from "../src/kube/client.ts";
 import { createLogger } from "../src/log.ts";
 import type { Problem } from "../src/routing/problem.ts";
 import { pollUntil } from "./helpers/netns.ts";
+import { kubeClient } from "./helpers/apiserver_http.ts";
 
 const refused = (i: number): Problem => ({
   node: `vm-${i}`,
@@ -22,13 +22,7 @@ Deno.test("postNodeEvents: a flood of problems posts a bounded number of Events,
   const api = await startApiServer({});
   const lines: string[] = [];
   const log = createLogger("warn", { write: (l) => lines.push(l), text: false });
-  const client = new KubeClient({
-    server: api.url,
-    caPem: api.caPem,
-    insecureSkipTLSVerify: false,
-    token: () => Promise.resolve(api.token),
-    source: "test",
-  });
+  const client = kubeClient(api);
   try {
     // A kind that posts no Event first: it must not take a place in the bound.
     const problems: Problem[] = [{ ...refused(0), kind: "no-cidrs" }];

@@ -1,11 +1,23 @@
 /** Plain HTTP requests to the embedded API server, for tests of its HTTP semantics. */
 import type { ApiServer } from "../../src/devcluster/apiserver/mod.ts";
+import { KubeClient } from "../../src/kube/client.ts";
 
 /** A response: status, headers and the JSON body ({} when empty). */
 export interface Reply {
   status: number;
   headers: Headers;
   body: Record<string, unknown>;
+}
+
+/** The project's API client for the server, with its token; `insecure` skips the CA. */
+export function kubeClient(api: ApiServer, insecure = false): KubeClient {
+  return new KubeClient({
+    server: api.url,
+    caPem: insecure ? undefined : api.caPem,
+    insecureSkipTLSVerify: insecure,
+    token: () => Promise.resolve(api.token),
+    source: "test",
+  });
 }
 
 /** An HTTP client that trusts the server's CA. */
