@@ -177,8 +177,6 @@ export async function runProgram(main: () => Promise<number>): Promise<void> {
   }
 }
 
-export { run };
-
 let nsCounter = 0;
 
 /** A network namespace owned by the benchmark; removed by {@link cleanupAll} at the latest. */

@@ -30,9 +30,9 @@ import {
   median,
   round,
   RouteMonitor,
-  run,
   runProgram,
 } from "./lib.ts";
+import { run } from "../src/devcluster/netns.ts";
 import { formatTable } from "./table.ts";
 
 /** Figure groups that `--only` accepts. */

@@ -11,8 +11,7 @@
  * Writing: all operations of an apply go out in one `sendto` of many messages, each with its
  * own sequence number and an acknowledgement asked for; the kernel applies them in order
  * inside that call (on a worker thread: see socket.ts, unless the send holds only a few) and
- * queues one acknowledgement per
- * message, which maps every failure back to its operation. The receive buffer must hold all
+ * queues one acknowledgement per message, which maps every failure back to its operation. The receive buffer must hold all
  * those acknowledgements at once (about 800 bytes of kernel memory each), so it is made
  * large (32 MiB asked, CAP_NET_ADMIN lets it past net.core.rmem_max) and a batch is split
  * only when it holds more messages than that buffer, or more bytes than the send buffer.

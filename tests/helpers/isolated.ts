@@ -69,5 +69,5 @@ export async function killHard(child: Deno.ChildProcess): Promise<void> {
     child.kill("SIGKILL");
   } catch { /* already gone */ }
   await child.status;
-  for (const pid of orphans) await run("kill", "-9", String(pid)).catch(() => "");
+  for (const pid of orphans) await run("kill", ["-9", String(pid)]).catch(() => "");
 }

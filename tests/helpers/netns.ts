@@ -14,13 +14,8 @@ export function requireRoot(): string | false {
   return false;
 }
 
-export { Netns } from "../../src/devcluster/netns.ts";
-import { Netns, run as runWith } from "../../src/devcluster/netns.ts";
-
-/** Runs a program; returns stdout; throws with the command and stderr on failure. */
-export function run(cmd: string, ...args: string[]): Promise<string> {
-  return runWith(cmd, args);
-}
+import { Netns } from "../../src/devcluster/netns.ts";
+export { Netns, run } from "../../src/devcluster/netns.ts";
 
 /**
  * A namespace with one LAN, lan0, where this host is 192.168.9.1/24 and fd00:9::1/64 (the

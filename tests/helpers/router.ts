@@ -7,7 +7,7 @@ import { type Daemon, startDaemon } from "../../src/daemon.ts";
 import { type ApiServer, startApiServer } from "../../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../../src/devcluster/nodes.ts";
 import { createLogger, type Logger, silentLogger } from "../../src/log.ts";
-import { Netns, pollUntil, run } from "./netns.ts";
+import { Netns, pollUntil } from "./netns.ts";
 
 /** The secondary network's annotations, in Nordix's format. */
 export const NET3 = { cidr: "cidr.example.com/net3", adr: "adr.example.com/net3" };
@@ -220,7 +220,7 @@ export class RouteWatch {
       await pollUntil(async () => {
         const marker = `10.254.${markers.length % 256}.0/24`;
         markers.push(marker);
-        await run("ip", "-n", ns.name, "route", "replace", marker, "dev", "lo", "proto", "99");
+        await ns.ip("route", "replace", marker, "dev", "lo", "proto", "99");
         await new Promise((r) => setTimeout(r, 20));
         return markers.some((m) => w.#text.includes(m));
       }, { timeoutMs: 5000, message: "ip monitor route listening" });
