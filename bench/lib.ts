@@ -235,21 +235,48 @@ export class BenchNetns extends Netns {
   }
 }
 
-/** One line printed by `ip monitor route`, with the time it was read. */
+/** One line printed by `ip monitor route`, with the time the kernel's message reached `ip`. */
 export interface MonitorLine {
   line: string;
+  /** performance.now() of this process at that moment. */
   t: number;
 }
 
+/** `ip -ts` prefixes each message with its local time of receipt, to the microsecond. */
+const STAMP = /^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})\] ?(.*)$/;
+
 /**
- * `ip -n NS monitor route` in the background: callers wait for a line they expect. Register
+ * Wall-clock ms minus performance.now(), to a few µs. Date.now() is whole ms, read before
+ * performance.now(): each difference is at most the offset, whatever preempts the thread
+ * between the two reads, and the largest over 2 ms comes right after a tick.
+ */
+function wallOffset(): number {
+  let best = -Infinity;
+  const t0 = performance.now();
+  for (let t = t0; t - t0 < 2;) {
+    const wall = Date.now();
+    t = performance.now();
+    best = Math.max(best, wall - t);
+  }
+  return best;
+}
+
+/**
+ * `ip -n NS -ts monitor route` in the background: callers wait for a line they expect. Register
  * the wait before causing the change, so that no line is missed.
+ *
+ * Each line is timed by the `ip` process when the kernel's message reaches it, not when this
+ * process reads the line: this process also serves the API server, and its own pauses (a
+ * scavenge of its store's heap takes 5-25 ms) would otherwise be counted as the daemon's.
  */
 export class RouteMonitor {
   #child: Deno.ChildProcess;
-  #waiters = new Set<{ match: (line: string) => boolean; resolve: (t: number) => void }>();
+  #waiters = new Set<
+    { match: (line: string) => boolean; since: number; resolve: (t: number) => void }
+  >();
   #done: Promise<void>;
   #release: () => Promise<void>;
+  #offset = wallOffset();
   /** Lines seen so far (kept only while {@link record} is on). */
   recorded: MonitorLine[] = [];
   record = false;
@@ -263,7 +290,9 @@ export class RouteMonitor {
   /** Starts the monitor and waits until it listens. */
   static async start(ns: BenchNetns): Promise<RouteMonitor> {
     const child = new Deno.Command("ip", {
-      args: ["-n", ns.name, "monitor", "route"],
+      args: ["-n", ns.name, "-ts", "monitor", "route"],
+      // The stamps are local time with no zone.
+      env: { TZ: "UTC" },
       stdin: "null",
       stdout: "piped",
       stderr: "null",
@@ -282,17 +311,21 @@ export class RouteMonitor {
 
   async #read(): Promise<void> {
     let rest = "";
+    // A multipath route's nexthop lines carry no stamp of their own.
+    let t = performance.now();
     for await (const chunk of this.#child.stdout.pipeThrough(new TextDecoderStream())) {
-      const t = performance.now();
       rest += chunk;
       const lines = rest.split("\n");
       rest = lines.pop() ?? "";
       for (const raw of lines) {
-        const line = raw.trim();
+        const m = STAMP.exec(raw);
+        if (m) t = Date.parse(`${m[1]}Z`) + Number(m[2]) / 1000 - this.#offset;
+        const line = (m ? m[3] : raw).trim();
         if (line === "") continue;
         if (this.record) this.recorded.push({ line, t });
         for (const w of this.#waiters) {
-          if (w.match(line)) {
+          // A line still in the pipe from before the wait is not the change waited for.
+          if (t >= w.since && w.match(line)) {
             this.#waiters.delete(w);
             w.resolve(t);
           }
@@ -308,6 +341,8 @@ export class RouteMonitor {
    * timed late).
    */
   async sync(ns: BenchNetns): Promise<void> {
+    // The wall clock may have been slewed since the last sync.
+    this.#offset = wallOffset();
     const probe = "198.51.100.78/32";
     const seen = this.waitFor((l) => l.includes("198.51.100.78"), 30_000);
     await ns.ip("route", "replace", "unreachable", probe);
@@ -316,13 +351,14 @@ export class RouteMonitor {
   }
 
   /**
-   * Resolves with the time (performance.now) of the first line matching; rejects after
+   * Resolves with the time (performance.now) the first line matching reached `ip`; rejects after
    * `timeoutMs`.
    */
   waitFor(match: (line: string) => boolean, timeoutMs: number): Promise<number> {
     return new Promise((resolve, reject) => {
       const w = {
         match,
+        since: performance.now(),
         resolve: (t: number) => {
           clearTimeout(timer);
           resolve(t);
