@@ -1,7 +1,7 @@
 /**
  * Figure 2, change latency: 500 changes one at a time (a node's CIDR annotation, its
  * address annotation, the node deleted, the node added back), each from the API write (a
- * call on the embedded server's store) until `ip monitor` shows the kernel changed; at
+ * call on the embedded server's store) until the kernel's change reaches `ip monitor`; at
  * rest, and in the start window: the same changes made from a daemon's start for 10 s.
  *
  * @module
