@@ -1,6 +1,7 @@
 /**
  * The reconciler: the only writer of routes. Every trigger (watch event, route monitor,
- * periodic resync) collapses into one pending reconcile; never two run at once (folded.ts).
+ * periodic resync) collapses into one pending reconcile; never two run at once (folded.ts),
+ * and what it must cover (nodes changed, routes lost, a full read) waits in pending.ts.
  *
  * Reading the whole kernel table costs more than planning, so a watch-triggered reconcile
  * plans the nodes that changed and diffs the destinations whose route changed against the
@@ -19,6 +20,7 @@ import { Folded } from "./folded.ts";
 import { type Change, eventKey, kernelSaid, KernelView } from "./kernel_view.ts";
 import { NodeChecker } from "./node_checker.ts";
 import type { NetworkSource } from "./node_parse.ts";
+import { Pending, type PlanWork } from "./pending.ts";
 import type { CheckedNode, PlanRules } from "./check.ts";
 import { type StartEnd, StartPhase } from "./start.ts";
 import { type Plan, type PlanChanges, planChanges, Planner } from "./plan.ts";
@@ -72,25 +74,17 @@ export class Reconciler {
   readonly #opts: ReconcilerOptions;
   readonly #checker: NodeChecker;
   readonly #planner = new Planner();
-  /**
-   * The nodes changed since the last plan, each as that plan had it (undefined: it had
-   * none); undefined when the next plan must start from every node (the start, new rules
-   * or host addresses, a failed reconcile).
-   */
-  #changed: Map<string, NodeInfo | undefined> | undefined;
-  /** Destinations where a route of ours went that we did not delete: to put back. */
-  #lost = new Set<string>();
+  readonly #pending = new Pending();
   readonly #view: KernelView;
   readonly #problems: ProblemLog;
   /** Undefined once the start is over (a reconcile has begun, or the reconciler stopped). */
   #start: StartPhase | undefined;
-  /** The reconciles asked for, folded; and whether the next must read the kernel in full. */
+  /** The reconciles asked for, folded. */
   readonly #runs = new Folded<Trigger>(
     (trigger) => this.#run(trigger),
     // The most telling reason names the folded run.
     (pending, next) => pending === "watch" ? next : pending,
   );
-  #full = true;
   #last: ReconcileResult | undefined;
 
   constructor(opts: ReconcilerOptions) {
@@ -117,12 +111,12 @@ export class Reconciler {
    */
   trigger(reason: Trigger): void {
     // A watch trigger that names no node: any node may have changed.
-    if (reason === "watch") this.#changed = undefined;
+    if (reason === "watch") this.#pending.everyNode();
     this.#request(reason);
   }
 
   #request(reason: Trigger, full = reason !== "watch"): void {
-    if (full) this.#full = true;
+    if (full) this.#pending.readKernel();
     this.#runs.request(reason);
   }
 
@@ -131,11 +125,7 @@ export class Reconciler {
    * again (see {@link Planner}).
    */
   nodesChanged(changes: readonly { name: string; old?: NodeInfo }[]): void {
-    const changed = this.#changed;
-    if (changed) {
-      // The first change of a node since the last plan tells what that plan had.
-      for (const c of changes) if (!changed.has(c.name)) changed.set(c.name, c.old);
-    }
+    this.#pending.nodesChanged(changes);
     this.#request("watch");
   }
 
@@ -149,7 +139,7 @@ export class Reconciler {
     else if (weight === "full") this.trigger("monitor");
     else {
       // A route of ours gone: put back what is planned there, with no full read.
-      this.#lost.add(eventKey(e.dst!));
+      this.#pending.lose(eventKey(e.dst!));
       this.#request("monitor", false);
     }
   }
@@ -211,8 +201,8 @@ export class Reconciler {
       await this.#opts.onResult?.(result);
     } catch (e) {
       // Read the kernel and plan every node afresh: either may be what failed.
-      this.#full = true;
-      this.#changed = undefined;
+      this.#pending.readKernel();
+      this.#pending.everyNode();
       this.#opts.log.error("reconcile failed", { trigger, error: e });
     }
   }
@@ -227,25 +217,24 @@ export class Reconciler {
     // changed meanwhile, a full read follows this reconcile).
     let kernel: KernelIndex | undefined;
     let local: LocalAddress[] | undefined;
+    const read = this.#pending.takeRead();
     if (head) {
-      this.#full = false;
       kernel = head.kernel;
       // Planned as if the head start's routes were in; those the kernel refused come out
       // after the batch, like any refused operation.
       this.#view.applied(kernel, head.ops, NOTHING_REFUSED);
-    } else if (this.#full || !this.#view.known) {
-      this.#full = false;
+    } else if (read || !this.#view.known) {
       let routes: KernelRoute[];
       [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
       kernel = this.#view.read(routes);
     }
-    if (this.#checker.use(this.#opts.rules(), local)) this.#changed = undefined;
+    if (this.#checker.use(this.#opts.rules(), local)) this.#pending.everyNode();
     const readAfter = head !== undefined && start?.kernelMoved === true;
     const t1 = performance.now();
 
     // Nothing waits from here to the batch: the plan is of the store as it is now, and the
     // changes that come meanwhile are the next plan's.
-    const { index, desired, changes, diffed } = this.#planAndDiff(kernel);
+    const { index, desired, changes, diffed } = this.#planAndDiff(kernel, this.#pending.takePlan());
     const thePlan = this.#planner.plan();
     const { ops, conflicts } = diffed;
     const t2 = performance.now();
@@ -289,7 +278,7 @@ export class Reconciler {
     if (desired) this.#view.keepAll(index, desired, said);
     else if (changes) this.#view.keep(index, changes, said);
     // Gone again while the batch ran: the view must not count them in.
-    for (const key of this.#lost) this.#view.lose(key, this.#planner.wants(key));
+    for (const key of this.#pending.lostSince) this.#view.lose(key, this.#planner.wants(key));
 
     const problems: Problem[] = [...thePlan.problems, ...this.#view.problems()];
     const fresh = this.#problems.update(problems);
@@ -329,16 +318,12 @@ export class Reconciler {
    * Plans, and diffs against the kernel: all of it when it was read (`kernel`), else the
    * destinations whose route changed, against the view.
    */
-  #planAndDiff(kernel: KernelIndex | undefined): {
+  #planAndDiff(kernel: KernelIndex | undefined, { changed, lost }: PlanWork): {
     index: KernelIndex;
     desired?: Route[];
     changes?: PlanChanges;
     diffed: Diff;
   } {
-    const changed = this.#changed;
-    this.#changed = new Map();
-    const lost = this.#lost;
-    this.#lost = new Set();
     if (kernel) {
       if (!(changed && this.#replan(changed))) this.#planAll();
       // The read may predate the loss of a route of ours.
