@@ -22,11 +22,11 @@ import { NodeChecker } from "./node_checker.ts";
 import type { NetworkSource } from "./node_parse.ts";
 import { Pending, type PlanWork } from "./pending.ts";
 import type { CheckedNode, PlanRules } from "./check.ts";
-import { type StartEnd, StartPhase } from "./start.ts";
+import { type HeadStartState, type StartEnd, StartPhase } from "./start.ts";
 import { type Plan, type PlanChanges, planChanges, Planner } from "./plan.ts";
 import type { Problem } from "./problem.ts";
 import { ProblemLog } from "./problem_log.ts";
-import type { KernelRoute, LocalAddress, OpFailure, Route, RouteOp, RouteTable } from "./types.ts";
+import type { LocalAddress, OpFailure, Route, RouteOp, RouteTable } from "./types.ts";
 
 /** What asked for a reconcile. */
 export type Trigger = "start" | "watch" | "monitor" | "resync";
@@ -209,25 +209,10 @@ export class Reconciler {
 
   async #reconcile(trigger: Trigger): Promise<ReconcileResult> {
     const t0 = performance.now();
-    const { table, protocol, log } = this.#opts;
+    const { log } = this.#opts;
     const start = this.#endStart();
     const head = start?.head;
-    // The kernel in full, when this reconcile has it: read now, or the head start's read of
-    // just before the list (a read now would catch its batch half done; when the kernel
-    // changed meanwhile, a full read follows this reconcile).
-    let kernel: KernelIndex | undefined;
-    let local: LocalAddress[] | undefined;
-    const read = this.#pending.takeRead();
-    if (head) {
-      kernel = head.kernel;
-      // Planned as if the head start's routes were in; those the kernel refused come out
-      // after the batch, like any refused operation.
-      this.#view.applied(kernel, head.ops, NOTHING_REFUSED);
-    } else if (read || !this.#view.known) {
-      let routes: KernelRoute[];
-      [routes, local] = await Promise.all([table.list(), table.localAddresses()]);
-      kernel = this.#view.read(routes);
-    }
+    const { kernel, local } = await this.#readKernel(head);
     if (this.#checker.use(this.#opts.rules(), local)) this.#pending.everyNode();
     const readAfter = head !== undefined && start?.kernelMoved === true;
     const t1 = performance.now();
@@ -238,21 +223,7 @@ export class Reconciler {
     const thePlan = this.#planner.plan();
     const { ops, conflicts } = diffed;
     const t2 = performance.now();
-    // Registered before the batch runs: the monitor may report the echo of a deletion before
-    // the batch has ended, and an unrecognised echo costs a full read.
-    this.#view.expectEchoes(ops, 1);
-    let failures: OpFailure[] = [];
-    try {
-      if (head) {
-        head.batch.write(ops);
-        failures = await head.batch.close();
-      } else if (ops.length > 0) {
-        failures = await table.apply(ops, protocol);
-      }
-    } catch (e) {
-      this.#view.expectEchoes(ops, -1);
-      throw e;
-    }
+    const failures = await this.#send(ops, head);
     const t3 = performance.now();
 
     const refused = new Set(failures.map((f) => f.op));
@@ -312,6 +283,47 @@ export class Reconciler {
     }
     if (readAfter) this.#request("monitor");
     return result;
+  }
+
+  /**
+   * The kernel in full, when this reconcile has it: read now (with the host's addresses),
+   * or the head start's read of just before the list (a read now would catch its batch half
+   * done; when the kernel changed meanwhile, a full read follows this reconcile). Else
+   * nothing: the view stands for the kernel.
+   */
+  async #readKernel(
+    head: HeadStartState | undefined,
+  ): Promise<{ kernel?: KernelIndex; local?: LocalAddress[] }> {
+    const read = this.#pending.takeRead();
+    if (head) {
+      // Planned as if the head start's routes were in; those the kernel refused come out
+      // after the batch, like any refused operation.
+      this.#view.applied(head.kernel, head.ops, NOTHING_REFUSED);
+      return { kernel: head.kernel };
+    }
+    if (!read && this.#view.known) return {};
+    const [routes, local] = await Promise.all([
+      this.#opts.table.list(),
+      this.#opts.table.localAddresses(),
+    ]);
+    return { kernel: this.#view.read(routes), local };
+  }
+
+  /** Sends the diff's operations: the rest of the head start's batch, else one batch. */
+  async #send(ops: RouteOp[], head: HeadStartState | undefined): Promise<OpFailure[]> {
+    // Registered before the batch runs: the monitor may report the echo of a deletion before
+    // the batch has ended, and an unrecognised echo costs a full read.
+    this.#view.expectEchoes(ops, 1);
+    try {
+      if (head) {
+        head.batch.write(ops);
+        return await head.batch.close();
+      }
+      return ops.length > 0 ? await this.#opts.table.apply(ops, this.#opts.protocol) : [];
+    } catch (e) {
+      this.#view.expectEchoes(ops, -1);
+      throw e;
+    }
   }
 
   /**
