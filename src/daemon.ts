@@ -102,6 +102,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const { NodeInformer } = await import("./kube/informer.ts");
   const access = await loadKubeAccess({ kubeconfig: opts.kubeconfig });
   const client = new KubeClient(access, { log });
+  // A proxy in the environment, or certificate checks off, send the watches through fetch.
+  if (!client.directWatches) log.info("watches go through fetch", { server: access.server });
   const keep = [cfg.cidrAnnotation, cfg.addressAnnotation];
   /** Whether the first full list is in (the reconciles may start). */
   let synced = false;

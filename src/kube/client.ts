@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from "zod";
+import { openWatchStream } from "./watch_stream.ts";
 import type { Logger } from "../log.ts";
 import type { KubeAccess } from "./kubeconfig.ts";
 import { type Fields, ListSplitter, pickFields } from "./json_list.ts";
@@ -198,13 +199,39 @@ export class KubeClient {
   #access: KubeAccess;
   #sender: Promise<{ send: Send; close(): void }>;
   #opts: ClientOptions;
+  /** Whether watches go over a connection of their own (watch_stream.ts). */
+  #direct: boolean;
 
   constructor(access: KubeAccess, opts: ClientOptions = {}) {
     this.#access = access;
     this.#opts = opts;
-    this.#sender = access.insecureSkipTLSVerify && access.server.startsWith("https:")
-      ? insecureSender(access)
-      : Promise.resolve(fetchSender(access));
+    const insecure = access.insecureSkipTLSVerify && access.server.startsWith("https:");
+    this.#sender = insecure ? insecureSender(access) : Promise.resolve(fetchSender(access));
+    this.#direct = !insecure && !proxied();
+  }
+
+  /**
+   * Whether watches go over a connection of their own (watch_stream.ts): not through a proxy
+   * named in the environment, nor with certificate checks off. Else through fetch.
+   */
+  get directWatches(): boolean {
+    return this.#direct;
+  }
+
+  #url(path: string, query: Record<string, string | undefined> = {}): URL {
+    const url = new URL(this.#access.server + path);
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
+    return url;
+  }
+
+  async #headers(accept: string | undefined): Promise<Record<string, string>> {
+    const headers: Record<string, string> = {
+      accept: accept ?? "application/json",
+      "user-agent": this.#opts.userAgent ?? "xcluster-cni",
+    };
+    const token = await this.#access.token();
+    if (token) headers.authorization = `Bearer ${token}`;
+    return headers;
   }
 
   /** Sends a request; non-2xx becomes an ApiError with the Status's reason and message. */
@@ -220,16 +247,8 @@ export class KubeClient {
       contentType?: string;
     } = {},
   ): Promise<Response> {
-    const url = new URL(this.#access.server + path);
-    for (const [k, v] of Object.entries(opts.query ?? {})) {
-      if (v !== undefined) url.searchParams.set(k, v);
-    }
-    const headers: Record<string, string> = {
-      accept: opts.accept ?? "application/json",
-      "user-agent": this.#opts.userAgent ?? "xcluster-cni",
-    };
-    const token = await this.#access.token();
-    if (token) headers.authorization = `Bearer ${token}`;
+    const url = this.#url(path, opts.query);
+    const headers = await this.#headers(opts.accept);
     if (opts.body !== undefined) headers["content-type"] = opts.contentType ?? "application/json";
     const { send } = await this.#sender;
     let res: Response;
@@ -242,33 +261,39 @@ export class KubeClient {
       });
     } catch (e) {
       if (opts.signal?.aborted) throw e;
-      // fetch says only "fetch failed"; what went wrong (refused, reset, TLS) is its cause.
-      const cause = (e as Error).cause;
-      const why = cause instanceof Error ? `: ${cause.message}` : "";
-      throw new ApiError(
-        0,
-        "ConnectionFailed",
-        `${method} ${url.pathname}: ${(e as Error).message}${why}`,
-      );
+      throw connectionFailed(method, url, e);
     }
     if (res.status >= 200 && res.status < 300) return res;
     const text = await res.text().catch(() => "");
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = undefined;
+    throw httpError(method, url, res.status, text, res.headers.get("retry-after"));
+  }
+
+  /**
+   * The lines of a watch: over a connection of its own where fetch would connect directly
+   * (see watch_stream.ts), else through fetch. Errors as {@link request} gives them.
+   */
+  async #watchLines(
+    path: string,
+    query: Record<string, string | undefined>,
+    accept: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<AsyncIterable<string>> {
+    if (!this.#direct) {
+      return watchLines(await this.request("GET", path, { query, accept, signal }), signal);
     }
-    const err = statusError(body, res.status);
-    const retry = res.headers.get("retry-after");
-    throw new ApiError(
-      res.status,
-      err.reason,
-      `${method} ${url.pathname}: ${res.status} ${err.reason}: ${
-        err.message || text.slice(0, 200)
-      }`,
-      retry && /^[0-9]+$/.test(retry) ? Number(retry) : undefined,
-    );
+    const url = this.#url(path, query);
+    const a = this.#access;
+    const target = {
+      url,
+      headers: await this.#headers(accept),
+      caPem: a.caPem,
+      certPem: a.clientCertPem,
+      keyPem: a.clientKeyPem,
+    };
+    const stream = await openWatchStream(target, signal, (e) => connectionFailed("GET", url, e));
+    if (stream.lines) return stream.lines;
+    const retryAfter = stream.headers.get("retry-after");
+    throw httpError("GET", url, stream.status, stream.text ?? "", retryAfter);
   }
 
   /**
@@ -390,19 +415,17 @@ export class KubeClient {
     fieldSelector?: string;
     signal?: AbortSignal;
   }): AsyncGenerator<WatchEvent> {
-    const res = await this.request("GET", "/api/v1/nodes", {
-      accept: opts.metadataOnly ? METADATA_ITEM : undefined,
-      query: {
-        watch: "true",
-        resourceVersion: opts.resourceVersion,
-        timeoutSeconds: opts.timeoutSeconds?.toString(),
-        allowWatchBookmarks: opts.allowWatchBookmarks ? "true" : undefined,
-        labelSelector: opts.labelSelector,
-        fieldSelector: opts.fieldSelector,
-      },
-      signal: opts.signal,
-    });
-    for await (const line of watchLines(res, opts.signal)) {
+    const query = {
+      watch: "true",
+      resourceVersion: opts.resourceVersion,
+      timeoutSeconds: opts.timeoutSeconds?.toString(),
+      allowWatchBookmarks: opts.allowWatchBookmarks ? "true" : undefined,
+      labelSelector: opts.labelSelector,
+      fieldSelector: opts.fieldSelector,
+    };
+    const accept = opts.metadataOnly ? METADATA_ITEM : undefined;
+    const lines = await this.#watchLines("/api/v1/nodes", query, accept, opts.signal);
+    for await (const line of lines) {
       const ev = WatchEventSchema.safeParse(JSON.parse(line));
       if (!ev.success) {
         throw new ApiError(
@@ -512,23 +535,21 @@ export class KubeClient {
     opts: LeaseWatchOptions,
   ): AsyncGenerator<LeaseWatchEvent> {
     const what = `lease ${namespace}/${opts.name}`;
-    const res = await this.request("GET", leasePath(namespace), {
-      query: {
-        watch: "true",
-        resourceVersion: opts.resourceVersion,
-        timeoutSeconds: opts.timeoutSeconds?.toString(),
-        allowWatchBookmarks: "true",
-        fieldSelector: `metadata.name=${opts.name}`,
-      },
-      signal: opts.signal,
-    });
+    const query = {
+      watch: "true",
+      resourceVersion: opts.resourceVersion,
+      timeoutSeconds: opts.timeoutSeconds?.toString(),
+      allowWatchBookmarks: "true",
+      fieldSelector: `metadata.name=${opts.name}`,
+    };
+    const lines = await this.#watchLines(leasePath(namespace), query, undefined, opts.signal);
     const bad = (line: string, why: string) =>
       new ApiError(
         200,
         "BadWatchEvent",
         `watch event of ${what} not understood (${why}): ${line.slice(0, 200)}`,
       );
-    for await (const line of watchLines(res, opts.signal)) {
+    for await (const line of lines) {
       let json: unknown;
       try {
         json = JSON.parse(line);
@@ -557,6 +578,59 @@ export class KubeClient {
   /** Releases connections. */
   close(): void {
     this.#sender.then((s) => s.close()).catch(() => {});
+  }
+}
+
+/** A request that got no answer: refused, reset, TLS. */
+function connectionFailed(method: string, url: URL, e: unknown): ApiError {
+  // fetch says only "fetch failed"; what went wrong is its cause.
+  const cause = (e as Error).cause;
+  const why = cause instanceof Error ? `: ${cause.message}` : "";
+  return new ApiError(
+    0,
+    "ConnectionFailed",
+    `${method} ${url.pathname}: ${(e as Error).message}${why}`,
+  );
+}
+
+/** A non-2xx answer, with the reason and message of its Status where it has one. */
+function httpError(
+  method: string,
+  url: URL,
+  status: number,
+  text: string,
+  retryAfter: string | null | undefined,
+): ApiError {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  const err = statusError(body, status);
+  return new ApiError(
+    status,
+    err.reason,
+    `${method} ${url.pathname}: ${status} ${err.reason}: ${err.message || text.slice(0, 200)}`,
+    retryAfter && /^[0-9]+$/.test(retryAfter) ? Number(retryAfter) : undefined,
+  );
+}
+
+/** Whether the environment names a proxy, which fetch would go through. */
+function proxied(): boolean {
+  const names = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+  ];
+  try {
+    return names.some((n) => (Deno.env.get(n) ?? "") !== "");
+  } catch {
+    // Without leave to read the environment, assume one.
+    return true;
   }
 }
 
