@@ -133,6 +133,20 @@ Deno.test("watch stream: an abort ends the lines quietly and closes the connecti
   await s.closed;
 });
 
+Deno.test("watch stream: an abort ends the opening while the server is silent", async () => {
+  // A listener that never accepts: the kernel completes TCP's handshake, TLS's gets no answer.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const url = new URL(`https://127.0.0.1:${port}/api/v1/nodes`);
+  const ac = new AbortController();
+  const opening = openWatchStream({ url, headers: {} }, ac.signal);
+  setTimeout(() => ac.abort(new Error("stop")), 50);
+  const t0 = performance.now();
+  await assert.rejects(opening, /stop/);
+  assert.ok(performance.now() - t0 < 2000);
+  listener.close();
+});
+
 Deno.test("client watch over its own connection: events, and errors as the list's", async () => {
   const api = await startApiServer({});
   const client = kubeClient(api);

@@ -42,9 +42,15 @@ export async function openWatchStream(
 ): Promise<WatchStream> {
   signal?.throwIfAborted();
   let conn: Deno.Conn;
+  const connecting = connect(target);
   try {
-    conn = await connect(target);
+    conn = await untilAborted(connecting, signal);
   } catch (e) {
+    if (signal?.aborted) {
+      // A connection made after all is closed at once.
+      connecting.then((c) => c.close(), () => {});
+      throw signal.reason;
+    }
     throw mapError(e);
   }
   const close = () => {
@@ -78,6 +84,17 @@ export async function openWatchStream(
     done();
     throw signal?.aborted ? signal.reason : mapError(e);
   }
+}
+
+/** `p`, or the signal's reason as soon as it aborts (a connect to a silent host takes minutes). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([p, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }
 
 async function connect(t: StreamTarget): Promise<Deno.Conn> {
