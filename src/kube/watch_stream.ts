@@ -25,9 +25,8 @@ export interface WatchStream {
   readonly text?: string;
 }
 
-/** Bytes read at once; the most a response's head, or an error's body, may take. */
+/** Bytes read at once, and the most a response's head may take; then an error's body. */
 const READ_BYTES = 64 * 1024;
-const MAX_HEAD = 64 * 1024;
 const MAX_ERROR_BODY = 1024 * 1024;
 
 /**
@@ -69,16 +68,16 @@ export async function openWatchStream(
     for (const [k, v] of Object.entries(target.headers)) head += `${k}: ${v}\r\n`;
     await writeAll(conn, new TextEncoder().encode(`${head}connection: close\r\n\r\n`));
     const buf = new Uint8Array(READ_BYTES);
-    const { status, headers, rest } = await readHead(conn, buf);
+    const { status, headers, first } = await readHead(conn, buf);
     const body = /\bchunked\b/i.test(headers.get("transfer-encoding") ?? "")
       ? new Body("chunked")
       : new Body("length", Number(headers.get("content-length") ?? NaN));
     if (status < 200 || status >= 300) {
-      const text = await readText(conn, buf, body, rest);
+      const text = await readText(conn, buf, body, first);
       done();
       return { status, headers, text };
     }
-    const lines = readLines(conn, buf, body, rest, done, () => signal?.aborted === true, mapError);
+    const lines = readLines(conn, buf, body, first, done, () => signal?.aborted === true, mapError);
     return { status, headers, lines };
   } catch (e) {
     done();
@@ -118,11 +117,11 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
 async function readHead(
   conn: Deno.Conn,
   buf: Uint8Array,
-): Promise<{ status: number; headers: Map<string, string>; rest: Uint8Array }> {
+): Promise<{ status: number; headers: Map<string, string>; first: Uint8Array }> {
   let end = 0;
   let at = -1;
   while ((at = indexOfBlankLine(buf, end)) < 0) {
-    if (end === buf.length) throw new Error(`response head over ${MAX_HEAD} bytes`);
+    if (end === buf.length) throw new Error(`response head over ${buf.length} bytes`);
     const n = await conn.read(buf.subarray(end));
     if (n === null) throw new Error("the connection closed before the response's head");
     end += n;
@@ -138,7 +137,7 @@ async function readHead(
     const value = line.slice(colon + 1).trim();
     headers.set(name, headers.has(name) ? `${headers.get(name)}, ${value}` : value);
   }
-  return { status: Number(m[1]), headers, rest: buf.slice(at + 4, end) };
+  return { status: Number(m[1]), headers, first: buf.slice(at + 4, end) };
 }
 
 /** Where CRLF CRLF starts in `buf` before `end`, or -1. */
@@ -220,13 +219,13 @@ async function readText(
   conn: Deno.Conn,
   buf: Uint8Array,
   body: Body,
-  rest: Uint8Array,
+  first: Uint8Array,
 ): Promise<string> {
   const decoder = new TextDecoder();
   let text = "";
   const data = (d: Uint8Array) => text += decoder.decode(d, { stream: true });
   try {
-    body.push(rest, data);
+    body.push(first, data);
     while (!body.ended && text.length < MAX_ERROR_BODY) {
       const n = await conn.read(buf);
       if (n === null) break;
