@@ -10,43 +10,14 @@ import { createLogger, fileSink, type Logger, stderrSink } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { serveHttp } from "./http.ts";
 import { kernelAdapter } from "./routing/adapter.ts";
-import { QuietRelease } from "./heap.ts";
 import { Reconciler, type ReconcileResult } from "./routing/reconciler.ts";
 import type { RouteTable } from "./routing/types.ts";
-import { NodeStateFile } from "./state.ts";
+import { OwnNode } from "./own_node.ts";
 import { postNodeEvents } from "./events.ts";
 import type { Problem } from "./routing/problem.ts";
 import { VERSION } from "./version.ts";
 import { type LeaseTiming, startWriters } from "./zero_touch.ts";
-
-/** After the route monitor starts, the time before the full read that closes the gap. */
-const MONITOR_SETTLE_MS = 1000;
-/**
- * How long no reconcile must have run before the daemon gives memory back (see
- * QuietRelease), and how long at most it waits for such a moment.
- */
-const QUIET = { quiet: 300, maxWait: 30_000 };
-
-/** Reads /etc/machine-id (or the file named), trimmed; "" when absent. */
-export function readMachineId(path = "/etc/machine-id"): string {
-  try {
-    return Deno.readTextFileSync(path).trim();
-  } catch {
-    return "";
-  }
-}
-
-/** Finds our node: by name, else by machine ID. */
-export function findSelf(
-  nodes: Iterable<NodeInfo>,
-  nodeName: string,
-  machineId: string,
-): string | undefined {
-  if (nodeName !== "") return nodeName;
-  if (machineId === "") return undefined;
-  for (const n of nodes) if (n.machineID === machineId) return n.name;
-  return undefined;
-}
+import { Upkeep } from "./upkeep.ts";
 
 /** Extra wiring for tests and the demo: run inside a netns, skip the installer. */
 export interface DaemonOptions {
@@ -94,7 +65,6 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
 
   const install = opts.install ?? true;
   if (install) await installBinaries(cfg, log);
-  let conflistPending = install && cfg.installK8sNet;
 
   const metrics = new Metrics(cfg.protocol, VERSION);
   const { loadKubeAccess } = await import("./kube/kubeconfig.ts");
@@ -131,34 +101,15 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   metrics.informer = () => informer.stats();
   const kernel = await kernelAdapter(cfg.routeAdapter, { netns: opts.netns, log });
   const table: RouteTable = kernel.table;
-  const machineId = cfg.nodeName === "" ? readMachineId() : "";
-  let selfName = cfg.nodeName;
-  let warnedNoSelf = false;
-  const stateFile = new NodeStateFile(cfg.stateDir, cfg.cidrAnnotation);
-
-  const onResult = async (r: ReconcileResult) => {
-    metrics.record(r);
-    if (selfName === "" && !warnedNoSelf) {
-      warnedNoSelf = true;
-      log.error(
-        "own node not found: set NODE_NAME, or make /etc/machine-id match a node's " +
-          "status.nodeInfo.machineID",
-        { machineId },
-      );
-    }
-    if (r.plan.selfCidrs === undefined) return;
-    if (conflistPending) {
-      conflistPending = false;
-      await installMainConflist(cfg, r.plan.self?.addresses[0], table, log);
-    }
-    const own = informer.store.get(selfName);
-    if (await stateFile.update(selfName, r.plan.selfCidrs, own?.machineID)) {
-      log.info("node state written", { node: selfName, cidrs: r.plan.selfCidrs.join(",") });
-    }
-  };
-
+  const own = new OwnNode({
+    cfg,
+    nodes: () => informer.store,
+    table,
+    conflist: install && cfg.installK8sNet,
+    log,
+  });
   const postEvents = (problems: Problem[]) =>
-    postNodeEvents(client, problems, { protocol: cfg.protocol, host: selfName, log });
+    postNodeEvents(client, problems, { protocol: cfg.protocol, host: own.name, log });
 
   const reconciler = new Reconciler({
     table,
@@ -166,14 +117,17 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     node: (name) => informer.store.get(name),
     source: { cidrAnnotation: cfg.cidrAnnotation, addressAnnotation: cfg.addressAnnotation },
     rules: () => ({
-      selfName: selfName || (selfName = findSelf(informer.store.values(), "", machineId) ?? ""),
+      selfName: own.name,
       allowedCidrs: cfg.allowedCidrs,
       minPrefixV4: cfg.minPrefixV4,
       minPrefixV6: cfg.minPrefixV6,
     }),
     protocol: cfg.protocol,
     log,
-    onResult,
+    onResult: async (r: ReconcileResult) => {
+      metrics.record(r);
+      await own.planned(r.plan);
+    },
     onNewProblems: cfg.nodeEvents ? postEvents : undefined,
   });
 
@@ -212,34 +166,16 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     lastContact: informer.stats().lastContact,
   }), log);
 
-  let monitor: { close(): Promise<void> } | undefined;
-  let monitorCheck: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
   const started = Promise.withResolvers<void>();
-  // The memory that the start or a full read took (a full read of the table is megabytes of
-  // garbage at thousands of nodes, which V8 and malloc would keep for minutes) is given back.
-  // The start's end is said once; a resync's, every few minutes, only when debugging.
-  const quietRelease = (said: (fields: Record<string, unknown>) => void) =>
-    new QuietRelease({ ...QUIET, quietMs: () => reconciler.quietMs, done: said });
-  const afterStart = quietRelease((f) => log.info("start complete; idle memory released", f));
-  const afterResync = quietRelease((f) => log.debug("resync complete; idle memory released", f));
-  const fullReconcile = async (trigger: "monitor" | "resync", then?: () => void) => {
-    reconciler.trigger(trigger);
-    await reconciler.idle();
-    if (!stopped) (trigger === "monitor" ? afterStart : afterResync).soon(then);
-  };
-  const watchKernel = () => {
-    const debug = log.enabled("debug");
-    monitor = kernel.watch((e) => {
-      if (debug) log.debug("kernel change", { kind: e.kind, detail: e.detail });
-      reconciler.kernelEvent(e);
-    }, { skipAddedOf: cfg.protocol });
-  };
-  // rtnetlink subscribes at once: watched from before the first read of the table, the
-  // kernel leaves no change unseen. `ip monitor` subscribes a moment after it starts, and
-  // would print (and we would read) a line for every route of the first batch: it starts
-  // after that batch, and one full read a second later covers what its subscription missed.
-  if (kernel.watchesAtOnce) watchKernel();
+  const upkeep = new Upkeep({
+    reconciler,
+    kernel,
+    protocol: cfg.protocol,
+    resyncSeconds: cfg.resyncSeconds,
+    log,
+  });
+  upkeep.begin();
   informer.start();
 
   const ready = informer.synced.then(async () => {
@@ -249,30 +185,18 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     if (stopped) return;
     metrics.ready = true;
     log.info("first sync done", { nodes: informer.store.size });
-    const over = () => started.resolve();
-    if (kernel.watchesAtOnce) afterStart.soon(over);
-    else {
-      watchKernel();
-      monitorCheck = setTimeout(() => fullReconcile("monitor", over), MONITOR_SETTLE_MS);
-    }
+    upkeep.synced(() => started.resolve());
   });
-  const resync = setInterval(() => {
-    if (synced) void fullReconcile("resync");
-  }, cfg.resyncSeconds * 1000);
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     stopping ??= (async () => {
       stopped = true;
-      clearInterval(resync);
-      clearTimeout(monitorCheck);
-      afterStart.stop();
-      afterResync.stop();
       // First, so that the Lease is released while the API can still be reached.
       await writers.stop();
       await Promise.allSettled([
         informer.stop(),
-        monitor?.close(),
+        upkeep.stop(),
         reconciler.stop().then(() => table.close()),
         http?.close(),
       ]);
@@ -295,28 +219,6 @@ async function installBinaries(cfg: DaemonConfig, log: Logger): Promise<void> {
   } catch (e) {
     // Routing still works without the plugins; pods on this node cannot start until fixed.
     log.error("installing the CNI binaries failed", { error: e });
-  }
-}
-
-/** Writes the main network's conflist, with the MTU of the interface holding our address. */
-async function installMainConflist(
-  cfg: DaemonConfig,
-  address: string | undefined,
-  table: RouteTable,
-  log: Logger,
-): Promise<void> {
-  const install = await import("./install.ts");
-  try {
-    if (address === undefined) throw new Error("own node has no address to find the MTU by");
-    const mtu = await install.interfaceMtu(address, await table.localAddresses());
-    const r = await install.installConflist({ confDir: cfg.cniConfDir, mtu, log });
-    log.info(r.written ? "CNI conflist written" : "CNI conflist left as it is", {
-      path: r.path,
-      mtu,
-      reason: r.reason,
-    });
-  } catch (e) {
-    log.error("writing the CNI conflist failed", { error: e });
   }
 }
 

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
-import { findSelf, readMachineId } from "../src/daemon.ts";
+import { findSelf, OwnNode, readMachineId } from "../src/own_node.ts";
 import type { NodeInfo } from "../src/kube/node.ts";
+import type { Plan } from "../src/routing/plan.ts";
+import { createLogger } from "../src/log.ts";
+import { readNodeState } from "../src/state.ts";
 
 const node = (name: string, machineID: string): NodeInfo => ({
   name,
@@ -26,6 +29,89 @@ Deno.test("machine ID is read trimmed; absent file gives empty", async () => {
     await Deno.writeTextFile(`${dir}/machine-id`, "0123abcd\n");
     assert.equal(readMachineId(`${dir}/machine-id`), "0123abcd");
     assert.equal(readMachineId(`${dir}/none`), "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A plan of our own node alone, with these CIDRs (undefined: our node not planned). */
+const planOf = (selfCidrs: string[] | undefined): Plan => ({
+  routes: [],
+  routeCount: 0,
+  problems: [],
+  nodeCount: 1,
+  self: undefined,
+  selfCidrs,
+  wants: () => false,
+});
+
+Deno.test("own node: found by machine ID once it is listed; the state file follows its CIDRs", async () => {
+  const dir = await Deno.makeTempDir();
+  const lines: { msg: string; level: string }[] = [];
+  const log = createLogger("info", { write: (l) => lines.push(JSON.parse(l)), text: false });
+  const store = new Map<string, NodeInfo>([["a", node("a", "m-a")]]);
+  const ann = "example.com/net1";
+  const own = new OwnNode({
+    cfg: { nodeName: "", stateDir: dir, cidrAnnotation: ann, cniConfDir: `${dir}/conf` },
+    nodes: () => store,
+    table: { localAddresses: () => Promise.resolve([]) },
+    conflist: false,
+    machineId: "m-b",
+    log,
+  });
+  const said = (msg: string) => lines.filter((l) => l.msg === msg).length;
+  try {
+    assert.equal(own.name, "", "no node has this host's machine ID yet");
+    await own.planned(planOf(undefined));
+    await own.planned(planOf(undefined));
+    assert.equal(
+      said(
+        "own node not found: set NODE_NAME, or make /etc/machine-id match a node's status.nodeInfo.machineID",
+      ),
+      1,
+      "said once",
+    );
+    assert.equal(readNodeState(dir, ann), undefined, "nothing written before our node is planned");
+
+    store.set("b", node("b", "m-b"));
+    assert.equal(own.name, "b");
+    store.delete("b");
+    assert.equal(own.name, "b", "once found, kept");
+
+    store.set("b", node("b", "m-b"));
+    await own.planned(planOf(["10.0.1.0/24", "fd00::/64"]));
+    const first = readNodeState(dir, ann);
+    assert.deepEqual(first?.cidrs, ["10.0.1.0/24", "fd00::/64"]);
+    assert.equal(first?.node, "b");
+    assert.equal(first?.machineID, "m-b");
+    await own.planned(planOf(["10.0.1.0/24", "fd00::/64"]));
+    assert.equal(said("node state written"), 1, "the same CIDRs are not written again");
+    await own.planned(planOf(["10.0.2.0/24"]));
+    assert.deepEqual(readNodeState(dir, ann)?.cidrs, ["10.0.2.0/24"]);
+    assert.equal(said("node state written"), 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("own node: the conflist is tried once, and its failure is said, not thrown", async () => {
+  const dir = await Deno.makeTempDir();
+  const lines: { msg: string }[] = [];
+  const log = createLogger("info", { write: (l) => lines.push(JSON.parse(l)), text: false });
+  const own = new OwnNode({
+    cfg: { nodeName: "a", stateDir: dir, cidrAnnotation: "x/y", cniConfDir: `${dir}/conf` },
+    nodes: () => new Map([["a", node("a", "")]]),
+    table: { localAddresses: () => Promise.resolve([]) },
+    conflist: true,
+    log,
+  });
+  try {
+    assert.equal(own.name, "a");
+    // Our node planned with no address: the MTU cannot be found.
+    await own.planned(planOf(["10.0.1.0/24"]));
+    await own.planned(planOf(["10.0.3.0/24"]));
+    assert.equal(lines.filter((l) => l.msg === "writing the CNI conflist failed").length, 1);
+    assert.deepEqual(readNodeState(dir, "x/y")?.cidrs, ["10.0.3.0/24"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

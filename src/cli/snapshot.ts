@@ -6,7 +6,7 @@
  */
 import { ConfigError, type DaemonConfig, parseDaemonConfig, readsMetadataOnly } from "../config.ts";
 import { parseFlags, UsageError } from "./usage.ts";
-import { findSelf, readMachineId } from "../daemon.ts";
+import { findSelf, readMachineId } from "../own_node.ts";
 import { type NodeInfo, toNodeInfo } from "../kube/node.ts";
 import { parseNode } from "../routing/node_parse.ts";
 import { checkNode } from "../routing/check.ts";
