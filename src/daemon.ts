@@ -192,11 +192,13 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const stop = () =>
     stopping ??= (async () => {
       stopped = true;
+      // No resync or release from here on (their timers end at once).
+      const upkeepStopped = upkeep.stop();
       // First, so that the Lease is released while the API can still be reached.
       await writers.stop();
       await Promise.allSettled([
         informer.stop(),
-        upkeep.stop(),
+        upkeepStopped,
         reconciler.stop().then(() => table.close()),
         http?.close(),
       ]);

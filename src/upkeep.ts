@@ -71,7 +71,7 @@ export class Upkeep {
     this.#timers.push(setInterval(() => this.#full("resync"), this.#opts.resyncSeconds * 1000));
   }
 
-  /** Stops the monitor and every timer. */
+  /** Stops every timer at once, then the monitor. */
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const t of this.#timers) clearTimeout(t);

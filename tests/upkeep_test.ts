@@ -8,6 +8,8 @@ import { silentLogger } from "../src/log.ts";
 import type { KernelEvent } from "../src/routing/monitor.ts";
 import { Upkeep } from "../src/upkeep.ts";
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /** A reconciler that records its triggers and events, and a kernel that records watches. */
 function standIns(watchesAtOnce: boolean) {
   const triggers: string[] = [];
@@ -21,7 +23,8 @@ function standIns(watchesAtOnce: boolean) {
       assert.equal(opts?.skipAddedOf, 202, "our own additions need not be reported");
       kernel.watching++;
       kernel.emit = onEvent;
-      return { close: () => Promise.resolve(void kernel.closed++) };
+      // Closing takes a while, as a socket's or a process's does.
+      return { close: () => sleep(200).then(() => void kernel.closed++) };
     },
   };
   const reconciler = {
@@ -32,8 +35,6 @@ function standIns(watchesAtOnce: boolean) {
   };
   return { triggers, events, kernel, reconciler };
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("upkeep over rtnetlink: watched from the beginning, resyncs once synced, stop ends all", async () => {
   const s = standIns(true);
@@ -54,11 +55,14 @@ Deno.test("upkeep over rtnetlink: watched from the beginning, resyncs once synce
   assert.ok(s.triggers.length >= 2, `resyncs every 0.1 s: ${s.triggers}`);
   assert.ok(s.triggers.every((t) => t === "resync"), `${s.triggers}`);
 
-  await upkeep.stop();
-  assert.equal(s.kernel.closed, 1);
   const n = s.triggers.length;
-  await sleep(250);
-  assert.equal(s.triggers.length, n, "no resync after stop");
+  const stopping = upkeep.stop();
+  await sleep(150);
+  assert.equal(s.triggers.length, n, "no resync once stop is called, while the monitor closes");
+  await stopping;
+  assert.equal(s.kernel.closed, 1);
+  await sleep(150);
+  assert.equal(s.triggers.length, n, "nor after");
 });
 
 Deno.test("upkeep with ip monitor: watched once synced, and a full read a second later ends the start", async () => {
