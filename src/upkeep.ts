@@ -38,7 +38,7 @@ export interface UpkeepOptions {
 export class Upkeep {
   readonly #opts: UpkeepOptions;
   #monitor: { close(): Promise<void> } | undefined;
-  #timers: ReturnType<typeof setTimeout>[] = [];
+  readonly #timers: ReturnType<typeof setTimeout>[] = [];
   #stopped = false;
   // The start's end is said once; a resync's, every few minutes, only when debugging.
   readonly #afterStart: QuietRelease;
