@@ -70,7 +70,8 @@ Deno.test("demo: bad arguments are refused with the usage", async () => {
 });
 
 Deno.test({
-  name: "demo: Ctrl-C or SIGTERM during the set-up cleans up everything within seconds",
+  name:
+    "demo: Ctrl-C or SIGTERM during the set-up cleans up everything within seconds, a second one during the clean-up too",
   ignore: !!notRoot,
   async fn() {
     for (
@@ -96,6 +97,11 @@ Deno.test({
       assert.ok(err.includes(after), `${signal}: set-up reached "${after}": ${err}`);
       const sent = performance.now();
       child.kill(signal);
+      // Pressed again while it cleans up (or sent again, as `timeout` sends to the group too).
+      await new Promise((r) => setTimeout(r, 150));
+      try {
+        child.kill(signal);
+      } catch { /* already gone: cleaned up within 150 ms */ }
       const status = await child.status;
       const ms = performance.now() - sent;
       await reading;

@@ -449,8 +449,8 @@ Route changes are printed as they happen.\n`);
     console.error(`xcluster-cni demo: ${(e as Error).message}`);
     return 1;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+    // The listeners stay until the end: without them a second Ctrl-C (or `timeout`'s
+    // SIGTERM to the whole group) would kill the clean-up halfway, leaving namespaces.
     for (const r of running) {
       for (const p of r.procs) {
         try {
@@ -462,5 +462,7 @@ Route changes are printed as they happen.\n`);
     if (api) await stopped([api]);
     await removeNamespaces();
     await Deno.remove(top, { recursive: true }).catch(() => {});
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
   }
 }
