@@ -73,8 +73,9 @@ export class OwnNode {
 
   /**
    * Follows a reconcile's plan on this host: says once when our node is not found, writes
-   * the main network's conflist once our node is planned, and the node state file whenever
-   * our CIDRs change. Failures are logged: routing goes on without them.
+   * the main network's conflist once our node is planned (a failure is logged, not retried),
+   * and the node state file whenever our CIDRs change (a failure throws to the reconciler,
+   * and a later reconcile tries again).
    */
   async planned(plan: Plan): Promise<void> {
     const { log } = this.#opts;
