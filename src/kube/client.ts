@@ -5,7 +5,7 @@
  * @module
  */
 import { z } from "zod";
-import { openWatchStream } from "./watch_stream.ts";
+import { openWatchStream, takeLines } from "./watch_stream.ts";
 import type { Logger } from "../log.ts";
 import type { KubeAccess } from "./kubeconfig.ts";
 import { type Fields, ListSplitter, pickFields } from "./json_list.ts";
@@ -652,19 +652,16 @@ async function* watchLines(res: Response, signal?: AbortSignal): AsyncGenerator<
   const decoder = new TextDecoder();
   let buffer = new ArrayBuffer(WATCH_BUFFER);
   let rest = "";
+  const lines: string[] = [];
   try {
     for (;;) {
       const { value, done } = await reader.read(new Uint8Array(buffer));
       if (done || !value) break;
       // The read hands the same memory back in a new ArrayBuffer.
       buffer = value.buffer as ArrayBuffer;
-      rest += decoder.decode(value, { stream: true });
-      let nl: number;
-      while ((nl = rest.indexOf("\n")) >= 0) {
-        const line = rest.slice(0, nl).trim();
-        rest = rest.slice(nl + 1);
-        if (line !== "") yield line;
-      }
+      rest = takeLines(rest + decoder.decode(value, { stream: true }), lines);
+      for (const line of lines) yield line;
+      lines.length = 0;
     }
   } finally {
     signal?.removeEventListener("abort", cancel);

@@ -149,11 +149,12 @@ function indexOfBlankLine(buf: Uint8Array, end: number): number {
 }
 
 /**
- * A body's coding undone as its bytes come, whatever the reads cut: chunked, or a length
- * (NaN: up to the end of the stream).
+ * A body's coding undone and its text decoded as its bytes come, whatever the reads cut:
+ * chunked, or a length (NaN: up to the end of the stream).
  */
 class Body {
   readonly #chunked: boolean;
+  readonly #decoder = new TextDecoder();
   /** Data bytes left in the current chunk, or of the length. */
   #left: number;
   /** Chunked: the text of a size line read so far, or CRLF after a chunk still to skip. */
@@ -177,13 +178,14 @@ class Body {
     return this.#ended || (!this.#chunked && this.#left === Infinity);
   }
 
-  /** Takes bytes read; `data` gets the body's own, in order. */
-  push(bytes: Uint8Array, data: (d: Uint8Array) => void): void {
+  /** Takes bytes read; returns the text of the body's own among them. */
+  text(bytes: Uint8Array): string {
+    let text = "";
     let i = 0;
     while (i < bytes.length && !this.#ended) {
       if (this.#left > 0) {
         const n = Math.min(this.#left, bytes.length - i);
-        data(bytes.subarray(i, i + n));
+        text += this.#decoder.decode(bytes.subarray(i, i + n), { stream: true });
         i += n;
         this.#left -= n;
         if (this.#left === 0 && !this.#chunked) this.#ended = true;
@@ -211,7 +213,27 @@ class Body {
         this.#left = size;
       }
     }
+    return text;
   }
+
+  /** The text of a character cut by the end of the body, if any (U+FFFD). */
+  end(): string {
+    return this.#decoder.decode();
+  }
+}
+
+/**
+ * Moves the complete lines of `text` into `lines`, blank ones left out, trimmed; returns
+ * the rest (a line still coming).
+ */
+export function takeLines(text: string, lines: string[]): string {
+  let nl: number;
+  while ((nl = text.indexOf("\n")) >= 0) {
+    const line = text.slice(0, nl).trim();
+    text = text.slice(nl + 1);
+    if (line !== "") lines.push(line);
+  }
+  return text;
 }
 
 /** The whole of a (short) body as text. */
@@ -221,18 +243,16 @@ async function readText(
   body: Body,
   first: Uint8Array,
 ): Promise<string> {
-  const decoder = new TextDecoder();
   let text = "";
-  const data = (d: Uint8Array) => text += decoder.decode(d, { stream: true });
   try {
-    body.push(first, data);
+    text = body.text(first);
     while (!body.ended && text.length < MAX_ERROR_BODY) {
       const n = await conn.read(buf);
       if (n === null) break;
-      body.push(buf.subarray(0, n), data);
+      text += body.text(buf.subarray(0, n));
     }
   } catch { /* what came is what there is */ }
-  return text + decoder.decode();
+  return text + body.end();
 }
 
 /** The body's lines as they arrive, blank ones left out; `done` once they end, however. */
@@ -245,25 +265,19 @@ async function* readLines(
   aborted: () => boolean,
   mapError: (e: unknown) => unknown,
 ): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let text = "";
-  const data = (d: Uint8Array) => text += decoder.decode(d, { stream: true });
+  const lines: string[] = [];
   try {
-    body.push(first, data);
+    let rest = takeLines(body.text(first), lines);
     for (;;) {
-      let nl: number;
-      while ((nl = text.indexOf("\n")) >= 0) {
-        const line = text.slice(0, nl).trim();
-        text = text.slice(nl + 1);
-        if (line !== "") yield line;
-      }
+      for (const line of lines) yield line;
+      lines.length = 0;
       if (body.ended) return;
       const n = await conn.read(buf);
       if (n === null) {
         if (body.endsAtClose) return;
         throw new Error("the connection closed inside the response's body");
       }
-      body.push(buf.subarray(0, n), data);
+      rest = takeLines(rest + body.text(buf.subarray(0, n)), lines);
     }
   } catch (e) {
     if (!aborted()) throw mapError(e);

@@ -28,11 +28,10 @@ export class Pending {
   #lost = new Set<string>();
   #read = true;
 
-  /** Nodes the informer changed; only the first change of a node since the plan counts. */
+  /** Nodes the informer changed; the first change of a node since the plan tells what it had. */
   nodesChanged(changes: readonly { name: string; old?: NodeInfo }[]): void {
     const changed = this.#changed;
     if (!changed) return;
-    // The first change of a node since the last plan tells what that plan had.
     for (const c of changes) if (!changed.has(c.name)) changed.set(c.name, c.old);
   }
 
