@@ -74,6 +74,18 @@ export async function memoryAndIdle(
         map,
       },
     }, {
+      // The resident size above is mostly pages mapped from the runtime's binary, shared and
+      // clean; this is the part that is the process's alone.
+      figure: 5,
+      name: "rss-anon",
+      n: c.n,
+      what: "of it anonymous: heaps and stacks, not mapped from files",
+      unit: "MiB",
+      value: d0.rssAnonMiB,
+      baseline: b0.rssAnonMiB,
+      baselineWhat: "idle empty Deno program",
+      details: { fileMiB: round(d0.rssFileMiB), baselineFileMiB: round(b0.rssFileMiB) },
+    }, {
       figure: 5,
       name: "rss-peak",
       n: c.n,
