@@ -9,7 +9,8 @@
 import { Allocator, type AllocatorStats } from "./alloc/allocator.ts";
 import type { AllocProblem } from "./alloc/allocate.ts";
 import { type DaemonConfig, leaseName } from "./config.ts";
-import { annotateNode, nodeAnnotation } from "./kube/annotate.ts";
+import { annotatedNodes, annotateNode, nodeAnnotation } from "./kube/annotate.ts";
+import { Backoff } from "./kube/backoff.ts";
 import type { KubeClient } from "./kube/client.ts";
 import type { NodeInformer } from "./kube/informer.ts";
 import { LEADER_ELECTION_DEFAULTS, LeaderElector } from "./kube/leader.ts";
@@ -108,17 +109,50 @@ function startAllocation(
       // The watch may lag behind the writes of the leader before: decide on a fresh list.
       await informer.synced;
       await informer.relist();
-      if (!signal.aborted) allocator.lead(signal);
+      const offNetwork = cfg.nodeSelector === ""
+        ? undefined
+        : await allAnnotated(client, cfg.cidrAnnotation, log, signal);
+      if (!signal.aborted) allocator.lead(signal, offNetwork);
     },
     onNewLeader: (holder) => log.info("allocation lease held", { holder }),
   });
   const running = elector.run();
   stops.push(async () => {
+    await allocator.finish();
     await elector.stop();
     await running;
-    await allocator.idle();
   });
   stats.push(() => ({ allocation: { ...allocator.stats(), holder: elector.leader } }));
+}
+
+/**
+ * Every node's CIDR annotation, selected or not: the informer sees only the nodes
+ * NODE_SELECTOR selects, but nodes off the network keep what they hold. Tried until it
+ * succeeds or leadership ends.
+ */
+async function allAnnotated(
+  client: KubeClient,
+  annotation: string,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<Map<string, string>> {
+  const backoff = new Backoff();
+  for (;;) {
+    try {
+      return await annotatedNodes(client, annotation, signal);
+    } catch (error) {
+      if (signal.aborted) return new Map();
+      const inMs = Math.round(backoff.next());
+      log.warn("listing the nodes off the network failed; retrying", { error, inMs });
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, inMs);
+        signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          resolve();
+        }, { once: true });
+      });
+    }
+  }
 }
 
 function startPublication(

@@ -20,12 +20,18 @@ const LEASE = { leaseDurationMs: 1500, renewDeadlineMs: 1000, retryPeriodMs: 200
 
 /** Namespaces made for the hosts of b and c, removed with the cluster. */
 const hosts: Netns[] = [];
+/** Each cluster's hosts as made, so that an instance started again finds its host as it was. */
+const prepared = new WeakMap<Cluster, Map<string, Netns>>();
 
 /**
  * The namespace of node `name`'s host: a's is the test bed's own; b's and c's are made with
  * their InternalIPs on lan0, so that the same next hops are on-link everywhere.
  */
 async function hostOf(c: Cluster, name: string): Promise<Netns> {
+  const made = prepared.get(c) ?? new Map<string, Netns>();
+  prepared.set(c, made);
+  const known = made.get(name);
+  if (known) return known;
   const i = name.charCodeAt(0) - "a".charCodeAt(0);
   let ns = c.ns;
   if (name !== "a") {
@@ -35,6 +41,7 @@ async function hostOf(c: Cluster, name: string): Promise<Netns> {
   }
   // The network's own interface, whose addresses the instances may publish.
   await ns.lan("net9", [`192.168.70.${i + 1}/24`, `fd00:70::${i + 1}/64`]);
+  made.set(name, ns);
   return ns;
 }
 
@@ -289,6 +296,14 @@ Deno.test({
       c.api.nodes.create(makeNode({ name: "z", labels: { "net9": "yes" } }));
       await pollUntil(() => held(c).get("z")?.length === 1, { message: "z: IPv6 only" });
       assert.equal(held(c).get("y")?.length, 1, "b's IPv4 CIDR is not handed out");
+      assertDistinct(c);
+      // A new leader, whose informer never saw b: what b holds stays taken all the same.
+      await d.stop();
+      d = await instance(c, "a", { NODE_SELECTOR: "net9=yes" });
+      c.api.nodes.create(makeNode({ name: "w", labels: { "net9": "yes" } }));
+      await pollUntil(() => held(c).get("w")?.length === 1, { message: "w: IPv6 only" });
+      assert.equal(held(c).get("y")?.length, 1, "b's IPv4 CIDR is not handed out after a restart");
+      assert.equal(held(c).get("z")?.length, 1);
       assertDistinct(c);
     } finally {
       await d?.stop();

@@ -120,3 +120,103 @@ Deno.test("allocator: losing the lease stops the writes at once; what was writte
   assert.equal(new Set(second.map((u) => u.value)).size, 40, "all distinct");
   next.abort();
 });
+
+/** An allocator over `nodes` (read at each decision) writing through `write`. */
+function allocator(
+  nodes: () => NodeInfo[],
+  write: ConstructorParameters<typeof Allocator>[0]["write"],
+): Allocator {
+  return new Allocator({
+    nodes,
+    annotation: KEY,
+    pools: parsePools("10.9.0.0/16/24", undefined),
+    quarantineMs: 15_000,
+    write,
+    log: capturedLog().log,
+  });
+}
+
+Deno.test("allocator: what nodes off the selection hold stays taken for a new leader", async () => {
+  // The store holds the selected nodes only; b left the selection and still holds a CIDR.
+  const store = [node("n1", "10.9.1.0/24"), node("n2")];
+  const written: NodeUpdate[] = [];
+  const a = allocator(() => store, (u) => {
+    written.push(u);
+    return Promise.resolve("written");
+  });
+  const lease = new AbortController();
+  a.lead(lease.signal, new Map([["n1", "10.9.1.0/24"], ["b", "10.9.0.0/24"]]));
+  await a.idle();
+  assert.deepEqual(written.map((u) => `${u.node} ${u.value}`), ["n2 10.9.2.0/24"]);
+  lease.abort();
+});
+
+Deno.test("allocator: a value written to a node that went does not shadow its namesake", async () => {
+  const others = [node("n10", "10.9.10.0/24"), node("n11", "10.9.11.0/24")];
+  let store = [...others, node("n1")];
+  const written: NodeUpdate[] = [];
+  const a = allocator(() => store, (u) => {
+    written.push(u);
+    return Promise.resolve("written");
+  });
+  const lease = new AbortController();
+  a.lead(lease.signal);
+  await a.idle();
+  assert.deepEqual(written.map((u) => `${u.node} ${u.value}`), ["n1 10.9.0.0/24"]);
+  // The store never shows that write (a relist finds n1 gone), then n1 registers again.
+  const old = store[2];
+  store = [...others];
+  a.changed([{ type: "deleted", name: "n1", old }]);
+  await a.idle();
+  const fresh = node("n1");
+  store = [...others, fresh];
+  a.changed([{ type: "added", name: "n1", value: fresh }]);
+  await a.idle();
+  assert.equal(written.length, 2, "the new n1 is given CIDRs");
+  assert.equal(written[1].node, "n1");
+  lease.abort();
+});
+
+Deno.test("allocator: a node changed under a write is decided again after a pause", async () => {
+  const store = [node("n1")];
+  let calls = 0;
+  const a = allocator(() => store, async () => {
+    calls++;
+    // The API holds a value the store does not show yet.
+    await new Promise((r) => setTimeout(r, 1));
+    return "changed";
+  });
+  const lease = new AbortController();
+  a.lead(lease.signal);
+  await new Promise((r) => setTimeout(r, 400));
+  lease.abort();
+  await a.idle();
+  assert.equal(calls, 1, "one write, then a wait for the watch or the retry");
+});
+
+Deno.test("allocator: finish lets the writes in flight end, unaborted, and starts no more", async () => {
+  const store = Array.from({ length: 40 }, (_, i) => node(`n${i + 10}`));
+  const started: string[] = [];
+  const ended: string[] = [];
+  let finished = false;
+  const a = allocator(() => store, async (u, signal) => {
+    started.push(u.node);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(signal.aborted, false, "a write in flight is not aborted");
+    assert.equal(finished, false, "finish waits for it");
+    ended.push(u.node);
+    return "written";
+  });
+  const lease = new AbortController();
+  a.lead(lease.signal);
+  await new Promise((r) => setTimeout(r, 60));
+  await a.finish();
+  finished = true;
+  assert.ok(started.length > 0 && started.length < 40, `${started.length} started`);
+  assert.deepEqual(ended, started, "every write started has ended");
+  assert.equal(a.leading, false);
+  a.changed();
+  await a.idle();
+  assert.equal(started.length, ended.length, "nothing written after finish");
+  lease.abort();
+});

@@ -12,7 +12,8 @@
  *   meanwhile wins, and the node is decided again from what is there now.
  *
  * A newly elected allocator starts from a fresh list (the daemon relists before calling
- * {@link Allocator.lead}), so writes of the previous leader are never missed.
+ * {@link Allocator.lead}), so writes of the previous leader are never missed; with
+ * NODE_SELECTOR it is also told what the nodes off the network hold.
  *
  * Decisions fold like reconciles: one runs at a time, changes that arrive meanwhile make one
  * more. Writes stop the moment leadership is lost.
@@ -98,6 +99,8 @@ export class Allocator {
   #outsideCheckedAt = -Infinity;
   #recentlyFreed: ReadonlyMap<string, number> = new Map();
   #signal: AbortSignal | undefined;
+  /** Set by {@link Allocator.finish}: no write starts any more. */
+  #finishing = false;
   #pending = false;
   #running: Promise<void> | undefined;
   #retry: { timer?: ReturnType<typeof setTimeout>; ms: number } = { ms: RETRY_MS.initial };
@@ -124,14 +127,22 @@ export class Allocator {
 
   /** Whether this instance decides now. */
   get leading(): boolean {
-    return this.#signal !== undefined && !this.#signal.aborted;
+    return this.#signal !== undefined && !this.#signal.aborted && !this.#finishing;
   }
 
   /**
-   * Starts deciding, until `signal` aborts (leadership lost or the daemon stopping). The
-   * nodes must be a fresh list by now.
+   * Starts deciding, until `signal` aborts (leadership lost) or {@link finish} is called.
+   * The nodes must be a fresh list by now. `offNetwork` is every node's annotation value,
+   * selected or not (from a list without NODE_SELECTOR): nodes the store does not hold are
+   * off the network, and what they hold stays taken.
    */
-  lead(signal: AbortSignal): void {
+  lead(signal: AbortSignal, offNetwork: ReadonlyMap<string, string> = new Map()): void {
+    const inStore = new Set<string>();
+    for (const n of this.#opts.nodes()) inStore.add(n.name);
+    for (const [name, annotation] of offNetwork) {
+      if (inStore.has(name)) continue;
+      this.#outside.set(name, { name, creationTimestamp: "", annotation, holdOnly: true });
+    }
     this.#signal = signal;
     this.#stats.leader = true;
     this.#retry.ms = RETRY_MS.initial;
@@ -166,6 +177,8 @@ export class Allocator {
         continue;
       }
       relevant = true;
+      // A node added (again) or deleted: a value written to what was there before is void.
+      if (c.type !== "updated") this.#assumed.delete(c.name);
       if (c.type === "added") this.#outside.delete(c.name);
       if (c.old === undefined || before === undefined) continue;
       const node = { name: c.name, creationTimestamp: "", annotation: before };
@@ -226,25 +239,44 @@ export class Allocator {
     while (this.#running) await this.#running;
   }
 
+  /**
+   * Starts no more writes and resolves once those in flight have ended, not aborted: the
+   * Lease must not be given back while a write may still land, or the next leader could
+   * decide without it (client-go asks the same of ReleaseOnCancel). Leadership lost
+   * meanwhile still aborts them.
+   */
+  async finish(): Promise<void> {
+    this.#finishing = true;
+    clearTimeout(this.#retry.timer);
+    await this.idle();
+  }
+
   /** The nodes as the decision reads them: the store, with the values written since. */
   #view(): AllocNode[] {
     const { annotation } = this.#opts;
     const out: AllocNode[] = [];
+    let kept = 0;
     for (const n of this.#opts.nodes()) {
       const stored = n.annotations[annotation];
-      const assumed = this.#assumed.get(n.name);
-      if (assumed !== undefined && assumed === stored) this.#assumed.delete(n.name);
+      let assumed = this.#assumed.get(n.name);
+      if (assumed !== undefined && assumed === stored) {
+        this.#assumed.delete(n.name);
+        assumed = undefined;
+      }
+      if (assumed !== undefined) kept++;
       out.push({
         name: n.name,
         creationTimestamp: n.creationTimestamp,
         annotation: assumed ?? stored,
       });
     }
-    for (const node of this.#outside.values()) out.push(node);
-    if (this.#assumed.size > out.length) {
+    if (kept < this.#assumed.size) {
+      // Written to a node the store no longer holds: the value went with the node, and must
+      // not shadow a node of the same name that registers again.
       const names = new Set(out.map((n) => n.name));
       for (const name of this.#assumed.keys()) if (!names.has(name)) this.#assumed.delete(name);
     }
+    for (const node of this.#outside.values()) out.push(node);
     return out;
   }
 
@@ -282,16 +314,16 @@ export class Allocator {
     let failed = false;
     const queue = [...decision.updates];
     const worker = async () => {
-      for (let u = queue.shift(); u !== undefined && !signal.aborted; u = queue.shift()) {
+      for (let u = queue.shift(); u !== undefined && this.leading; u = queue.shift()) {
         if (!await this.#write(u, signal)) failed = true;
       }
     };
     await Promise.all(Array.from({ length: Math.min(CONCURRENT_WRITES, queue.length) }, worker));
-    if (failed && !signal.aborted) this.#retryLater();
+    if (failed && this.leading) this.#retryLater();
     else if (!failed) this.#retry.ms = RETRY_MS.initial;
   }
 
-  /** Writes one update; false when it failed and should be tried again later. */
+  /** Writes one update; false when it is to be tried again later: it failed, or the node changed. */
   async #write(u: NodeUpdate, signal: AbortSignal): Promise<boolean> {
     const { log } = this.#opts;
     try {
@@ -307,9 +339,11 @@ export class Allocator {
           value: u.value,
         });
       } else if (outcome === "changed") {
-        // Someone else wrote first; the watch brings their value and a new decision.
+        // Someone else wrote first. Deciding again now would decide the same from a store
+        // that has not caught up: their value comes with the watch, which decides again;
+        // the retry is the fallback should it not come.
         log.info("node changed before its CIDRs were written; deciding again", { node: u.node });
-        this.#pending = true;
+        return false;
       }
       return true;
     } catch (error) {

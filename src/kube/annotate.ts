@@ -66,6 +66,36 @@ export async function nodeAnnotation(
   return meta === "gone" ? meta : meta.annotations?.[annotation];
 }
 
+const NamedMetaSchema = z.object({
+  metadata: z.object({
+    name: z.string().min(1),
+    annotations: z.record(z.string(), z.string()).nullish(),
+  }),
+});
+
+/**
+ * Every node's value of `annotation`, by node name (nodes without it are left out), from a
+ * paged list of the nodes' metadata with no selector.
+ */
+export async function annotatedNodes(
+  client: Pick<KubeClient, "listNodes">,
+  annotation: string,
+  signal?: AbortSignal,
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  let cont: string | undefined;
+  do {
+    const page = await client.listNodes({ metadataOnly: true, limit: 500, continue: cont, signal });
+    for (const item of page.items) {
+      const meta = NamedMetaSchema.safeParse(item).data?.metadata;
+      const value = meta?.annotations?.[annotation];
+      if (meta && value !== undefined) out.set(meta.name, value);
+    }
+    cont = page.continue;
+  } while (cont);
+  return out;
+}
+
 /**
  * What to write: `value`, when the annotation is `previous` now (undefined: absent), or over
  * whatever is there (`overwrite`, for a writer that owns the annotation).
