@@ -70,7 +70,7 @@ export class Metrics {
       problems.set("no-free-cidr", allocation.leader ? short.size : 0);
     }
     const inf = this.informer() ??
-      { lists: 0, relists: 0, watchRestarts: 0, apiErrors: {}, shortWatches: 0 };
+      { lists: 0, relists: 0, watchRestarts: 0, apiErrors: {}, shortWatches: 0, stalledWatches: 0 };
     metric("build_info", "gauge", "Version and route protocol of this instance.", [
       `{version="${this.version}",protocol="${this.protocol}"} 1`,
     ]);
@@ -111,6 +111,12 @@ export class Metrics {
       "counter",
       "Node watches that ended within a second without an event (backed off as failures).",
       [` ${inf.shortWatches}`],
+    );
+    metric(
+      "stalled_watches_total",
+      "counter",
+      "Node watches still open past their timeout and a grace, ended here as silent connections.",
+      [` ${inf.stalledWatches}`],
     );
     metric(
       "api_errors_total",

@@ -3,7 +3,11 @@ import assert from "node:assert/strict";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { KubeClient } from "../src/kube/client.ts";
-import { NodeInformer, type StoreChange } from "../src/kube/informer.ts";
+import {
+  defaultWatchTimeoutSeconds,
+  NodeInformer,
+  type StoreChange,
+} from "../src/kube/informer.ts";
 import { ListSplitter, pickFields } from "../src/kube/json_list.ts";
 import { loadKubeconfig } from "../src/kube/kubeconfig.ts";
 import { NODE_FIELDS, type NodeInfo, toNodeInfo } from "../src/kube/node.ts";
@@ -387,3 +391,152 @@ Deno.test("informer: relist() ends the watch, lists afresh and resolves with the
     await pollUntil(() => r.api.nodes.watcherCount() === 1, { message: "watching again" });
     assert.ok(r.api.faults.requestCount() - before <= 3, "a list and a watch, no storm");
   }));
+
+/**
+ * An API server over plain HTTP that lists no nodes (resourceVersion 7) and answers each watch
+ * with its 200 chunked head, then nothing: a path gone silent, neither closed nor reset. The
+ * query of each watch is kept.
+ */
+function silentWatchServer() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const watches: URLSearchParams[] = [];
+  const enc = new TextEncoder();
+  const serve = async (conn: Deno.Conn) => {
+    const buf = new Uint8Array(4096);
+    try {
+      let head = "";
+      while (!head.includes("\r\n\r\n")) {
+        const n = await conn.read(buf);
+        if (n === null) return;
+        head += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      const query = new URL(head.split(" ")[1], "http://x").searchParams;
+      if (query.get("watch") === "true") {
+        watches.push(query);
+        await conn.write(
+          enc.encode(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" +
+              "transfer-encoding: chunked\r\n\r\n",
+          ),
+        );
+        // Silent until the client gives up on it.
+        while ((await conn.read(buf)) !== null) { /* nothing comes */ }
+      } else {
+        const body = enc.encode(
+          JSON.stringify({ kind: "NodeList", metadata: { resourceVersion: "7" }, items: [] }),
+        );
+        await conn.write(enc.encode(
+          "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" +
+            `content-length: ${body.length}\r\nconnection: close\r\n\r\n`,
+        ));
+        await conn.write(body);
+      }
+    } catch {
+      /* reset by the client */
+    } finally {
+      conns.delete(conn);
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  };
+  const serving = (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      void serve(conn);
+    }
+  })();
+  return {
+    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    watches,
+    async close() {
+      listener.close();
+      for (const c of conns) c.close();
+      await serving.catch(() => {});
+    },
+  };
+}
+
+Deno.test("informer: a watch the server never ends is cut past its timeout and watched again", async () => {
+  const api = silentWatchServer();
+  const client = new KubeClient({
+    server: api.url,
+    insecureSkipTLSVerify: false,
+    token: () => Promise.resolve("t"),
+    source: "test",
+  });
+  const warnings: string[] = [];
+  const log = createLogger("warn", { write: (line) => warnings.push(line), text: false });
+  const informer = new NodeInformer<NodeInfo>(client, {
+    project: (raw) => toNodeInfo(raw, []),
+    watchTimeoutSeconds: 1,
+    watchGraceMs: 300,
+    backoff: { initialMs: 50, maxMs: 50 },
+    server: api.url,
+    log,
+  });
+  try {
+    assert.ok(client.directWatches, "the watch on its own connection, where reads wait forever");
+    informer.start();
+    await informer.synced;
+    await pollUntil(() => api.watches.length === 2, {
+      message: "a second watch after the first went silent",
+      timeoutMs: 5000,
+    });
+    assert.equal(informer.stats().stalledWatches, 1);
+    assert.equal(informer.stats().lists, 1, "no relist: the watch resumes from its version");
+    for (const q of api.watches) {
+      assert.equal(q.get("resourceVersion"), "7");
+      assert.equal(q.get("timeoutSeconds"), "1");
+    }
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    const line = JSON.parse(warnings[0]);
+    assert.equal(line.server, api.url);
+    assert.match(line.cause, /outlived its timeout .* without an end from the server/);
+  } finally {
+    await informer.stop();
+    client.close();
+    await api.close();
+  }
+});
+
+Deno.test("informer: relist() right after a watch opens is no failure and waits for no backoff", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-informer-" });
+  // No bookmark within the watch's first second: it ends having delivered no event.
+  const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
+  const client = new KubeClient(await loadKubeconfig(`${dir}/kubeconfig`));
+  const warnings: string[] = [];
+  const log = createLogger("warn", { write: (line) => warnings.push(line), text: false });
+  // A wait of one backoff step is 2.5-5 s, far above what a relist takes.
+  const informer = new NodeInformer<NodeInfo>(client, {
+    project: (raw) => toNodeInfo(raw, []),
+    backoff: { initialMs: 5000, maxMs: 5000 },
+    log,
+  });
+  try {
+    informer.start();
+    await informer.synced;
+    await pollUntil(() => api.nodes.watcherCount() === 1, { message: "watching" });
+    const t0 = performance.now();
+    await informer.relist();
+    const ms = performance.now() - t0;
+    assert.ok(ms < 1500, `relisted in ${Math.round(ms)} ms`);
+    assert.deepEqual(warnings, [], "a relist is not a failed watch");
+    assert.equal(informer.stats().shortWatches, 0);
+    assert.equal(informer.stats().lists, 2);
+  } finally {
+    await informer.stop();
+    client.close();
+    await api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("defaultWatchTimeoutSeconds: 5 to 10 minutes, drawn for each watch", () => {
+  assert.equal(defaultWatchTimeoutSeconds(() => 0), 300);
+  assert.equal(defaultWatchTimeoutSeconds(() => 0.9999999), 600);
+  const drawn = Array.from({ length: 100 }, () => defaultWatchTimeoutSeconds());
+  assert.ok(drawn.every((s) => Number.isInteger(s) && s >= 300 && s <= 600), drawn.join(","));
+  assert.ok(new Set(drawn).size > 10, "the timeouts vary");
+});

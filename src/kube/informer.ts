@@ -1,20 +1,32 @@
 /**
  * A Node informer: paged list, then watch from the list's resourceVersion; re-watch when a
  * watch ends; relist on 410 Expired and emit only the differences. Every failure of the
- * cycle (an error, a 410, a watch that ends within a second having delivered nothing) goes
- * through one backoff (see backoff.ts), as client-go's reflector does. The store survives
- * everything: an outage never empties it.
+ * cycle (an error, a 410, a watch that ends within a second having delivered nothing, a watch
+ * still open well past its timeout) goes through one backoff (see backoff.ts), as client-go's
+ * reflector does. The store survives everything: an outage never empties it.
  *
  * @module
  */
 import { z } from "zod";
 import { type Logger, silentLogger } from "../log.ts";
 import { Backoff, type BackoffPolicy } from "./backoff.ts";
-import { ApiError, type KubeClient, statusError } from "./client.ts";
+import { ApiError, type KubeClient, statusError, type WatchEvent } from "./client.ts";
 import type { Fields } from "./json_list.ts";
 
 /** A watch that ends sooner than this having delivered no event counts as a failure. */
 export const SHORT_WATCH_MS = 1000;
+
+/** How long past its timeout a watch may stay open before the informer ends it itself. */
+export const WATCH_GRACE_MS = 30_000;
+
+/**
+ * The timeout a watch asks for by default, in seconds: between 5 and 10 minutes, drawn for
+ * each watch as client-go's reflector does, so that the watches of a DaemonSet's instances,
+ * opened together after a rollout, do not all end (and reopen) together.
+ */
+export function defaultWatchTimeoutSeconds(random: () => number = Math.random): number {
+  return Math.round(300 * (1 + random()));
+}
 
 /** One change of the store. */
 export interface StoreChange<T> {
@@ -34,6 +46,8 @@ export interface InformerStats {
   apiErrors: Record<string, number>;
   /** Watches that ended within {@link SHORT_WATCH_MS} having delivered no event. */
   shortWatches: number;
+  /** Watches the informer ended because the server had not ended them by their timeout. */
+  stalledWatches: number;
   lastSyncTime?: Date;
   lastContact?: Date;
 }
@@ -54,8 +68,16 @@ export interface InformerOptions<T> {
   metadataOnly?: boolean;
   /** Page size of lists (default 500). */
   pageSize?: number;
-  /** Server-side timeout of a watch (default 300 s). */
+  /**
+   * Server-side timeout of a watch, in seconds (default: drawn for each watch, see
+   * {@link defaultWatchTimeoutSeconds}).
+   */
   watchTimeoutSeconds?: number;
+  /**
+   * How long past its timeout a watch may stay open before the informer ends it as stalled
+   * (default {@link WATCH_GRACE_MS}).
+   */
+  watchGraceMs?: number;
   labelSelector?: string;
   fieldSelector?: string;
   log?: Logger;
@@ -70,6 +92,20 @@ const MetaSchema = z.object({
   metadata: z.object({ name: z.string().optional(), resourceVersion: z.string().optional() }),
 });
 
+/** Why the informer ended a watch itself: the reason it aborts the watch with. */
+class WatchCut extends Error {
+  constructor(readonly why: "relist" | "deadline", message: string) {
+    super(message);
+    this.name = "WatchCut";
+  }
+}
+
+/** How a watch ended: the events it delivered, and the informer's own cut, if any. */
+interface WatchEnd {
+  events: number;
+  cut?: WatchCut;
+}
+
 /** Keeps a store of projected Nodes in step with the API. */
 export class NodeInformer<T> {
   readonly #client: KubeClient;
@@ -83,6 +119,7 @@ export class NodeInformer<T> {
     watchRestarts: 0,
     apiErrors: {},
     shortWatches: 0,
+    stalledWatches: 0,
   };
   #watches = 0;
   readonly #synced = Promise.withResolvers<void>();
@@ -92,7 +129,7 @@ export class NodeInformer<T> {
   #wake: (() => void) | undefined;
   /** Callers of {@link relist} waiting for the next complete list. */
   #relists: PromiseWithResolvers<void>[] = [];
-  /** Ends the open watch early, for a relist. */
+  /** Ends the open watch early: for a relist, or past its deadline. */
   #watchAbort: AbortController | undefined;
 
   constructor(client: KubeClient, opts: InformerOptions<T>) {
@@ -136,7 +173,7 @@ export class NodeInformer<T> {
     if (this.#abort.signal.aborted) w.reject(new Error("informer stopped"));
     else {
       this.#relists.push(w);
-      this.#watchAbort?.abort();
+      this.#watchAbort?.abort(new WatchCut("relist", "a relist was asked"));
       this.#wake?.();
     }
     return w.promise;
@@ -192,18 +229,24 @@ export class NodeInformer<T> {
           if (this.#relists.length > 0) continue;
         }
         const t0 = performance.now();
-        const events = await this.#watch(signal);
+        const { events, cut } = await this.#watch(signal);
         // Ended by stop(): no failure, and nothing to wait for.
         if (signal.aborted) break;
-        const ms = Math.round(performance.now() - t0);
-        if (events > 0 || ms >= SHORT_WATCH_MS) continue;
-        // A proxy that cuts streams, or a server that ends watches at once: coming straight
-        // back would make a request storm.
-        this.#stats.shortWatches++;
-        cause = `watch ended after ${ms} ms without an event`;
+        // Ended for a relist: no failure, and the list is due now.
+        if (cut?.why === "relist") continue;
+        if (cut?.why === "deadline") {
+          this.#stats.stalledWatches++;
+          cause = cut.message;
+        } else {
+          const ms = Math.round(performance.now() - t0);
+          if (events > 0 || ms >= SHORT_WATCH_MS) continue;
+          // A proxy that cuts streams, or a server that ends watches at once: coming straight
+          // back would make a request storm.
+          this.#stats.shortWatches++;
+          cause = `watch ended after ${ms} ms without an event`;
+        }
       } catch (e) {
         if (signal.aborted) break;
-        if (this.#relists.length > 0 && this.#watchAbort?.signal.aborted) continue;
         const err = e instanceof ApiError ? e : new ApiError(0, "Error", (e as Error).message);
         if (err.status === 410) {
           // History is gone: a fresh list is the only way to know what changed.
@@ -328,21 +371,48 @@ export class NodeInformer<T> {
     this.#stats.lastContact = new Date();
   }
 
-  /** Watches until the stream ends; returns the number of events it delivered. */
-  async #watch(signal: AbortSignal): Promise<number> {
-    this.#watchAbort = new AbortController();
-    const events = this.#client.watchNodes({
-      metadataOnly: this.#opts.metadataOnly,
-      resourceVersion: this.#rv,
-      timeoutSeconds: this.#opts.watchTimeoutSeconds ?? 300,
-      allowWatchBookmarks: true,
-      labelSelector: this.#opts.labelSelector,
-      fieldSelector: this.#opts.fieldSelector,
-      signal: AbortSignal.any([signal, this.#watchAbort.signal]),
-    });
-    if (this.#watches++ > 0) this.#stats.watchRestarts++;
+  /**
+   * Watches until the stream ends, or until the informer ends it (a {@link WatchCut}: then
+   * however the connection reports its end, it is no error).
+   */
+  async #watch(signal: AbortSignal): Promise<WatchEnd> {
+    const abort = new AbortController();
+    this.#watchAbort = abort;
+    const timeoutSeconds = this.#opts.watchTimeoutSeconds ?? defaultWatchTimeoutSeconds();
+    const graceMs = this.#opts.watchGraceMs ?? WATCH_GRACE_MS;
+    // The server ends a live watch by its timeout. One still open past it is on a connection
+    // gone silent (a peer or path dead without FIN or RST), where a read would wait forever.
+    const deadline = setTimeout(() => {
+      const message = `watch outlived its timeout (${timeoutSeconds} s) by ${graceMs} ms ` +
+        "without an end from the server; watching again";
+      abort.abort(new WatchCut("deadline", message));
+    }, timeoutSeconds * 1000 + graceMs);
+    let events = 0;
+    try {
+      if (this.#watches++ > 0) this.#stats.watchRestarts++;
+      events = await this.#follow(this.#client.watchNodes({
+        metadataOnly: this.#opts.metadataOnly,
+        resourceVersion: this.#rv,
+        timeoutSeconds,
+        allowWatchBookmarks: true,
+        labelSelector: this.#opts.labelSelector,
+        fieldSelector: this.#opts.fieldSelector,
+        signal: AbortSignal.any([signal, abort.signal]),
+      }));
+    } catch (e) {
+      if (!(abort.signal.reason instanceof WatchCut)) throw e;
+    } finally {
+      clearTimeout(deadline);
+      this.#watchAbort = undefined;
+    }
+    const reason: unknown = abort.signal.reason;
+    return { events, cut: reason instanceof WatchCut ? reason : undefined };
+  }
+
+  /** Applies a watch's events to the store as they come; returns how many there were. */
+  async #follow(stream: AsyncIterable<WatchEvent>): Promise<number> {
     let count = 0;
-    for await (const ev of events) {
+    for await (const ev of stream) {
       count++;
       this.#contact();
       if (ev.type === "ERROR") throw statusError(ev.object, 500);
