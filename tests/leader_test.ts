@@ -3,7 +3,12 @@ import assert from "node:assert/strict";
 import { type ApiServer, startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { ApiError, KubeClient, statusError } from "../src/kube/client.ts";
 import { type KubeAccess, loadKubeconfig } from "../src/kube/kubeconfig.ts";
-import { LeaderElector, type LeaderElectorOptions, LeadershipLost } from "../src/kube/leader.ts";
+import {
+  LeaderElector,
+  type LeaderElectorOptions,
+  LeadershipLost,
+  type LeaseClient,
+} from "../src/kube/leader.ts";
 import { formatMicroTime } from "../src/kube/lease.ts";
 import { pollUntil } from "./helpers/netns.ts";
 
@@ -367,6 +372,81 @@ Deno.test("leader: cut off from the API, the leader stops within renewDeadline; 
   }
 });
 
+Deno.test("leader: a deleted lease is created again by its leader at once, as it was; the standbys do not take it meanwhile", () =>
+  rig(async (r) => {
+    const a = r.start("a");
+    assert.equal(await r.leader(), a);
+    for (const id of ["b", "c"]) r.start(id);
+    await pollUntil(() => r.candidates.every((c) => c.elector.leader === "a"));
+    await pollUntil(() => r.api.leases.watcherCount() === 2, { message: "b and c watch" });
+    const before = r.lease()!;
+
+    const deletedAt = performance.now();
+    r.api.leases.delete(NS, NAME);
+    await pollUntil(() => r.lease() !== undefined, { message: "the lease is back" });
+    const back = performance.now() - deletedAt;
+    assert.ok(back <= TIMING.retryPeriodMs + SLACK_MS, `created again after ${back.toFixed(0)} ms`);
+    // Past the standbys' wait from the deletion: they saw the lease back and wait on.
+    await pollUntil(() => performance.now() - deletedAt >= TIMING.leaseDurationMs + 300, {
+      message: "a lease duration",
+    });
+    assert.deepEqual(r.leaders().map((c) => c.id), ["a"]);
+    assert.equal(r.terms.length, 1, "a never stopped leading");
+    const lease = r.lease()!;
+    assert.equal(lease.spec.holderIdentity, "a");
+    assert.equal(lease.spec.acquireTime, before.spec.acquireTime);
+    assert.equal(lease.spec.leaseTransitions, before.spec.leaseTransitions);
+    assert.notEqual(lease.metadata.uid, before.metadata.uid, "a new object");
+    for (const c of r.candidates) assert.deepEqual(c.newLeaders, ["a"], c.id);
+  }));
+
+Deno.test("leader: a lease deleted as its leader dies is created by a standby only after leaseDuration", async () => {
+  let proxy: Blackhole | undefined;
+  try {
+    await rig(async (r) => {
+      const url = new URL(r.api.url);
+      proxy = new Blackhole({ hostname: url.hostname, port: Number(url.port) });
+      const a = r.start("a", {
+        access: { ...r.access, server: `https://127.0.0.1:${proxy.port}` },
+      });
+      assert.equal(await r.leader(), a);
+      const b = r.start("b");
+      await pollUntil(() => b.elector.leader === "a", { message: "b saw a" });
+      await pollUntil(() => r.api.leases.watcherCount() === 1, { message: "b watches" });
+
+      // a dies without releasing (no request of it reaches the server again), and the lease
+      // is deleted: b cannot tell a has stopped, and must wait as for an expiry.
+      proxy.cut();
+      const deletedAt = performance.now();
+      r.api.leases.delete(NS, NAME);
+      await pollUntil(() => b.elector.isLeader, { timeoutMs: 5000, message: "b took over" });
+      const waited = b.terms[0].start - deletedAt;
+      console.log(`  taken over ${waited.toFixed(0)} ms after the deletion`);
+      assert.ok(waited >= TIMING.leaseDurationMs, `took over after ${waited.toFixed(0)} ms`);
+      assert.ok(waited <= TIMING.leaseDurationMs + 300, `took over after ${waited.toFixed(0)} ms`);
+      assert.ok(b.terms[0].start >= a.terms[0].end!, "no overlap");
+      const lease = r.lease()!;
+      assert.equal(lease.spec.holderIdentity, "b");
+      assert.equal(lease.spec.leaseTransitions, 0, "a new lease");
+    });
+  } finally {
+    await proxy?.close();
+  }
+});
+
+Deno.test("leader: with no lease, the first candidates create it at once", () =>
+  rig(async (r) => {
+    const t0 = performance.now();
+    for (const id of ["a", "b"]) r.start(id);
+    const first = await r.leader();
+    const after = first.terms[0].start - t0;
+    console.log(`  leading ${after.toFixed(0)} ms after the start`);
+    // A read and a create (with the clients' first connections), without waiting.
+    assert.ok(after <= TIMING.leaseDurationMs / 2, `leading after ${after.toFixed(0)} ms`);
+    assert.equal(r.lease()!.spec.holderIdentity, first.id);
+    assert.equal(r.lease()!.spec.leaseTransitions, 0);
+  }));
+
 /** A lease held by `holder`, written by hand (nobody renews it). */
 function deadLease(holder: string, transitions: number) {
   const now = formatMicroTime(Date.now());
@@ -405,6 +485,49 @@ Deno.test("leader: a dead holder is taken over between leaseDuration and leaseDu
     assert.equal(lease.spec.leaseTransitions, 5);
     assert.ok(Date.parse(lease.spec.acquireTime!) > Date.parse(created.spec.acquireTime!));
     assert.deepEqual(e.newLeaders, ["dead", "e"]);
+  }));
+
+Deno.test("leader: a leader whose lease another creates after its deletion stops leading", () =>
+  rig(async (r) => {
+    const client = new KubeClient(r.access);
+    let intruded = false;
+    // The leader's client: another creates the lease between its update (a 404) and its
+    // create.
+    const racing: LeaseClient = {
+      getLease: (ns, name, opts) => client.getLease(ns, name, opts),
+      createLease: (ns, lease, opts) => client.createLease(ns, lease, opts),
+      updateLease: (ns, lease, opts) =>
+        client.updateLease(ns, lease, opts).catch((e) => {
+          if (e instanceof ApiError && e.status === 404 && !intruded) {
+            intruded = true;
+            r.api.leases.create(NS, deadLease("intruder", 0));
+          }
+          throw e;
+        }),
+    };
+    let signal: AbortSignal | undefined;
+    const elector = new LeaderElector(racing, {
+      namespace: NS,
+      name: NAME,
+      identity: "a",
+      ...TIMING,
+      onStartedLeading: (s) => {
+        signal = s;
+      },
+    });
+    const running = elector.run();
+    try {
+      await pollUntil(() => elector.isLeader, { message: "a leads" });
+      r.api.leases.delete(NS, NAME);
+      await pollUntil(() => signal!.aborted, { message: "a stopped leading" });
+      assert.ok(intruded);
+      assert.match(String(signal!.reason.message), /changed by another/);
+      assert.equal(r.lease()!.spec.holderIdentity, "intruder");
+    } finally {
+      await elector.stop();
+      await running;
+      client.close();
+    }
   }));
 
 Deno.test("leader: a write by another ends leadership at the next renewal; an edited label does not", () =>

@@ -24,6 +24,14 @@
  *   stops leading at once. As renewDeadline < leaseDuration and a candidate waits at
  *   least leaseDuration from a renewal it saw, the old leader has stopped before another
  *   can take over.
+ * - A deleted lease (`kubectl delete lease`) is a change too, for the leader may not know
+ *   of it before its next renewal: a candidate that saw it held by another and then sees
+ *   it deleted, or finds it absent, creates it only after leaseDuration (+ the spread)
+ *   from then, unless the lease comes back meanwhile (then the rules above apply). The
+ *   leader, finding its lease gone when it renews, creates it again at once as it was
+ *   (same acquireTime and leaseTransitions), and stops leading if another created it
+ *   first. A candidate that never saw a holder (no lease yet, or a released one) creates
+ *   it at once, so that nothing waits on a new cluster.
  * - {@link LeaderElector.stop} releases a held lease (holder "", as client-go's
  *   ReleaseOnCancel), so that another takes over without waiting for it to expire.
  *
@@ -134,8 +142,8 @@ function watchTimeoutSeconds(): number {
   return Math.round(300 * (1 + Math.random()));
 }
 
-/** The outcome of one attempt to acquire or renew. */
-type Attempt = "held" | "other" | "conflict" | "failed";
+/** The outcome of one attempt to acquire or renew ("absent": an update found no lease). */
+type Attempt = "held" | "other" | "conflict" | "absent" | "failed";
 
 /** The part of a lease that is compared to see a change (client-go's raw record). */
 function recordKey(spec: LeaseSpec | null | undefined): string {
@@ -205,8 +213,13 @@ export class LeaderElector {
   /** A watch of the lease is open, or is being opened again at once. */
   #watching = false;
   /**
-   * The lease seen may be behind the server's (a take-over failed, or it was deleted): the
-   * candidate reads it at the next poll unless a watch event brings it first.
+   * Set while the lease is known to be absent (deleted, or not found): how long after that
+   * was seen (`#observedAt`) a candidate waits before creating it.
+   */
+  #absentWaitMs: number | undefined;
+  /**
+   * The lease seen may be behind the server's (a take-over failed, or the watch lost it):
+   * the candidate reads it at the next poll unless a watch event brings it first.
    */
   #stale = false;
   /** Ends the wait of a candidate that does not hold the lease: something changed. */
@@ -333,27 +346,30 @@ export class LeaderElector {
       while (!stop.aborted) {
         const now = performance.now();
         const lease = this.#lease;
-        const polling = !this.#watching || this.#stale || lease === undefined;
+        const known = lease !== undefined || this.#absentWaitMs !== undefined;
+        const polling = !this.#watching || this.#stale || !known;
         if (polling && now >= readAt + pollMs) {
           readAt = now;
           pollMs = this.#jittered();
           const read = await this.#read();
           if (stop.aborted) return undefined;
-          if (read === "held") return this.#wroteAt;
+          // An absent lease has no version to watch from: polled until it is there.
           if (read === "read" && watching === undefined && this.#opts.watch !== false) {
             watching = this.#watch(AbortSignal.any([stop, watch.signal]));
           }
           continue;
         }
         const due = this.#dueAt();
-        if (!this.#stale && lease !== undefined && now >= due) {
-          const holder = lease.spec?.holderIdentity ?? "";
-          const attempt = await this.#write(this.#spec(identity, holder === identity));
+        if (!this.#stale && known && now >= due) {
+          const holder = lease?.spec?.holderIdentity ?? "";
+          const attempt = lease === undefined
+            ? await this.#create(this.#freshSpec())
+            : await this.#write(this.#spec(identity, holder === identity));
           if (stop.aborted) return undefined;
           if (attempt === "held") return this.#wroteAt;
-          // A conflict means the lease changed since the version written on: unless the watch
-          // has brought a newer one already, read it at the next poll if no event comes first.
-          // A failed write may have landed or not: the same.
+          // A conflict means the lease changed since the version written on (or was created
+          // by another): unless the watch has brought a newer one already, read it at the next
+          // poll if no event comes first. A failed write may have landed or not: the same.
           if (this.#lease === lease) this.#stale = true;
           readAt = performance.now();
           pollMs = this.#jittered();
@@ -382,11 +398,16 @@ export class LeaderElector {
    * When a candidate may try to take the lease seen: at once when it names this candidate
    * (its own term, e.g. cut short by the renew deadline, as client-go), after the spread
    * when released, after its duration and the spread from the last change seen otherwise.
-   * Infinity when no lease is known.
+   * An absent lease is created after the wait set when that was seen (and the spread), at
+   * once when there is none. Infinity when nothing is known.
    */
   #dueAt(): number {
     const lease = this.#lease;
-    if (lease === undefined) return Infinity;
+    if (lease === undefined) {
+      const wait = this.#absentWaitMs;
+      if (wait === undefined) return Infinity;
+      return wait === 0 ? -Infinity : this.#observedAt + wait + this.#spread;
+    }
     const holder = lease.spec?.holderIdentity ?? "";
     if (holder === this.#opts.identity) return -Infinity;
     if (holder === "") return this.#observedAt + this.#spread;
@@ -410,9 +431,9 @@ export class LeaderElector {
     });
   }
 
-  /** Reads the lease ("read"), creating it when absent ("held" when that succeeded). */
-  async #read(): Promise<"held" | "read" | "failed"> {
-    const { namespace, name, identity } = this.#opts;
+  /** Reads the lease: "absent" (and so recorded) when there is none. */
+  async #read(): Promise<"read" | "absent" | "failed"> {
+    const { namespace, name } = this.#opts;
     try {
       this.#observe(
         await this.#call("get", (signal) => this.#client.getLease(namespace, name, { signal })),
@@ -420,34 +441,48 @@ export class LeaderElector {
       this.#stale = false;
       return "read";
     } catch (e) {
-      if (!(e instanceof ApiError && e.status === 404)) {
-        this.#log.debug("lease read failed", { error: e });
-        return "failed";
+      if (e instanceof ApiError && e.status === 404) {
+        this.#observeAbsent();
+        this.#stale = false;
+        return "absent";
       }
+      this.#log.debug("lease read failed", { error: e });
+      return "failed";
     }
+  }
+
+  /** The spec of a lease a candidate creates: held by it from now, never changed hands. */
+  #freshSpec(): LeaseSpec {
     const now = this.#now();
-    const fresh: Lease = {
+    return {
+      holderIdentity: this.#opts.identity,
+      leaseDurationSeconds: Math.ceil(this.#leaseDurationMs / 1000),
+      acquireTime: now,
+      renewTime: now,
+      leaseTransitions: 0,
+    };
+  }
+
+  /** Creates the lease with `spec`: "conflict" when it exists (another created it first). */
+  async #create(spec: LeaseSpec): Promise<Attempt> {
+    const { namespace, name } = this.#opts;
+    const lease: Lease = {
       apiVersion: "coordination.k8s.io/v1",
       kind: "Lease",
       metadata: { name, namespace },
-      spec: {
-        holderIdentity: identity,
-        leaseDurationSeconds: Math.ceil(this.#leaseDurationMs / 1000),
-        acquireTime: now,
-        renewTime: now,
-        leaseTransitions: 0,
-      },
+      spec,
     };
     this.#wroteAt = performance.now();
     try {
       this.#observe(
         await this.#call(
           "create",
-          (signal) => this.#client.createLease(namespace, fresh, { signal }),
+          (signal) => this.#client.createLease(namespace, lease, { signal }),
         ),
       );
       return "held";
     } catch (e) {
+      if (e instanceof ApiError && e.status === 409) return "conflict";
       this.#log.debug("lease create failed", { error: e });
       return "failed";
     }
@@ -510,7 +545,7 @@ export class LeaderElector {
           // The version is gone from the server's history: read the lease, watch from there.
           this.#watchFrom = undefined;
         } else if (err.status === 404) {
-          // The lease was deleted: the candidate reads it, finds it absent, and creates it.
+          // The lease was deleted: the candidate reads it and finds it absent.
           this.#watchFrom = undefined;
           this.#stale = true;
         }
@@ -542,10 +577,10 @@ export class LeaderElector {
         this.#watchFrom = ev.object.metadata.resourceVersion;
         return;
       case "DELETED":
-        // Nobody holds it now; a read finds it absent and creates it.
+        // The watch goes on from the deletion: it brings the lease when created again.
         this.#watchFrom = ev.object.metadata.resourceVersion ?? this.#watchFrom;
-        this.#lease = undefined;
-        this.#stale = true;
+        this.#observeAbsent();
+        this.#stale = false;
         this.#wake?.();
         return;
       default:
@@ -641,13 +676,10 @@ export class LeaderElector {
   /** Records a lease read, written or watched; a change restarts its expiry. */
   #observe(lease: Lease): void {
     this.#lease = lease;
+    this.#absentWaitMs = undefined;
     this.#watchFrom = lease.metadata.resourceVersion ?? this.#watchFrom;
     const key = recordKey(lease.spec);
-    if (key !== this.#observedKey) {
-      this.#observedKey = key;
-      this.#observedAt = performance.now();
-      this.#spread = Math.random() * this.#spreadMs;
-    }
+    if (key !== this.#observedKey) this.#changed(key);
     const holder = lease.spec?.holderIdentity || undefined;
     if (holder !== this.#reported) {
       this.#reported = holder;
@@ -659,6 +691,27 @@ export class LeaderElector {
         }
       }
     }
+  }
+
+  /**
+   * Records that the lease is absent, a change when it was not known so. When it last named
+   * another holder, that one may lead until its next renewal shows it the deletion: the
+   * candidate waits the lease's duration, as for an expiry. Otherwise nobody leads.
+   */
+  #observeAbsent(): void {
+    if (this.#absentWaitMs !== undefined) return;
+    const holder = this.#lease?.spec?.holderIdentity ?? "";
+    this.#absentWaitMs = holder !== "" && holder !== this.#opts.identity ? this.#durationMs() : 0;
+    this.#lease = undefined;
+    // Not a key of any lease: the lease created again is a change even if written the same.
+    this.#changed("");
+  }
+
+  /** The lease's record is now `key`: its expiry and the spread start over. */
+  #changed(key: string): void {
+    this.#observedKey = key;
+    this.#observedAt = performance.now();
+    this.#spread = Math.random() * this.#spreadMs;
   }
 
   /**
@@ -726,6 +779,7 @@ export class LeaderElector {
       return "held";
     } catch (e) {
       if (e instanceof ApiError && e.status === 409) return "conflict";
+      if (e instanceof ApiError && e.status === 404) return "absent";
       this.#log.debug("lease update failed", { error: e });
       return "failed";
     }
@@ -737,12 +791,20 @@ export class LeaderElector {
     // The leader writes on the lease it last wrote, without reading it first. A conflict
     // means another wrote since: then it reads the lease and decides again, as client-go
     // does, for the writer may have been its own timed-out renewal or an edit of a label.
-    if (this.#leading && this.#lease?.spec?.holderIdentity === identity) {
-      const fast = await this.#write(this.#spec(identity, true));
+    // A lease deleted is created again as it was: its holder never stopped leading, and
+    // the candidates that saw it wait for it to expire before they create it; one that
+    // does first (a 409) had seen no holder, and this one then stops.
+    const ours = this.#lease?.spec?.holderIdentity === identity
+      ? this.#spec(identity, true)
+      : undefined;
+    if (this.#leading && ours) {
+      const fast = await this.#write(ours);
+      if (fast === "absent") return await this.#create(ours);
       if (fast !== "conflict") return fast;
     }
     const read = await this.#read();
-    if (read !== "read") return read === "held" ? "held" : "failed";
+    if (read === "absent") return await this.#create(ours ?? this.#freshSpec());
+    if (read !== "read") return "failed";
     const holder = this.#lease?.spec?.holderIdentity ?? "";
     if (holder !== "" && holder !== identity && this.#valid(performance.now())) return "other";
     return await this.#write(this.#spec(identity, holder === identity));
@@ -769,6 +831,7 @@ export class LeaderElector {
         this.#log.info("released the lease");
         return;
       }
+      if (attempt === "absent") return; // deleted: nobody waits for it
       if (attempt !== "conflict" || tries === 2) {
         this.#log.warn("could not release the lease; it will expire", { attempt });
         return;
