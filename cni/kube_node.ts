@@ -1,6 +1,6 @@
 /**
  * The kube-node IPAM plugin: hands each pod addresses from its own node's CIDRs for the
- * network by delegating to host-local with one range set per CIDR.
+ * network by delegating to host-local with one range set per family (one address each).
  *
  * - ADD: CIDRs from the daemon's node state file when it is this node's (else the API, see
  *   {@link cidrsFromApi} and {@link foreignState}), `ipv4-namespaces` applied, host-local
@@ -11,8 +11,13 @@
  *   ADD. It never calls the API.
  * - CHECK: delegated the same way (host-local checks that the container holds an address).
  * - STATUS: fails (code 50) when host-local is missing from CNI_PATH, or when neither a
- *   state file of this node nor a kubeconfig is there to learn the ranges from.
+ *   state file of this node nor the API credentials ADD would use are there to learn the
+ *   ranges from; then delegated to host-local when it implements CNI 1.1.0, whose error
+ *   is passed back (the spec asks a plugin to check the plugins it delegates ADD to).
  * - GC: delegated to host-local when it implements CNI 1.1.0, else a no-op success.
+ *
+ * host-local runs with `IgnoreUnknown=1` in CNI_ARGS: it reads only IP there, and would
+ * refuse the pod's K8S_* keys, which a runtime may send without IgnoreUnknown.
  *
  * With `logfile` set, a failed ADD, DEL or CHECK is logged there with its error (see
  * {@link kubeNodePlugin}), and so is every `ipam` key that looks like a misspelling of ours.
@@ -22,6 +27,7 @@
 import { CniCode, CniError } from "./errors.ts";
 import {
   cniArgPairs,
+  type CniArgs,
   type CniCommand,
   type CniContext,
   type CniFailure,
@@ -42,10 +48,12 @@ import {
   cidrsFromApi,
   cidrsFromState,
   foreignState,
+  kubeconfigTried,
   type NodeCidrs,
   ownNode,
 } from "./node_cidrs.ts";
 import { DEFAULT_STATE_DIR, stateFilePath } from "../src/state.ts";
+import { credentialFiles, findApiCredentials } from "../src/api_credentials.ts";
 import {
   createLogger,
   type Fields,
@@ -241,13 +249,51 @@ function delegateAnswer(out: { code: number; stdout: string }): unknown {
   );
 }
 
+/**
+ * The CNI_ARGS host-local gets: ours with `IgnoreUnknown=1`. host-local reads only IP and
+ * refuses any other key without IgnoreUnknown, while we accept the K8S_* keys without it:
+ * passed unchanged, they would fail even DEL, which must succeed.
+ *
+ * @example
+ * ```ts
+ * hostLocalCniArgs(parseCniArgs("K8S_POD_NAMESPACE=x")); // "K8S_POD_NAMESPACE=x;IgnoreUnknown=1"
+ * ```
+ */
+export function hostLocalCniArgs(args: CniArgs): string {
+  const pairs = Object.entries(args.all).filter(([key]) => key !== "IgnoreUnknown");
+  return [...pairs.map(([key, value]) => `${key}=${value}`), "IgnoreUnknown=1"].join(";");
+}
+
 async function delegate(
   ctx: CniContext,
   ranges: HostLocalRanges,
   version: string,
 ): Promise<unknown> {
   const config = hostLocalConfig(ctx.config, ranges, version);
-  return delegateAnswer(await execPluginInPath(HOST_LOCAL, ctx.env.path, JSON.stringify(config)));
+  const env = { CNI_ARGS: hostLocalCniArgs(ctx.env.args) };
+  return delegateAnswer(
+    await execPluginInPath(HOST_LOCAL, ctx.env.path, JSON.stringify(config), env),
+  );
+}
+
+/**
+ * Whether host-local lists `version` in its VERSION answer. Asked for 1.1.0 before STATUS
+ * and GC: releases before 1.5 stop at 1.0.0 and would refuse those commands.
+ */
+async function hostLocalSpeaks(ctx: CniContext, version: CniVersion): Promise<boolean> {
+  const probe = await execPluginInPath(
+    HOST_LOCAL,
+    ctx.env.path,
+    JSON.stringify({ cniVersion: ctx.cniVersion }),
+    { CNI_COMMAND: "VERSION" },
+  );
+  let supported: unknown;
+  try {
+    supported = (JSON.parse(probe.stdout) as Record<string, unknown>).supportedVersions;
+  } catch {
+    supported = undefined;
+  }
+  return Array.isArray(supported) && supported.includes(version);
 }
 
 async function add(ctx: CniContext): Promise<unknown> {
@@ -296,52 +342,55 @@ async function readable(file: string): Promise<boolean> {
   }
 }
 
-async function status(ctx: CniContext): Promise<unknown> {
-  const conf = parseKubeNodeConfig(ctx.config);
+/**
+ * The ranges STATUS hands host-local: the state file's when it is this node's and usable,
+ * the placeholder when the API would be asked. Throws code 50 when neither can serve ADD.
+ */
+async function statusRanges(conf: KubeNodeNetConf): Promise<HostLocalRanges> {
   const unavailable = (msg: string) => new CniError(CniCode.NotAvailable, msg);
-  if (ctx.env.path.length > 0) {
-    try {
-      findPlugin(HOST_LOCAL, ctx.env.path);
-    } catch (e) {
-      throw unavailable((e as Error).message);
-    }
-  }
   let state: StateLookup | undefined;
   try {
     state = readState(conf);
     if (state && state.foreign === undefined) {
-      buildRanges(state.found.cidrs, { ipv4: true, source: state.found.source });
-      return undefined;
+      return buildRanges(state.found.cidrs, { ipv4: true, source: state.found.source });
     }
   } catch (e) {
     throw unavailable((e as Error).message);
   }
-  const kubeconfig = conf.ipam.kubeconfig ?? Deno.env.get("KUBECONFIG");
-  if (kubeconfig !== undefined && await readable(kubeconfig)) return undefined;
+  // The credentials ADD's API fallback would use (cidrsFromApi), found the same way.
+  const env = Deno.env.toObject();
+  const files = credentialFiles(findApiCredentials(conf.ipam.kubeconfig, env));
+  if (files.length > 0 && (await Promise.all(files.map(readable))).every((ok) => ok)) {
+    return PLACEHOLDER_RANGES;
+  }
   throw unavailable(
     (state?.foreign ??
       `no node state file at ${stateFilePath(stateDir(conf), conf.ipam.annotation)} ` +
         `(annotation ${JSON.stringify(conf.ipam.annotation)})`) +
-      ` and no readable kubeconfig (${kubeconfig ?? "ipam.kubeconfig and KUBECONFIG unset"})`,
+      ` and no readable API credentials (${kubeconfigTried(conf.ipam.kubeconfig, env)})`,
   );
+}
+
+async function status(ctx: CniContext): Promise<unknown> {
+  const conf = parseKubeNodeConfig(ctx.config);
+  if (ctx.env.path.length > 0) {
+    try {
+      findPlugin(HOST_LOCAL, ctx.env.path);
+    } catch (e) {
+      throw new CniError(CniCode.NotAvailable, (e as Error).message);
+    }
+  }
+  const ranges = await statusRanges(conf);
+  if (ctx.env.path.length > 0 && await hostLocalSpeaks(ctx, "1.1.0")) {
+    await delegate(ctx, ranges, ctx.cniVersion);
+  }
+  return undefined;
 }
 
 async function gc(ctx: CniContext): Promise<unknown> {
   const conf = parseKubeNodeConfig(ctx.config);
   const log = logger(conf, ctx);
-  const probe = await execPluginInPath(
-    HOST_LOCAL,
-    ctx.env.path,
-    JSON.stringify({ cniVersion: ctx.cniVersion }),
-    { CNI_COMMAND: "VERSION" },
-  );
-  let supported: unknown;
-  try {
-    supported = (JSON.parse(probe.stdout) as Record<string, unknown>).supportedVersions;
-  } catch {
-    supported = undefined;
-  }
-  if (!Array.isArray(supported) || !supported.includes("1.1.0")) {
+  if (!await hostLocalSpeaks(ctx, "1.1.0")) {
     log.debug("GC: host-local does not implement CNI 1.1.0; nothing to do");
     return undefined;
   }

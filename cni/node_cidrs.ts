@@ -13,6 +13,7 @@
 import { CniCode, CniError } from "./errors.ts";
 import { readNodeState, stateFilePath } from "../src/state.ts";
 import { splitList } from "../src/net/ip.ts";
+import { findApiCredentials } from "../src/api_credentials.ts";
 
 /** A node's CIDRs for one network, and where they were read. */
 export interface NodeCidrs {
@@ -98,9 +99,7 @@ export function cidrsFromState(
 
 /**
  * The credentials the API fallback tries, for messages: the kubeconfig path (and what named
- * it), "in-cluster", or "none found" with the places looked. It follows the order of
- * loadKubeAccess (src/kube/kubeconfig.ts), which is not imported here: its zod and YAML
- * would load on every ADD. Pure.
+ * it), "in-cluster", or "none found" with the places looked. Pure.
  *
  * @example
  * ```ts
@@ -111,17 +110,17 @@ export function kubeconfigTried(
   kubeconfig: string | undefined,
   env: Readonly<Record<string, string | undefined>>,
 ): string {
-  if (kubeconfig) return `${kubeconfig} (ipam.kubeconfig)`;
-  const host = env.KUBERNETES_SERVICE_HOST, port = env.KUBERNETES_SERVICE_PORT;
-  if (host && port) {
-    return `in-cluster service account (KUBERNETES_SERVICE_HOST=${host}, ` +
-      `KUBERNETES_SERVICE_PORT=${port})`;
+  const creds = findApiCredentials(kubeconfig, env);
+  switch (creds.kind) {
+    case "kubeconfig":
+      return `${creds.path} (${creds.from === "option" ? "ipam.kubeconfig" : creds.from})`;
+    case "in-cluster":
+      return `in-cluster service account (KUBERNETES_SERVICE_HOST=${creds.host}, ` +
+        `KUBERNETES_SERVICE_PORT=${creds.port})`;
+    case "none":
+      return "none found (looked for ipam.kubeconfig, in-cluster KUBERNETES_SERVICE_HOST and " +
+        "KUBERNETES_SERVICE_PORT, KUBECONFIG, and HOME for ~/.kube/config: none is set)";
   }
-  const fromEnv = env.KUBECONFIG?.split(":").find((p) => p !== "");
-  if (fromEnv) return `${fromEnv} (KUBECONFIG)`;
-  if (env.HOME) return `${env.HOME}/.kube/config (HOME)`;
-  return "none found (looked for ipam.kubeconfig, in-cluster KUBERNETES_SERVICE_HOST and " +
-    "KUBERNETES_SERVICE_PORT, KUBECONFIG, and HOME for ~/.kube/config: none is set)";
 }
 
 /** Options of {@link cidrsFromApi}. */

@@ -1,10 +1,15 @@
 /**
- * From a node's CIDRs to host-local `ranges`: one range set per CIDR, in the node's order,
- * checked against what host-local accepts. Pure: no files, no processes.
+ * From a node's CIDRs to host-local `ranges`: one range set per family, holding that
+ * family's CIDRs in the node's order, checked against what host-local accepts. Pure: no
+ * files, no processes.
+ *
+ * host-local gives one address per range set, so a set per CIDR would give a pod two
+ * addresses of one family on a node with two CIDRs of it; CNI IPAM gives one per family.
+ * Within a set, host-local takes the first range with a free address.
  *
  * host-local reserves the network address and the gateway (the first address) of every
  * subnet and refuses a subnet without room for one more (`/31`, `/32`, `/127`, `/128`),
- * and range sets that overlap. Both are reported here with the CIDR that causes them.
+ * and ranges that overlap. Both are reported here with the CIDR that causes them.
  *
  * @module
  */
@@ -12,6 +17,7 @@ import { CniCode, CniError } from "./errors.ts";
 import {
   type Cidr,
   cidrsOverlap,
+  type Family,
   familyBits,
   formatCidr,
   parseCidr,
@@ -47,8 +53,8 @@ export interface BuildRangesOptions {
  *
  * @example
  * ```ts
- * buildRanges(["10.0.1.0/24", "fd00::1:0/112"], { ipv4: true, source: "test" });
- * // [[{ subnet: "10.0.1.0/24" }], [{ subnet: "fd00::1:0/112" }]]
+ * buildRanges(["10.0.1.0/24", "fd00::1:0/112", "10.0.2.0/24"], { ipv4: true, source: "test" });
+ * // [[{ subnet: "10.0.1.0/24" }, { subnet: "10.0.2.0/24" }], [{ subnet: "fd00::1:0/112" }]]
  * ```
  */
 export function buildRanges(
@@ -86,7 +92,7 @@ export function buildRanges(
       throw new CniError(
         CniCode.UnusableRanges,
         `${opts.source}: CIDRs ${formatCidr(other)} and ${formatCidr(cidr)} overlap; ` +
-          `host-local refuses overlapping range sets`,
+          `host-local refuses overlapping ranges`,
       );
     }
     kept.push(cidr);
@@ -99,7 +105,14 @@ export function buildRanges(
         `(the node has only ${kept.map(formatCidr).join(", ")})`,
     );
   }
-  return chosen.map((c) => [{ subnet: formatCidr(c) }]);
+  // The sets in the order of each family's first CIDR.
+  const sets = new Map<Family, HostLocalRange[]>();
+  for (const c of chosen) {
+    const set = sets.get(c.family) ?? [];
+    set.push({ subnet: formatCidr(c) });
+    sets.set(c.family, set);
+  }
+  return [...sets.values()];
 }
 
 /**

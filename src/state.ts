@@ -2,7 +2,8 @@
  * The node state file: the own node's CIDRs for one network, written by the daemon and read
  * by the kube-node IPAM on every pod ADD, so that ADD needs neither the API nor credentials.
  *
- * One file per network, named after the CIDR annotation (`podCIDRs` for spec.podCIDRs).
+ * One file per network, named after the CIDR annotation (see {@link stateFilePath}): distinct
+ * annotations never share a file.
  *
  * This module is on the IPAM's start-up path: it imports nothing, and the file is checked
  * by hand rather than with zod, whose import alone costs more than one exec's budget.
@@ -70,16 +71,48 @@ export function parseNodeState(value: unknown): NodeState {
 }
 
 /**
- * Path of the state file for a network's CIDR annotation.
+ * The file name of spec.podCIDRs (annotation ""): "@" is escaped in every annotation's
+ * name, so no annotation is named so.
+ */
+const POD_CIDRS_NAME = "@podCIDRs";
+
+const UTF8 = new TextEncoder();
+
+/**
+ * An annotation as a file name, one to one: ASCII letters, digits, "." and "-" as they are,
+ * "/" as "_" (so the usual `cidr.example.com/net3` keeps its readable name), and every other
+ * byte of its UTF-8, "_" and "%" included, as %XX.
+ */
+function encodeAnnotation(annotation: string): string {
+  let name = "";
+  for (const ch of annotation) {
+    if (/[A-Za-z0-9.-]/.test(ch)) name += ch;
+    else if (ch === "/") name += "_";
+    else {
+      for (const byte of UTF8.encode(ch)) {
+        name += `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+      }
+    }
+  }
+  return name;
+}
+
+/**
+ * Path of the state file for a network's CIDR annotation ("" for spec.podCIDRs). Distinct
+ * annotations give distinct paths.
  *
  * @example
  * ```ts
  * stateFilePath("/run/xcluster-cni", "cidr.example.com/net3");
  * // "/run/xcluster-cni/node-cidr.example.com_net3.json"
+ * stateFilePath("/run/xcluster-cni", "example.com/my_net");
+ * // "/run/xcluster-cni/node-example.com_my%5Fnet.json"
+ * stateFilePath("/run/xcluster-cni", "");
+ * // "/run/xcluster-cni/node-@podCIDRs.json"
  * ```
  */
 export function stateFilePath(dir: string, annotation: string): string {
-  const name = annotation === "" ? "podCIDRs" : annotation.replace(/[^A-Za-z0-9._-]/g, "_");
+  const name = annotation === "" ? POD_CIDRS_NAME : encodeAnnotation(annotation);
   return `${dir}/node-${name}.json`;
 }
 

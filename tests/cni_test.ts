@@ -21,7 +21,7 @@ import {
   resemblesIpamKey,
 } from "../cni/config.ts";
 import { buildRanges, wantsIpv4 } from "../cni/ranges.ts";
-import { hostLocalConfig } from "../cni/kube_node.ts";
+import { hostLocalCniArgs, hostLocalConfig } from "../cni/kube_node.ts";
 import { foreignState, kubeconfigTried, ownNode } from "../cni/node_cidrs.ts";
 import { loadKubeAccess } from "../src/kube/kubeconfig.ts";
 import { execPluginInPath } from "../cni/delegate.ts";
@@ -295,12 +295,12 @@ Deno.test("state file: checked by hand, errors name the field and the value", ()
 });
 
 Deno.test("state file: used only when it is this node's, by NODE_NAME, else the machine ID", () => {
-  const file = { node: "other", cidrs: ["10.0.0.0/24"], source: "/state/node-podCIDRs.json" };
+  const file = { node: "other", cidrs: ["10.0.0.0/24"], source: "/state/node-@podCIDRs.json" };
   const byName = (nodeName: string) => ({ nodeName, machineId: "", machineIdFile: "/m" });
   assert.equal(foreignState(file, byName("other")), undefined);
   assert.equal(
     foreignState(file, byName("self")),
-    '/state/node-podCIDRs.json is node "other"\'s, and NODE_NAME is "self"',
+    '/state/node-@podCIDRs.json is node "other"\'s, and NODE_NAME is "self"',
   );
   // NODE_NAME decides even when the machine IDs agree.
   assert.match(foreignState({ ...file, machineID: "m1" }, byName("self")) ?? "", /NODE_NAME/);
@@ -308,7 +308,7 @@ Deno.test("state file: used only when it is this node's, by NODE_NAME, else the 
   assert.equal(foreignState({ ...file, machineID: "m1" }, byId("m1")), undefined);
   assert.equal(
     foreignState({ ...file, machineID: "m2" }, byId("m1")),
-    '/state/node-podCIDRs.json is node "other"\'s (machine ID "m2"), and /m says "m1"',
+    '/state/node-@podCIDRs.json is node "other"\'s (machine ID "m2"), and /m says "m1"',
   );
   // Nothing to compare: trusted, as the daemon on this host wrote it.
   assert.equal(foreignState(file, byId("m1")), undefined);
@@ -419,13 +419,29 @@ Deno.test("versions: VERSION answer, ordering, result conversion both ways", () 
   assert.deepEqual(back, { ...v1, cniVersion: "1.1.0" });
 });
 
-Deno.test("ranges: one set per CIDR, ipv4-namespaces, what host-local refuses", () => {
+Deno.test("ranges: one set per family, ipv4-namespaces, what host-local refuses", () => {
   const src = { ipv4: true, source: "test" };
+  // host-local gives one address per set: two sets of one family would give two addresses.
+  assert.deepEqual(buildRanges(["10.0.1.0/24", "10.0.2.0/24", "fd00::/112"], src), [
+    [{ subnet: "10.0.1.0/24" }, { subnet: "10.0.2.0/24" }],
+    [{ subnet: "fd00::/112" }],
+  ]);
+  // Each family's CIDRs in the node's order; the sets in the order of their first CIDR.
+  assert.deepEqual(
+    buildRanges(["fd00::2:0/112", "10.0.2.0/24", "fd00::1:0/112", "10.0.1.0/24"], src),
+    [
+      [{ subnet: "fd00::2:0/112" }, { subnet: "fd00::1:0/112" }],
+      [{ subnet: "10.0.2.0/24" }, { subnet: "10.0.1.0/24" }],
+    ],
+  );
   assert.deepEqual(buildRanges(["10.0.1.0/24", "fd00::1:0/112", "fd00::2:0/112"], src), [
     [{ subnet: "10.0.1.0/24" }],
-    [{ subnet: "fd00::1:0/112" }],
-    [{ subnet: "fd00::2:0/112" }],
+    [{ subnet: "fd00::1:0/112" }, { subnet: "fd00::2:0/112" }],
   ]);
+  assert.deepEqual(
+    buildRanges(["10.0.1.0/24", "fd00::1:0/112", "10.0.2.0/24"], { ...src, ipv4: false }),
+    [[{ subnet: "fd00::1:0/112" }]],
+  );
   assert.deepEqual(buildRanges(["10.0.1.7/24", "10.0.1.0/24"], src), [[{
     subnet: "10.0.1.0/24",
   }]]);
@@ -768,12 +784,12 @@ Deno.test({
     const noState = await f.call({
       command: "STATUS",
       stdin: f.conf("1.1.0", { stateDir: `${f.dir}/nowhere` }),
-      env: { KUBECONFIG: undefined },
+      env: { KUBECONFIG: undefined, HOME: undefined },
     });
     assert.equal(noState.json?.code, CniCode.NotAvailable, noState.stdout);
     assert.ok(
       String(noState.json?.msg).startsWith(
-        `no node state file at ${f.dir}/nowhere/node-podCIDRs.json`,
+        `no node state file at ${f.dir}/nowhere/node-@podCIDRs.json`,
       ),
       noState.stdout,
     );
@@ -786,5 +802,137 @@ Deno.test({
     });
     assert.equal(gc.code, 0, gc.stdout);
     await Deno.remove(f.dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "protocol: STATUS without a state file finds the credentials where ADD's API fallback does",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const f = await fixture();
+    try {
+      const status = (env: Record<string, string | undefined>) =>
+        f.call({
+          command: "STATUS",
+          stdin: f.conf("1.1.0", { stateDir: `${f.dir}/nowhere` }),
+          env: { KUBECONFIG: undefined, HOME: undefined, ...env },
+        });
+      const home = `${f.dir}/home`;
+      await Deno.mkdir(`${home}/.kube`, { recursive: true });
+      await Deno.writeTextFile(`${home}/.kube/config`, "{}");
+      const a = `${f.dir}/a`, b = `${f.dir}/b`;
+      await Deno.writeTextFile(a, "{}");
+
+      const fromHome = await status({ HOME: home });
+      assert.equal(fromHome.code, 0, fromHome.stdout);
+      // The first entry of KUBECONFIG is the one ADD uses, whatever follows.
+      const first = await status({ KUBECONFIG: `${a}:${b}` });
+      assert.equal(first.code, 0, first.stdout);
+      const notFirst = await status({ KUBECONFIG: `${b}:${a}`, HOME: home });
+      assert.equal(notFirst.json?.code, CniCode.NotAvailable, notFirst.stdout);
+      assert.match(
+        String(notFirst.json?.msg),
+        new RegExp(`no readable API credentials \\(${b} \\(KUBECONFIG\\)\\)`),
+      );
+      // In a pod, the service account's files, not ~/.kube/config.
+      const inPod = await status({
+        HOME: home,
+        KUBERNETES_SERVICE_HOST: "10.96.0.1",
+        KUBERNETES_SERVICE_PORT: "443",
+      });
+      assert.equal(inPod.json?.code, CniCode.NotAvailable, inPod.stdout);
+      assert.match(String(inPod.json?.msg), /in-cluster service account/);
+    } finally {
+      await Deno.remove(f.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "protocol: STATUS runs host-local's STATUS when it implements 1.1.0, and fails with it",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const f = await fixture();
+    try {
+      // A host-local of CNI 1.1.0 that is not ready; it keeps the STATUS config it got.
+      const fake = `${f.dir}/fake`;
+      await Deno.mkdir(fake);
+      await Deno.writeTextFile(
+        `${fake}/host-local`,
+        `#!/bin/sh
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}' ;;
+STATUS)
+  cat > "${fake}/status-stdin"
+  echo '{"cniVersion":"1.1.0","code":50,"msg":"fake host-local: not ready"}'
+  exit 1 ;;
+*) exit 2 ;;
+esac
+`,
+        { mode: 0o755 },
+      );
+      const failed = await f.call({ command: "STATUS", cniPath: fake, stdin: f.conf("1.1.0") });
+      assert.equal(failed.code, 1, failed.stdout + failed.stderr);
+      assert.equal(failed.json?.code, CniCode.NotAvailable, failed.stdout);
+      assert.equal(failed.json?.msg, "fake host-local: not ready");
+      const got = JSON.parse(await Deno.readTextFile(`${fake}/status-stdin`));
+      assert.equal(got.cniVersion, "1.1.0");
+      assert.deepEqual(got.ipam.type, "host-local");
+      assert.deepEqual(got.ipam.ranges, [[{ subnet: "10.130.0.0/24" }], [{
+        subnet: "fd00:130::/112",
+      }]]);
+
+      // Debian's host-local stops at 1.0.0: not asked, and STATUS succeeds.
+      const real = await f.call({ command: "STATUS", stdin: f.conf("1.1.0") });
+      assert.equal(real.code, 0, real.stdout + real.stderr);
+    } finally {
+      await Deno.remove(f.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("CNI_ARGS for host-local: ours with IgnoreUnknown=1, the only IgnoreUnknown", () => {
+  assert.equal(hostLocalCniArgs(parseCniArgs("")), "IgnoreUnknown=1");
+  assert.equal(
+    hostLocalCniArgs(parseCniArgs("K8S_POD_NAMESPACE=x;IP=10.0.0.9")),
+    "K8S_POD_NAMESPACE=x;IP=10.0.0.9;IgnoreUnknown=1",
+  );
+  assert.equal(
+    hostLocalCniArgs(parseCniArgs("IgnoreUnknown=true;FOO=1;")),
+    "FOO=1;IgnoreUnknown=1",
+  );
+});
+
+Deno.test({
+  name: "protocol: K8S_* keys in CNI_ARGS without IgnoreUnknown: ADD, CHECK, DEL succeed",
+  ignore: IGNORE_CNI,
+  async fn() {
+    const f = await fixture();
+    try {
+      const cniArgs = "K8S_POD_NAMESPACE=x;K8S_POD_NAME=p";
+      const add = await f.call({ containerId: "k8s-args", cniArgs });
+      assert.equal(add.code, 0, add.stdout + add.stderr);
+      assert.equal((add.json?.ips as unknown[]).length, 2, add.stdout);
+      const check = await f.call({
+        containerId: "k8s-args",
+        cniArgs,
+        command: "CHECK",
+        stdin: { ...f.conf("1.0.0"), prevResult: add.json },
+      });
+      assert.equal(check.code, 0, check.stdout + check.stderr);
+      for (const _ of [1, 2]) {
+        const del = await f.call({ containerId: "k8s-args", cniArgs, command: "DEL" });
+        assert.equal(del.code, 0, del.stdout + del.stderr);
+      }
+      // host-local still reads IP: the address asked for is the one given.
+      const ip = await f.call({
+        containerId: "with-ip",
+        cniArgs: "K8S_POD_NAMESPACE=x;IP=10.130.0.77",
+      });
+      assert.equal(ip.code, 0, ip.stdout + ip.stderr);
+      assert.deepEqual((ip.json?.ips as { address: string }[])[0].address, "10.130.0.77/24");
+    } finally {
+      await Deno.remove(f.dir, { recursive: true });
+    }
   },
 });

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { createLogger } from "../src/log.ts";
+import { stateFilePath } from "../src/state.ts";
 import { pollUntil, requireRoot } from "./helpers/netns.ts";
 import {
   capturedLog,
@@ -27,7 +28,7 @@ Deno.test({
     const d = await daemon(c);
     try {
       await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "routes to b and c, none to a");
-      const state = JSON.parse(await Deno.readTextFile(`${c.dir}/state/node-podCIDRs.json`));
+      const state = JSON.parse(await Deno.readTextFile(stateFilePath(`${c.dir}/state`, "")));
       assert.deepEqual(state.cidrs, ["10.244.0.0/24", "fd00:244::/64"]);
 
       c.api.nodes.delete("c");

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { cidrsOverlap, parseCidr } from "../src/net/ip.ts";
+import { stateFilePath } from "../src/state.ts";
 import { Netns, pollUntil, requireRoot } from "./helpers/netns.ts";
 import { daemon, expectRoutes, MAIN_B, RouteWatch } from "./helpers/router.ts";
 
@@ -72,7 +73,7 @@ Deno.test({
       ];
       await expectRoutes(ns, 202, expected, "no route into our own CIDRs");
 
-      const state = JSON.parse(await Deno.readTextFile(`${dir}/state/node-podCIDRs.json`));
+      const state = JSON.parse(await Deno.readTextFile(stateFilePath(`${dir}/state`, "")));
       assert.equal(state.node, "a");
       assert.deepEqual(state.cidrs, OURS);
 
@@ -98,7 +99,7 @@ Deno.test({
       assert.match(later()[0], /overlaps 10\.244\.0\.0\/24 of node a,/);
       await expectRoutes(ns, 202, expected, "a later claim on our CIDRs is refused as well");
       assert.deepEqual(
-        JSON.parse(await Deno.readTextFile(`${dir}/state/node-podCIDRs.json`)).cidrs,
+        JSON.parse(await Deno.readTextFile(stateFilePath(`${dir}/state`, ""))).cidrs,
         OURS,
       );
 

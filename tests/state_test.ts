@@ -34,3 +34,65 @@ Deno.test("NodeStateFile: writes when our CIDRs change, not on every reconcile",
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("stateFilePath: distinct annotations give distinct files; common names stay readable", () => {
+  const annotations = [
+    "",
+    "podCIDRs",
+    "@podCIDRs",
+    "example.com/net3",
+    "example.com_net3",
+    "example.com%2Fnet3",
+    "example.com%5Fnet3",
+    "example.com/my_net",
+    "example.com_my/net",
+    "example.com/my/net",
+    "a/b_c",
+    "a_b/c",
+    "a__b",
+    "a_/b",
+    "a/_b",
+    "a%b",
+    "a%25b",
+    "é",
+    "%C3%A9",
+    "net",
+    "Net",
+  ];
+  const paths = annotations.map((a) => stateFilePath("/s", a));
+  for (const [i, path] of paths.entries()) {
+    const same = annotations.filter((_, j) => paths[j] === path);
+    assert.deepEqual(same, [annotations[i]], `${path}: ${same.join(" and ")}`);
+    // One file in the folder, whatever the annotation.
+    assert.match(path, /^\/s\/node-[^/]+\.json$/);
+  }
+  // The examples of stateFilePath's documentation.
+  assert.equal(
+    stateFilePath("/run/xcluster-cni", "cidr.example.com/net3"),
+    "/run/xcluster-cni/node-cidr.example.com_net3.json",
+  );
+  assert.equal(
+    stateFilePath("/run/xcluster-cni", "example.com/my_net"),
+    "/run/xcluster-cni/node-example.com_my%5Fnet.json",
+  );
+  assert.equal(stateFilePath("/run/xcluster-cni", ""), "/run/xcluster-cni/node-@podCIDRs.json");
+});
+
+Deno.test("node state files of annotations that used to share a name are kept apart", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "state-test-" });
+  try {
+    const pairs = [["", "podCIDRs"], ["example.com/net3", "example.com_net3"]];
+    for (const pair of pairs) {
+      for (const [i, annotation] of pair.entries()) {
+        await new NodeStateFile(dir, annotation).update("node-1", [`10.${i}.0.0/24`]);
+      }
+      for (const [i, annotation] of pair.entries()) {
+        const state = readNodeState(dir, annotation);
+        assert.equal(state?.annotation, annotation);
+        assert.deepEqual(state?.cidrs, [`10.${i}.0.0/24`]);
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

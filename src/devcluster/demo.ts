@@ -30,6 +30,7 @@ import {
   sh,
 } from "./demo/topology.ts";
 import { pollUntilDone } from "./demo/wait.ts";
+import { stateFilePath } from "../state.ts";
 
 const MARKER = "XCLUSTER_CNI_DEMO";
 const TMP_PREFIX = "xcluster-demo-";
@@ -117,7 +118,7 @@ function startRouter(
 
 /** The net3 CIDRs a node's router wrote into its state file for kube-node. */
 async function net3Cidrs(dir: string): Promise<string> {
-  const state = JSON.parse(await Deno.readTextFile(`${dir}/state/node-cidr.example.com_net3.json`));
+  const state = JSON.parse(await Deno.readTextFile(stateFilePath(`${dir}/state`, NET3.cidr)));
   return Array.isArray(state.cidrs) ? state.cidrs.join(",") : "?";
 }
 
@@ -342,8 +343,8 @@ export async function demoCommand(args: string[]): Promise<number> {
         async () => {
           for (
             const f of [
-              "state/node-podCIDRs.json",
-              "state/node-cidr.example.com_net3.json",
+              stateFilePath("state", ""),
+              stateFilePath("state", NET3.cidr),
               "net.d/10-xcluster-cni.conflist",
               "bin/kube-node",
             ]

@@ -6,6 +6,9 @@
  * @module
  */
 import { z } from "zod";
+import { findApiCredentials, SERVICE_ACCOUNT_DIR } from "../api_credentials.ts";
+
+export { SERVICE_ACCOUNT_DIR };
 
 /** Everything needed to talk to one API server. */
 export interface KubeAccess {
@@ -20,9 +23,6 @@ export interface KubeAccess {
   /** Where the credentials came from, for logs and errors. */
   readonly source: string;
 }
-
-/** Where the service account's files are mounted in a pod. */
-export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 const ClusterSchema = z.object({
   server: z.string().url(),
@@ -167,13 +167,12 @@ export async function loadKubeconfig(path: string): Promise<KubeAccess> {
   };
 }
 
-/** The in-cluster service account's access; undefined when not in a pod. */
-export async function inClusterAccess(
-  env: Record<string, string | undefined>,
-  dir = SERVICE_ACCOUNT_DIR,
-): Promise<KubeAccess | undefined> {
-  const host = env.KUBERNETES_SERVICE_HOST, port = env.KUBERNETES_SERVICE_PORT;
-  if (!host || !port) return undefined;
+/** The service account's access to the API at `endpoint`. */
+async function serviceAccountAccess(
+  endpoint: { host: string; port: string },
+  dir: string,
+): Promise<KubeAccess> {
+  const { host, port } = endpoint;
   const h = host.includes(":") ? `[${host}]` : host;
   return {
     server: `https://${h}:${port}`,
@@ -185,8 +184,8 @@ export async function inClusterAccess(
 }
 
 /**
- * Finds the API: an explicit kubeconfig path, else in-cluster, else `KUBECONFIG` (its first
- * file), else ~/.kube/config.
+ * Finds the API where {@link findApiCredentials} says: an explicit kubeconfig path, else
+ * in-cluster, else `KUBECONFIG` (its first file), else ~/.kube/config.
  */
 export async function loadKubeAccess(
   opts: {
@@ -195,12 +194,14 @@ export async function loadKubeAccess(
     serviceAccountDir?: string;
   } = {},
 ): Promise<KubeAccess> {
-  if (opts.kubeconfig) return await loadKubeconfig(opts.kubeconfig);
   const env = opts.env ?? Deno.env.toObject();
-  const inCluster = await inClusterAccess(env, opts.serviceAccountDir);
-  if (inCluster) return inCluster;
-  const fromEnv = env.KUBECONFIG?.split(":").find((p) => p !== "");
-  if (fromEnv) return await loadKubeconfig(fromEnv);
-  if (env.HOME) return await loadKubeconfig(`${env.HOME}/.kube/config`);
-  throw new Error("no Kubernetes API found: not in a pod, no KUBECONFIG, no ~/.kube/config");
+  const creds = findApiCredentials(opts.kubeconfig, env);
+  switch (creds.kind) {
+    case "kubeconfig":
+      return await loadKubeconfig(creds.path);
+    case "in-cluster":
+      return await serviceAccountAccess(creds, opts.serviceAccountDir ?? SERVICE_ACCOUNT_DIR);
+    case "none":
+      throw new Error("no Kubernetes API found: not in a pod, no KUBECONFIG, no ~/.kube/config");
+  }
 }
