@@ -181,8 +181,8 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   const ready = informer.synced.then(async () => {
     synced = true;
     reconciler.trigger("start");
-    await reconciler.idle();
-    if (stopped) return;
+    // Ready once a reconcile has put the routes and the node state file in place.
+    if (!await reconciler.succeeded || stopped) return;
     metrics.ready = true;
     log.info("first sync done", { nodes: informer.store.size });
     upkeep.synced(() => started.resolve());

@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { makeNode } from "../src/devcluster/nodes.ts";
 import { createLogger } from "../src/log.ts";
 import { stateFilePath } from "../src/state.ts";
+import { parseDaemonConfig } from "../src/config.ts";
+import { startDaemon } from "../src/daemon.ts";
 import { pollUntil, requireRoot } from "./helpers/netns.ts";
 import {
   capturedLog,
@@ -447,6 +449,47 @@ Deno.test({
         "fd00:244:0:1::/64 via fd00:50::2",
         "fd00:244:0:2::/64 via fd00:50::3",
       ]);
+    } finally {
+      await d.stop();
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "daemon: not ready while its reconciles fail (no state file), retried without a trigger",
+  ignore: !!notRoot,
+  async fn() {
+    const c = await cluster();
+    // The state directory cannot be made: a file is in its place.
+    const stateDir = `${c.dir}/state`;
+    await Deno.writeTextFile(stateDir, "");
+    const log = capturedLog();
+    const d = await startDaemon(
+      parseDaemonConfig({
+        NODE_NAME: "a",
+        HTTP_ADDRESS: "off",
+        STATE_DIR: stateDir,
+        RESYNC_INTERVAL: "1h",
+      }),
+      { netns: c.ns.name, kubeconfig: c.api.kubeconfigPath, install: false, log: log.log },
+    );
+    try {
+      await pollUntil(() => log.lines.some((l) => l.includes("reconcile failed; retrying")), {
+        message: "the first reconcile fails",
+      });
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(d.metrics.ready, false, "not ready without the node state file");
+      await Deno.remove(stateDir);
+      await pollUntil(() => d.metrics.ready, {
+        timeoutMs: 10_000,
+        message: "ready once the state file can be written",
+      });
+      const state = JSON.parse(await Deno.readTextFile(stateFilePath(stateDir, "")));
+      assert.deepEqual(state.cidrs, ["10.244.0.0/24", "fd00:244::/64"]);
+      await expectRoutes(c.ns, 202, [...MAIN_B, ...MAIN_C], "routes to b and c");
+      const text = d.metrics.render();
+      assert.match(text, /xcluster_cni_reconciles_total\{trigger="retry"\} [1-9]/);
     } finally {
       await d.stop();
       await c.close();

@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { Backoff } from "../kube/backoff.ts";
 import type { NodeInfo } from "../kube/node.ts";
 import type { Logger } from "../log.ts";
 import { type Diff, diff, diffSome, type KernelIndex, routeKey } from "./diff.ts";
@@ -28,11 +29,11 @@ import type { Problem } from "./problem.ts";
 import { ProblemLog } from "./problem_log.ts";
 import type { LocalAddress, OpFailure, Route, RouteOp, RouteTable } from "./types.ts";
 
-/** What asked for a reconcile. */
-export type Trigger = "start" | "watch" | "monitor" | "resync";
+/** What asked for a reconcile ("retry": the one after a failed reconcile). */
+export type Trigger = "start" | "watch" | "monitor" | "resync" | "retry";
 
 /** Every trigger, for metrics. */
-export const TRIGGERS: readonly Trigger[] = ["start", "watch", "monitor", "resync"];
+export const TRIGGERS: readonly Trigger[] = ["start", "watch", "monitor", "resync", "retry"];
 
 /** The outcome of one reconcile. */
 export interface ReconcileResult {
@@ -86,6 +87,11 @@ export class Reconciler {
     (pending, next) => pending === "watch" ? next : pending,
   );
   #last: ReconcileResult | undefined;
+  /** After a failure, the next reconcile comes after a backoff (0.8 s doubling to 30 s). */
+  readonly #retry: { backoff: Backoff; timer?: ReturnType<typeof setTimeout> } = {
+    backoff: new Backoff(),
+  };
+  readonly #succeeded = Promise.withResolvers<boolean>();
 
   constructor(opts: ReconcilerOptions) {
     this.#opts = opts;
@@ -93,6 +99,14 @@ export class Reconciler {
     this.#view = new KernelView(opts.protocol);
     this.#problems = new ProblemLog(opts.log);
     this.#start = new StartPhase({ ...opts, checker: this.#checker, view: this.#view });
+  }
+
+  /**
+   * Resolves true once a reconcile has succeeded (routes applied and `onResult` done), false
+   * when the reconciler stops before one has: a failed reconcile is retried until one does.
+   */
+  get succeeded(): Promise<boolean> {
+    return this.#succeeded.promise;
   }
 
   /** The last result, if any reconcile finished. */
@@ -189,7 +203,10 @@ export class Reconciler {
 
   /** Stops taking triggers; waits for a running reconcile (or head start) to end. */
   async stop(): Promise<void> {
+    clearTimeout(this.#retry.timer);
     await this.#runs.stop();
+    clearTimeout(this.#retry.timer);
+    this.#succeeded.resolve(false);
     // Routes already sent stay, as every route does when the daemon stops.
     await this.#endStart()?.head?.batch.close().catch(() => {});
   }
@@ -199,11 +216,17 @@ export class Reconciler {
       const result = await this.#reconcile(trigger);
       this.#last = result;
       await this.#opts.onResult?.(result);
+      clearTimeout(this.#retry.timer);
+      this.#succeeded.resolve(true);
     } catch (e) {
-      // Read the kernel and plan every node afresh: either may be what failed.
+      // Read the kernel and plan every node afresh: either may be what failed. Tried again
+      // without waiting for a trigger: none may come before the resync, minutes later.
       this.#pending.readKernel();
       this.#pending.everyNode();
-      this.#opts.log.error("reconcile failed", { trigger, error: e });
+      const inMs = Math.round(this.#retry.backoff.next());
+      this.#opts.log.error("reconcile failed; retrying", { trigger, error: e, inMs });
+      clearTimeout(this.#retry.timer);
+      this.#retry.timer = setTimeout(() => this.#request("retry"), inMs);
     }
   }
 
