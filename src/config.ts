@@ -6,10 +6,10 @@
  *
  * @module
  */
-import { z } from "zod";
 import { type Level, parseLevel } from "./log.ts";
-import { type Cidr, formatCidr, parseCidr, splitList } from "./net/ip.ts";
+import { type Cidr, formatCidr, makeCidr, parseCidr, parseIp, splitList } from "./net/ip.ts";
 import { assignedNumber, protocolRefusal } from "./routing/protocols.ts";
+import { type PlanRules, refuseCidr } from "./routing/check.ts";
 import { parsePerNodeHostBits, parsePools, type Pool } from "./alloc/pools.ts";
 import { parseLabelSelector } from "./kube/label_selector.ts";
 import { parseAddressInterface, parseAddressSubnets } from "./publish/addresses.ts";
@@ -121,12 +121,42 @@ const bool: Parser<boolean> = (v) => {
 };
 
 const int = (min: number, max: number): Parser<number> => (v) => {
-  const n = z.coerce.number().int().min(min).max(max).safeParse(v.trim());
-  if (!n.success || v.trim() === "") throw new Error(`expected an integer ${min}-${max}`);
-  return n.data;
+  const t = v.trim();
+  // Decimal digits alone: Number() also reads "0x10", "1e1" and " " as numbers.
+  const n = /^[0-9]{1,9}$/.test(t) ? Number(t) : NaN;
+  if (!(n >= min && n <= max)) throw new Error(`expected an integer ${min}-${max}`);
+  return n;
 };
 
 const str: Parser<string> = (v) => v.trim();
+
+/**
+ * An absolute path: a relative one would depend on the folder the daemon is started in.
+ * With `emptyAllowed`, "" is accepted too (that variable's documented default).
+ */
+const absolutePath = (emptyAllowed = false): Parser<string> => (v) => {
+  const t = v.trim();
+  if (t === "" && emptyAllowed) return "";
+  if (!t.startsWith("/")) throw new Error("expected an absolute path");
+  return t;
+};
+
+/**
+ * LOG_FILE: an absolute path in a folder that exists, checked here so that a typo stops
+ * the daemon at start naming the variable rather than when the file is opened.
+ */
+const logFile: Parser<string> = (v) => {
+  const t = absolutePath(true)(v, {});
+  if (t === "") return "";
+  if (t.endsWith("/")) throw new Error("expected a file, not a folder");
+  const dir = t.slice(0, t.lastIndexOf("/")) || "/";
+  let isDir = false;
+  try {
+    isDir = Deno.statSync(dir).isDirectory;
+  } catch { /* absent: said below */ }
+  if (!isDir) throw new Error(`${dir} is not an existing folder`);
+  return t;
+};
 
 const annotation: Parser<string> = (v) => {
   const t = v.trim();
@@ -255,9 +285,10 @@ const SPECS: AnySpec[] = [
     default: String(DEFAULT_PROTOCOL),
     parse: (v) => parseProtocol(v),
     description: "Route protocol marking this instance's routes: a number or a name from " +
-      "rt_protos, unique per instance on a node; 200-254 are free for instances. Refused: the " +
-      "numbers the kernel or rt_protos gives to other sources of routes (kernel, boot, " +
-      "static, dhcp, ra, zebra, bird, bgp, ospf, ...).",
+      "the container's rt_protos (the image's, not the host's), unique per instance on a " +
+      "node; 200-254 are free for instances. The manifests need a number: they build the " +
+      "HTTP port from it. Refused: the numbers the kernel or rt_protos gives to other " +
+      "sources of routes (kernel, boot, static, dhcp, ra, zebra, bird, bgp, ospf, ...).",
   },
   {
     key: "logLevel",
@@ -275,8 +306,9 @@ const SPECS: AnySpec[] = [
     key: "logFile",
     name: "LOG_FILE",
     default: "",
-    parse: str,
-    description: "File to append log lines to. Empty: stderr.",
+    parse: logFile,
+    description: "File to append log lines to (an absolute path in an existing folder). " +
+      "Empty: stderr.",
   },
   {
     key: "resyncSeconds",
@@ -291,21 +323,21 @@ const SPECS: AnySpec[] = [
     key: "cniBinDir",
     name: "CNI_BIN_DIR",
     default: DEFAULT_CNI_BIN_DIR,
-    parse: str,
+    parse: absolutePath(),
     description: "Host CNI plugin folder (as mounted) that the installer copies into.",
   },
   {
     key: "cniConfDir",
     name: "CNI_CONF_DIR",
     default: DEFAULT_CNI_CONF_DIR,
-    parse: str,
+    parse: absolutePath(),
     description: "Host CNI config folder (as mounted) for the main network's conflist.",
   },
   {
     key: "pluginsDir",
     name: "PLUGINS_DIR",
     default: DEFAULT_PLUGINS_DIR,
-    parse: str,
+    parse: absolutePath(),
     description: "Folder of standard CNI plugins carried in the image, copied to CNI_BIN_DIR.",
   },
   {
@@ -320,7 +352,7 @@ const SPECS: AnySpec[] = [
     key: "stateDir",
     name: "STATE_DIR",
     default: DEFAULT_STATE_DIR,
-    parse: str,
+    parse: absolutePath(),
     description: "Folder of the node state files read by the kube-node IPAM.",
   },
   {
@@ -328,8 +360,9 @@ const SPECS: AnySpec[] = [
     name: "HTTP_ADDRESS",
     default: `0.0.0.0:${HTTP_PORT_BASE}+PROTOCOL`,
     parse: str,
-    description: `host:port of /healthz, /readyz and /metrics; empty port default is ` +
-      `${HTTP_PORT_BASE} + PROTOCOL so instances on a node never collide. "off" disables.`,
+    description: `IP:port, [IPv6]:port or :port (every IPv4 address) of /healthz, /readyz ` +
+      `and /metrics, port 1-65535. Unset or empty: 0.0.0.0 and port ${HTTP_PORT_BASE} + ` +
+      `PROTOCOL, so that instances on a node never collide. "off" disables.`,
   },
   {
     key: "allowedCidrs",
@@ -495,6 +528,10 @@ function checkWriters(cfg: DaemonConfig, env: Env): void {
     if (cfg.nodeName === "") {
       refuse("CLUSTER_CIDRS", "allocation needs NODE_NAME (the Lease holder)");
     }
+    for (const pool of cfg.clusterCidrs) {
+      const why = poolRefusal(pool, cfg);
+      if (why) refuse("CLUSTER_CIDRS", `pool ${pool.text} would not be routed: ${why}`);
+    }
   }
   for (const name of ["ADDRESS_INTERFACE", "ADDRESS_SUBNETS"]) {
     if ((env[name] ?? "").trim() === "") continue;
@@ -508,6 +545,25 @@ function checkWriters(cfg: DaemonConfig, env: Env): void {
   }
 }
 
+/**
+ * Why the routers would refuse the node CIDRs of `pool`, by the rules each instance applies
+ * to a node's CIDR (routing/check.ts), or undefined. The pool itself must be inside
+ * ALLOWED_CIDRS and clear of the special ranges; the minimum prefix is a node CIDR's. The
+ * rule on this host's own networks is left to run time: only the host knows them.
+ */
+function poolRefusal(pool: Pool, cfg: DaemonConfig): string | undefined {
+  const rules: PlanRules = {
+    selfName: "",
+    allowedCidrs: cfg.allowedCidrs,
+    minPrefixV4: cfg.minPrefixV4,
+    minPrefixV6: cfg.minPrefixV6,
+  };
+  const whole = refuseCidr(pool.cidr, { ...rules, minPrefixV4: 0, minPrefixV6: 0 }, []);
+  if (whole) return whole;
+  const node = refuseCidr(makeCidr(pool.family, pool.cidr.value, pool.nodePrefix), rules, []);
+  return node && `node CIDR ${node}`;
+}
+
 /** The network's allocation Lease: named after its CIDR annotation, a DNS subdomain. */
 export function leaseName(cidrAnnotation: string): string {
   return `xcluster-cni-${cidrAnnotation.toLowerCase().replace(/[^a-z0-9.-]+/g, "-")}`
@@ -518,11 +574,21 @@ function parseHttpAddress(raw: string | undefined, protocol: number): string {
   const value = raw?.trim() ?? "";
   if (value === "off") return "off";
   if (value === "") return `0.0.0.0:${HTTP_PORT_BASE + protocol}`;
-  const m = /^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]*):([0-9]{1,5})$/.exec(value);
-  if (!m || Number(m[2]) > 65535) {
-    throw new ConfigError("HTTP_ADDRESS", value, "expected host:port, :port or off");
+  // An IP literal or nothing: a name would be resolved (or fail) only when listening.
+  const m = /^(?:\[([^\]]*)\]|([^:[\]]*)):([0-9]{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : 0;
+  const [v6, v4] = [m?.[1], m?.[2]];
+  const hostOk = v6 !== undefined
+    ? v6.includes(":") && parseIp(v6) !== undefined
+    : v4 === "" || (v4 !== undefined && parseIp(v4) !== undefined);
+  if (!m || !hostOk || port < 1 || port > 65535) {
+    throw new ConfigError(
+      "HTTP_ADDRESS",
+      value,
+      "expected IPv4:port, [IPv6]:port, :port (port 1-65535) or off",
+    );
   }
-  return m[1] === "" ? `0.0.0.0:${m[2]}` : value;
+  return `${v6 !== undefined ? `[${v6}]` : v4 || "0.0.0.0"}:${port}`;
 }
 
 /** Text of the allowed CIDRs, for logs and `nodes`. */

@@ -14,7 +14,12 @@
  * @module
  */
 import { z } from "zod";
-import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, DEFAULT_PLUGINS_DIR } from "./config.ts";
+import {
+  DEFAULT_CNI_BIN_DIR,
+  DEFAULT_CNI_CONF_DIR,
+  DEFAULT_PLUGINS_DIR,
+  DEFAULT_STATE_DIR,
+} from "./config.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
 import { parseIp, sameIp } from "./net/ip.ts";
 import type { LocalAddress } from "./routing/types.ts";
@@ -23,6 +28,10 @@ import type { LocalAddress } from "./routing/types.ts";
 export const KUBE_NODE_BINARY = "kube-node";
 /** File name of the main network's conflist. */
 export const CONFLIST_NAME = "10-xcluster-cni.conflist";
+/** Smallest MTU of a conflist: IPv4's minimum. */
+export const MIN_MTU = 68;
+/** Largest MTU of a conflist. */
+export const MAX_MTU = 65535;
 
 const CHUNK = 1 << 20;
 
@@ -247,6 +256,8 @@ export interface InstallConflistOptions {
   bridge?: string;
   /** Node annotation with the CIDRs; default "" (spec.podCIDRs). */
   annotation?: string;
+  /** Folder of the daemon's node state files (STATE_DIR); default {@link DEFAULT_STATE_DIR}. */
+  stateDir?: string;
   /** cniVersion of the conflist; default "1.0.0". */
   cniVersion?: string;
   log?: Logger;
@@ -260,10 +271,14 @@ export interface ConflistOutcome {
   reason?: string;
 }
 
-/** The main network's conflist: bridge with the kube-node IPAM. */
+/**
+ * The main network's conflist: bridge with the kube-node IPAM, which finds the daemon's node
+ * state file by `annotation` and `stateDir` (each written only when not kube-node's default).
+ */
 export function mainConflist(opts: InstallConflistOptions): Record<string, unknown> {
   const ipam: Record<string, unknown> = { type: KUBE_NODE_BINARY };
   if (opts.annotation) ipam.annotation = opts.annotation;
+  if (opts.stateDir && opts.stateDir !== DEFAULT_STATE_DIR) ipam.stateDir = opts.stateDir;
   return {
     cniVersion: opts.cniVersion ?? "1.0.0",
     name: opts.name ?? "xcluster",
@@ -306,8 +321,8 @@ function usesKubeNode(text: string): boolean {
 export async function installConflist(opts: InstallConflistOptions): Promise<ConflistOutcome> {
   const log = opts.log ?? silentLogger;
   const path = `${opts.confDir}/${CONFLIST_NAME}`;
-  if (!Number.isInteger(opts.mtu) || opts.mtu < 68 || opts.mtu > 65535) {
-    throw new Error(`conflist ${path}: MTU ${opts.mtu} is not between 68 and 65535`);
+  if (!Number.isInteger(opts.mtu) || opts.mtu < MIN_MTU || opts.mtu > MAX_MTU) {
+    throw new Error(`conflist ${path}: MTU ${opts.mtu} is not between ${MIN_MTU} and ${MAX_MTU}`);
   }
   await Deno.mkdir(opts.confDir, { recursive: true });
   for await (const entry of Deno.readDir(opts.confDir)) {
@@ -380,8 +395,35 @@ ${DEFAULT_CNI_CONF_DIR}) also writes the main network's conflist, with the MTU g
 that of the interface holding NODE_IP.`;
 
 /**
+ * Checks the `install` arguments as a whole; returns the usage error, or undefined. Run
+ * before anything is copied, so that a usage error leaves the host as it was.
+ */
+function installArgsError(opts: Record<string, string>): string | undefined {
+  for (const [key, value] of Object.entries(opts)) {
+    if (value.trim() === "") return `${key}: empty`;
+  }
+  const mtu = opts["--mtu"], address = opts["--address"];
+  if (mtu !== undefined) {
+    const n = /^[0-9]{1,5}$/.test(mtu) ? Number(mtu) : NaN;
+    if (!(n >= MIN_MTU && n <= MAX_MTU)) {
+      return `--mtu: expected an integer ${MIN_MTU}-${MAX_MTU}, not ${JSON.stringify(mtu)}`;
+    }
+  }
+  if (address !== undefined && parseIp(address) === undefined) {
+    return `--address: not an IP address: ${JSON.stringify(address)}`;
+  }
+  if (mtu !== undefined && address !== undefined) return "--mtu or --address, not both";
+  if (opts["--conf-dir"] === undefined) {
+    if (mtu !== undefined || address !== undefined) return "--mtu and --address need --conf-dir";
+  } else if (mtu === undefined && address === undefined) {
+    return "--conf-dir needs --mtu or --address";
+  }
+  return undefined;
+}
+
+/**
  * `install` subcommand (initContainer): binaries, and optionally the conflist.
- * Returns 0 on success, 2 on bad arguments, 1 on failure.
+ * Returns 0 on success, 2 on bad arguments (nothing copied then), 1 on failure.
  */
 export async function installCommand(args: string[]): Promise<number> {
   const opts: Record<string, string> = {};
@@ -400,6 +442,11 @@ export async function installCommand(args: string[]): Promise<number> {
     }
     opts[key] = value;
   }
+  const error = installArgsError(opts);
+  if (error !== undefined) {
+    console.error(`install: ${error}\n${USAGE}`);
+    return 2;
+  }
   const log = createLogger("info").with({ cmd: "install" });
   try {
     const result = await installBinaries({
@@ -409,17 +456,15 @@ export async function installCommand(args: string[]): Promise<number> {
       log,
     });
     log.info("binaries", result);
-    if (opts["--conf-dir"] !== undefined) {
+    const confDir = opts["--conf-dir"];
+    if (confDir !== undefined) {
       let mtu: number;
       if (opts["--mtu"] !== undefined) mtu = Number(opts["--mtu"]);
-      else if (opts["--address"] !== undefined) {
+      else {
         const { createIprouteTable } = await import("./routing/iproute.ts");
         mtu = await interfaceMtu(opts["--address"], await createIprouteTable().localAddresses());
-      } else {
-        console.error(`install: --conf-dir needs --mtu or --address\n${USAGE}`);
-        return 2;
       }
-      const outcome = await installConflist({ confDir: opts["--conf-dir"], mtu, log });
+      const outcome = await installConflist({ confDir, mtu, log });
       log.info("conflist", { ...outcome });
     }
     return 0;

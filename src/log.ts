@@ -55,9 +55,17 @@ export function stderrSink(): LogSink {
   };
 }
 
-/** A sink appending JSON lines to a file. */
+/**
+ * A sink appending JSON lines to a file: the daemon's LOG_FILE, which a failure to open
+ * names, as the one line the daemon prints then is all an operator sees.
+ */
 export function fileSink(path: string): LogSink {
-  const file = Deno.openSync(path, { append: true, create: true });
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { append: true, create: true });
+  } catch (e) {
+    throw new Error(`LOG_FILE ${path}: ${(e as Error).message}`, { cause: e });
+  }
   return { write: (line) => file.writeSync(encoder.encode(line + "\n")), text: false };
 }
 

@@ -106,7 +106,14 @@ export class OwnNode {
     try {
       if (address === undefined) throw new Error("own node has no address to find the MTU by");
       const mtu = await install.interfaceMtu(address, await table.localAddresses());
-      const r = await install.installConflist({ confDir: cfg.cniConfDir, mtu, log });
+      // kube-node finds our node state file by the annotation and folder we write it by.
+      const r = await install.installConflist({
+        confDir: cfg.cniConfDir,
+        mtu,
+        annotation: cfg.cidrAnnotation,
+        stateDir: cfg.stateDir,
+        log,
+      });
       log.info(r.written ? "CNI conflist written" : "CNI conflist left as it is", {
         path: r.path,
         mtu,

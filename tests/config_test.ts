@@ -7,6 +7,7 @@ import {
   parseRtProtos,
   readsMetadataOnly,
 } from "../src/config.ts";
+import { fileSink } from "../src/log.ts";
 
 Deno.test("defaults are Nordix's: protocol 202, podCIDRs, InternalIP", () => {
   const cfg = parseDaemonConfig({});
@@ -177,4 +178,90 @@ Deno.test("config: nodes are read as metadata only when nothing else is needed",
   assert.equal(readsMetadataOnly({ ...all, nodeName: "" }), false, "machine ID is in status");
   assert.equal(readsMetadataOnly({ ...all, cidrAnnotation: "" }), false, "spec.podCIDRs");
   assert.equal(readsMetadataOnly({ ...all, addressAnnotation: "" }), false, "InternalIP");
+});
+
+/** The ConfigError of `env`, checked to be one line naming `variable` and its value. */
+function refusal(env: Record<string, string>, variable: string): string {
+  try {
+    parseDaemonConfig(env);
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, String(e));
+    assert.equal(e.variable, variable, e.message);
+    assert.ok(e.message.startsWith(`${variable}=${JSON.stringify(env[variable])}: `), e.message);
+    assert.ok(!e.message.includes("\n"), e.message);
+    return e.message;
+  }
+  assert.fail(`${JSON.stringify(env)} accepted`);
+}
+
+Deno.test("config: integers are decimal digits alone", () => {
+  assert.equal(parseDaemonConfig({ MIN_PREFIX_V4: " 16 " }).minPrefixV4, 16);
+  for (const value of ["0x10", "1e1", "16.0", "+16", "-1", "", " ", "0", "33"]) {
+    assert.match(refusal({ MIN_PREFIX_V4: value }, "MIN_PREFIX_V4"), /expected an integer 1-32/);
+  }
+  assert.match(refusal({ MIN_PREFIX_V6: "0x40" }, "MIN_PREFIX_V6"), /integer 1-128/);
+});
+
+Deno.test("config: path variables take absolute paths; LOG_FILE empty is stderr", () => {
+  const cfg = parseDaemonConfig({ STATE_DIR: " /var/run/x ", LOG_FILE: " " });
+  assert.equal(cfg.stateDir, "/var/run/x");
+  assert.equal(cfg.logFile, "");
+  for (const name of ["STATE_DIR", "CNI_BIN_DIR", "CNI_CONF_DIR", "PLUGINS_DIR"]) {
+    for (const value of ["", " ", "state", "./state"]) {
+      assert.match(refusal({ [name]: value }, name), /expected an absolute path/);
+    }
+  }
+  assert.match(refusal({ LOG_FILE: "x.log" }, "LOG_FILE"), /expected an absolute path/);
+});
+
+Deno.test("config: LOG_FILE in a folder that does not exist stops the start, naming it", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    assert.equal(parseDaemonConfig({ LOG_FILE: `${dir}/d.log` }).logFile, `${dir}/d.log`);
+    assert.equal(parseDaemonConfig({ LOG_FILE: "/d.log" }).logFile, "/d.log", "in /");
+    assert.match(
+      refusal({ LOG_FILE: `${dir}/none/d.log` }, "LOG_FILE"),
+      /\/none is not an existing folder/,
+    );
+    assert.match(refusal({ LOG_FILE: `${dir}/` }, "LOG_FILE"), /not a folder/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("config: LOG_FILE that cannot be opened is named by the sink's error", () => {
+  assert.throws(() => fileSink("/nonexistent-xcluster-cni/d.log"), /^Error: LOG_FILE \//);
+});
+
+Deno.test("config: HTTP_ADDRESS is an IP literal or nothing, and a port 1-65535", () => {
+  const accepted: [string, string][] = [
+    ["127.0.0.1:8080", "127.0.0.1:8080"],
+    [":9000", "0.0.0.0:9000"],
+    ["[::1]:9000", "[::1]:9000"],
+    ["[::]:65535", "[::]:65535"],
+    ["0.0.0.0:1", "0.0.0.0:1"],
+    [" off ", "off"],
+    ["", "0.0.0.0:19202"],
+  ];
+  for (const [value, want] of accepted) {
+    assert.equal(parseDaemonConfig({ HTTP_ADDRESS: value }).httpAddress, want, value);
+  }
+  for (
+    const value of [
+      "999.1.1.1:80",
+      "localhost:80",
+      "example.com:80",
+      ":0",
+      "127.0.0.1:0",
+      ":65536",
+      "::1:80",
+      "[127.0.0.1]:80",
+      "[::1]",
+      "127.0.0.1",
+      "127.0.0.1:",
+      "[fe80::1%eth0]:80",
+    ]
+  ) {
+    assert.match(refusal({ HTTP_ADDRESS: value }, "HTTP_ADDRESS"), /port 1-65535/, value);
+  }
 });

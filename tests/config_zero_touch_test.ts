@@ -84,3 +84,42 @@ Deno.test("the allocation Lease is named after the network's annotation, a DNS s
     assert.match(leaseName(a), /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/);
   }
 });
+
+Deno.test("zero-touch settings: CLUSTER_CIDRS whose node CIDRs the routers refuse is refused", () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [
+      { CLUSTER_CIDRS: "10.0.0.0/16/24", ALLOWED_CIDRS: "192.168.0.0/16" },
+      /pool 10\.0\.0\.0\/16\/24 would not be routed: outside ALLOWED_CIDRS/,
+    ],
+    [{ CLUSTER_CIDRS: "127.0.0.0/8/24" }, /pool 127\.0\.0\.0\/8\/24 .*: overlaps the loopback/],
+    [
+      { CLUSTER_CIDRS: "fd00::/16/24" },
+      /pool fd00::\/16\/24 .*: node CIDR prefix \/24 is shorter than the minimum \/32/,
+    ],
+    [
+      { CLUSTER_CIDRS: "10.0.0.0/8/16", MIN_PREFIX_V4: "20" },
+      /node CIDR prefix \/16 is shorter than the minimum \/20/,
+    ],
+    [{ CLUSTER_CIDRS: "169.254.0.0/16/24" }, /overlaps the link-local 169\.254\.0\.0\/16/],
+    [{ CLUSTER_CIDRS: "10.8.0.0/16/24,fe80::/64/80" }, /pool fe80::\/64\/80 .*link-local/],
+  ];
+  for (const [env, reason] of cases) {
+    assert.throws(() => parseDaemonConfig({ ...NET3, ...env }), (e: unknown) => {
+      assert.ok(e instanceof ConfigError, `${JSON.stringify(env)}: ${e}`);
+      assert.equal(e.variable, "CLUSTER_CIDRS", e.message);
+      assert.ok(
+        e.message.startsWith(`CLUSTER_CIDRS=${JSON.stringify(env.CLUSTER_CIDRS)}: `),
+        e.message,
+      );
+      assert.match(e.message, reason);
+      return true;
+    });
+  }
+  // The minimum prefix is a node CIDR's: a large pool of small node CIDRs passes.
+  const ok = [
+    { CLUSTER_CIDRS: "10.0.0.0/8/24", MIN_PREFIX_V4: "16" },
+    { CLUSTER_CIDRS: "192.168.64.0/18/26", ALLOWED_CIDRS: "192.168.0.0/16" },
+    { CLUSTER_CIDRS: "fd00::/48/64" },
+  ];
+  for (const env of ok) assert.equal(parseDaemonConfig({ ...NET3, ...env }).clusterCidrs.length, 1);
+});

@@ -7,10 +7,13 @@ import { createIprouteTable } from "../src/routing/iproute.ts";
 import {
   CONFLIST_NAME,
   installBinaries,
+  installCommand,
   installConflist,
   installFile,
   interfaceMtu,
+  mainConflist,
 } from "../src/install.ts";
+import { DEFAULT_STATE_DIR } from "../src/config.ts";
 import { IGNORE_CNI, SYSTEM_CNI } from "./helpers/cni.ts";
 
 const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
@@ -207,6 +210,69 @@ Deno.test("install: conflist written once, with the MTU; skipped when ours is th
   assert.equal((await installConflist({ confDir: `${dir}/c`, mtu: 1500 })).written, true);
   await assert.rejects(() => installConflist({ confDir: `${dir}/d`, mtu: 20 }), /MTU 20/);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("install: the conflist's ipam names the daemon's annotation and state folder", async () => {
+  const ipam = (o: { annotation?: string; stateDir?: string }) =>
+    (mainConflist({ mtu: 1500, confDir: "/unused", ...o }).plugins as { ipam: unknown }[])[0]
+      .ipam;
+  assert.deepEqual(ipam({}), { type: "kube-node" });
+  // kube-node's defaults are left out: "" is spec.podCIDRs, and its own default folder.
+  assert.deepEqual(ipam({ annotation: "", stateDir: DEFAULT_STATE_DIR }), { type: "kube-node" });
+  assert.deepEqual(ipam({ annotation: "cidr.example.com/main", stateDir: "/var/lib/xc" }), {
+    type: "kube-node",
+    annotation: "cidr.example.com/main",
+    stateDir: "/var/lib/xc",
+  });
+  const dir = await Deno.makeTempDir({ prefix: "install-test-" });
+  try {
+    const r = await installConflist({
+      confDir: dir,
+      mtu: 1450,
+      annotation: "cidr.example.com/main",
+      stateDir: `${dir}/state`,
+    });
+    const conf = JSON.parse(await Deno.readTextFile(r.path));
+    assert.equal(conf.plugins[0].ipam.annotation, "cidr.example.com/main");
+    assert.equal(conf.plugins[0].ipam.stateDir, `${dir}/state`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("install: every argument is checked before anything is copied; usage errors exit 2", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "install-test-" });
+  const quiet = console.error;
+  const said: string[] = [];
+  console.error = (...a: unknown[]) => said.push(a.join(" "));
+  try {
+    await Deno.mkdir(`${dir}/from`);
+    await Deno.writeTextFile(`${dir}/from/bridge`, "#!/bin/sh\n");
+    await Deno.writeTextFile(`${dir}/self`, "#!/bin/sh\n");
+    const base = ["--from", `${dir}/from`, "--to", `${dir}/to`, "--self", `${dir}/self`];
+    const conf = ["--conf-dir", `${dir}/net.d`];
+    const cases: [string[], RegExp][] = [
+      [conf, /--conf-dir needs --mtu or --address/],
+      [[...conf, "--mtu", "abc"], /--mtu: expected an integer 68-65535, not "abc"/],
+      [[...conf, "--mtu=1e3"], /--mtu: expected an integer/],
+      [[...conf, "--mtu", "20"], /--mtu: expected an integer/],
+      [[...conf, "--address", "999.1.1.1"], /--address: not an IP address/],
+      [[...conf, "--mtu", "1500", "--address", "10.0.0.1"], /not both/],
+      [["--mtu", "1500"], /need --conf-dir/],
+      [["--to="], /--to: empty/],
+    ];
+    for (const [args, reason] of cases) {
+      said.length = 0;
+      assert.equal(await installCommand([...base, ...args]), 2, args.join(" "));
+      assert.match(said.join("\n"), reason, args.join(" "));
+      for (const folder of ["to", "net.d"]) {
+        await assert.rejects(() => Deno.stat(`${dir}/${folder}`), Deno.errors.NotFound);
+      }
+    }
+  } finally {
+    console.error = quiet;
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("install: interfaceMtu finds the interface holding an address", async () => {

@@ -4,6 +4,10 @@ import type { NodeInfo } from "../src/kube/node.ts";
 import type { Plan } from "../src/routing/plan.ts";
 import { createLogger } from "../src/log.ts";
 import { readNodeState } from "../src/state.ts";
+import { CONFLIST_NAME } from "../src/install.ts";
+import type { CheckedNode } from "../src/routing/check.ts";
+import { runPlugin } from "../cni/skel.ts";
+import { kubeNodePlugin } from "../cni/kube_node.ts";
 
 const node = (name: string, machineID: string): NodeInfo => ({
   name,
@@ -113,6 +117,74 @@ Deno.test("own node: the conflist is tried once, and its failure is said, not th
     assert.equal(lines.filter((l) => l.msg === "writing the CNI conflist failed").length, 1);
     assert.deepEqual(readNodeState(dir, "x/y")?.cidrs, ["10.0.3.0/24"]);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** An interface of this host whose MTU a conflist takes (lo's 65536 is too large). */
+function conflistDev(): string {
+  for (const e of Deno.readDirSync("/sys/class/net")) {
+    const mtu = Number(Deno.readTextFileSync(`/sys/class/net/${e.name}/mtu`));
+    if (mtu >= 68 && mtu <= 65535) return e.name;
+  }
+  throw new Error("no interface with an MTU of 68-65535");
+}
+
+Deno.test("own node: the conflist leads kube-node to the state file, by annotation and folder", async () => {
+  const dir = await Deno.makeTempDir();
+  const ann = "cidr.example.com/main";
+  const own = new OwnNode({
+    cfg: { nodeName: "a", stateDir: `${dir}/state`, cidrAnnotation: ann, cniConfDir: dir },
+    nodes: () => new Map([["a", node("a", "")]]),
+    // Our node's address is on an interface of this host, for its MTU in sysfs.
+    table: {
+      localAddresses: () =>
+        Promise.resolve([{ family: 4, address: "192.0.2.1", prefix: 24, dev: conflistDev() }]),
+    },
+    conflist: true,
+    log: createLogger("error", { write: () => {}, text: false }),
+  });
+  // A host-local that keeps the config it is given and hands out one address.
+  const bin = `${dir}/bin`;
+  await Deno.mkdir(bin);
+  await Deno.writeTextFile(
+    `${bin}/host-local`,
+    `#!/bin/sh\ncat > "${dir}/host-local-stdin"\n` +
+      `echo '{"cniVersion":"1.0.0","ips":[{"address":"10.0.1.2/24"}]}'\n`,
+    { mode: 0o755 },
+  );
+  const nodeName = Deno.env.get("NODE_NAME");
+  Deno.env.set("NODE_NAME", "a");
+  try {
+    const self = { addresses: ["192.0.2.1"] } as unknown as CheckedNode;
+    await own.planned({ ...planOf(["10.0.1.0/24"]), self });
+    const conflist = JSON.parse(await Deno.readTextFile(`${dir}/${CONFLIST_NAME}`));
+    const { ipam } = conflist.plugins[0];
+    assert.deepEqual(ipam, { type: "kube-node", annotation: ann, stateDir: `${dir}/state` });
+
+    let out = "";
+    const code = await runPlugin(kubeNodePlugin, {
+      env: {
+        CNI_COMMAND: "ADD",
+        CNI_CONTAINERID: "c1",
+        CNI_NETNS: "/var/run/netns/c1",
+        CNI_IFNAME: "eth0",
+        CNI_PATH: bin,
+      },
+      stdin: () =>
+        new TextEncoder().encode(
+          JSON.stringify({ cniVersion: conflist.cniVersion, name: conflist.name, ipam }),
+        ),
+      stdout: (t) => {
+        out += t;
+      },
+    });
+    assert.equal(code, 0, out);
+    const given = JSON.parse(await Deno.readTextFile(`${dir}/host-local-stdin`));
+    assert.deepEqual(given.ipam.ranges, [[{ subnet: "10.0.1.0/24" }]]);
+  } finally {
+    if (nodeName === undefined) Deno.env.delete("NODE_NAME");
+    else Deno.env.set("NODE_NAME", nodeName);
     await Deno.remove(dir, { recursive: true });
   }
 });
