@@ -63,10 +63,31 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
     reads: metadataOnly ? "node metadata" : "whole nodes",
   });
 
+  const metrics = new Metrics(cfg.protocol, VERSION);
+  // Bound first: a taken port stops the start before anything is installed or written.
+  const http = cfg.httpAddress === "off" ? undefined : serveHttp(cfg.httpAddress, metrics, () => ({
+    ready: metrics.ready,
+    lastContact: metrics.informer()?.lastContact,
+  }), log);
+  try {
+    return await startRouting(cfg, opts, log, metrics, http);
+  } catch (e) {
+    await http?.close();
+    throw e;
+  }
+}
+
+/** The rest of the start, once the HTTP endpoint is bound. */
+async function startRouting(
+  cfg: DaemonConfig,
+  opts: DaemonOptions,
+  log: Logger,
+  metrics: Metrics,
+  http: { close(): Promise<void> } | undefined,
+): Promise<Daemon> {
+  const metadataOnly = readsMetadataOnly(cfg);
   const install = opts.install ?? true;
   if (install) await installBinaries(cfg, log);
-
-  const metrics = new Metrics(cfg.protocol, VERSION);
   const { loadKubeAccess } = await import("./kube/kubeconfig.ts");
   const { KubeClient } = await import("./kube/client.ts");
   const { NodeInformer } = await import("./kube/informer.ts");
@@ -160,12 +181,6 @@ export async function startDaemon(cfg: DaemonConfig, opts: DaemonOptions = {}): 
   informer.onChange((changes) => {
     if (synced) reconciler.nodesChanged(changes);
   });
-  // Bound first: a taken port must stop the start before anything runs.
-  const http = cfg.httpAddress === "off" ? undefined : serveHttp(cfg.httpAddress, metrics, () => ({
-    ready: metrics.ready,
-    lastContact: informer.stats().lastContact,
-  }), log);
-
   let stopped = false;
   const started = Promise.withResolvers<void>();
   const upkeep = new Upkeep({

@@ -496,3 +496,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test("daemon: an HTTP port taken stops the start before anything is installed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "xcluster-test-port-" });
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await Deno.mkdir(`${dir}/plugins`);
+    await Deno.writeTextFile(`${dir}/plugins/bridge`, "#!/bin/sh\n", { mode: 0o755 });
+    await Deno.mkdir(`${dir}/bin`);
+    const cfg = parseDaemonConfig({
+      NODE_NAME: "a",
+      HTTP_ADDRESS: `127.0.0.1:${(taken.addr as Deno.NetAddr).port}`,
+      STATE_DIR: `${dir}/state`,
+      PLUGINS_DIR: `${dir}/plugins`,
+      CNI_BIN_DIR: `${dir}/bin`,
+      CNI_CONF_DIR: `${dir}/conf`,
+    });
+    await assert.rejects(
+      startDaemon(cfg, { kubeconfig: `${dir}/no-kubeconfig`, log: capturedLog().log }),
+      /HTTP_ADDRESS 127\.0\.0\.1:\d+/,
+    );
+    assert.deepEqual([...Deno.readDirSync(`${dir}/bin`)], [], "nothing installed");
+  } finally {
+    taken.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
