@@ -90,6 +90,10 @@ Deno.test("kubeconfig: errors name the file and the field", () =>
         /users\[0\]\.user\.client-key-data: not base64/,
       ],
       [": : :", /not YAML/],
+      [
+        "contexts: [{ name: c, context: { cluster: k } }, { name: d, context: { cluster: k } }]",
+        /current-context not set, and 2 contexts to choose from/,
+      ],
     ];
     for (const [text, re] of cases) {
       await Deno.writeTextFile(`${dir}/bad`, text);

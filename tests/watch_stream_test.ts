@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { openWatchStream } from "../src/kube/watch_stream.ts";
-import { ApiError } from "../src/kube/client.ts";
+import { ApiError, parseRetryAfter } from "../src/kube/client.ts";
 import { startApiServer } from "../src/devcluster/apiserver/mod.ts";
 import { kubeClient } from "./helpers/apiserver_http.ts";
 
@@ -204,5 +204,16 @@ Deno.test("client watch over its own connection: events, and errors as the list'
   } finally {
     client.close();
     await api.close();
+  }
+});
+
+Deno.test("Retry-After: seconds as the API server sends them, or an HTTP-date as a proxy may", () => {
+  const now = Date.parse("2026-12-02T05:00:00Z");
+  assert.equal(parseRetryAfter("3", now), 3);
+  assert.equal(parseRetryAfter(" 0 ", now), 0);
+  assert.equal(parseRetryAfter("Wed, 02 Dec 2026 05:00:10 GMT", now), 10);
+  assert.equal(parseRetryAfter("Wed, 02 Dec 2026 04:59:00 GMT", now), 0, "a date past is now");
+  for (const bad of [null, undefined, "", "soon", "-1", "1.5", "2026-12-02"]) {
+    assert.equal(parseRetryAfter(bad, now), undefined, String(bad));
   }
 });

@@ -612,8 +612,30 @@ function httpError(
     status,
     err.reason,
     `${method} ${url.pathname}: ${status} ${err.reason}: ${err.message || text.slice(0, 200)}`,
-    retryAfter && /^[0-9]+$/.test(retryAfter) ? Number(retryAfter) : undefined,
+    parseRetryAfter(retryAfter),
   );
+}
+
+/**
+ * A Retry-After header in seconds: delay-seconds, as the API server sends it, or an
+ * HTTP-date, as a proxy may (the seconds from `now` until then, at least 0); undefined when
+ * absent or unreadable.
+ *
+ * @example
+ * ```ts
+ * parseRetryAfter("3"); // 3
+ * parseRetryAfter("Wed, 02 Dec 2026 05:00:10 GMT", Date.parse("2026-12-02T05:00:00Z")); // 10
+ * ```
+ */
+export function parseRetryAfter(
+  value: string | null | undefined,
+  now = Date.now(),
+): number | undefined {
+  const v = value?.trim() ?? "";
+  if (/^[0-9]+$/.test(v)) return Number(v);
+  // An HTTP-date names its weekday; a bare number with other marks is not one.
+  const at = /^[A-Za-z]{3}, /.test(v) ? Date.parse(v) : NaN;
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - now) / 1000));
 }
 
 /** Whether the environment names a proxy, which fetch would go through. */

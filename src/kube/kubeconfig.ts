@@ -103,6 +103,12 @@ export async function loadKubeconfig(path: string): Promise<KubeAccess> {
   const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
   const rel = (p: string) => (p.startsWith("/") ? p : `${dir}/${p}`);
   const contexts = cfg.contexts ?? [];
+  if (!cfg["current-context"] && contexts.length > 1) {
+    // kubectl refuses too: taking the first would be a guess at which cluster is meant.
+    throw new Error(
+      where(`current-context not set, and ${contexts.length} contexts to choose from`),
+    );
+  }
   const ctxIndex = cfg["current-context"]
     ? contexts.findIndex((c) => c.name === cfg["current-context"])
     : 0;
