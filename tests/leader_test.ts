@@ -812,3 +812,46 @@ Deno.test("leader: never two leaders through failures, latency, outages, hand-ov
     assert.ok(terms.every((t) => t.end === undefined || t.stoppedAfterAbort));
     assert.ok(new Set(terms.map((t) => t.id)).size >= 3, "leadership moved around");
   }));
+
+Deno.test("leader: a lease watch the server never ends is cut past its timeout and opened again", () =>
+  rig(async (r) => {
+    r.start("a");
+    await r.leader();
+    const client = new KubeClient(r.access);
+    let watches = 0;
+    // A connection gone silent: the watch opens, then nothing comes, not even its end.
+    const silent: LeaseClient = {
+      getLease: (ns, name, o) => client.getLease(ns, name, o),
+      createLease: (ns, lease, o) => client.createLease(ns, lease, o),
+      updateLease: (ns, lease, o) => client.updateLease(ns, lease, o),
+      async *watchLeases(_ns, opts) {
+        watches++;
+        await new Promise((_, reject) => {
+          opts.signal?.addEventListener("abort", () => reject(opts.signal?.reason), {
+            once: true,
+          });
+        });
+      },
+    };
+    const b = new LeaderElector(silent, {
+      namespace: NS,
+      name: NAME,
+      identity: "b",
+      ...TIMING,
+      // Long enough that a live watch is never cut in this test but by its deadline.
+      leaseDurationMs: 60_000,
+      watchTimeoutSeconds: 1,
+      watchGraceMs: 200,
+    });
+    const running = b.run();
+    try {
+      await pollUntil(() => watches >= 2, {
+        timeoutMs: 4000,
+        message: () => `a second watch after the first went silent (${watches})`,
+      });
+    } finally {
+      await b.stop();
+      await running;
+      client.close();
+    }
+  }));

@@ -54,7 +54,7 @@
 import { type Logger, silentLogger } from "../log.ts";
 import { Backoff } from "./backoff.ts";
 import { ApiError, statusError } from "./client.ts";
-import { SHORT_WATCH_MS } from "./informer.ts";
+import { defaultWatchTimeoutSeconds, SHORT_WATCH_MS, WATCH_GRACE_MS } from "./informer.ts";
 import {
   formatMicroTime,
   type Lease,
@@ -103,6 +103,10 @@ export interface LeaderElectorOptions {
    * (jittered) as client-go does, as when watches are unavailable.
    */
   watch?: boolean;
+  /** Server-side timeout of a lease watch, in seconds (default: drawn, 5 to 10 minutes). */
+  watchTimeoutSeconds?: number;
+  /** How long past its timeout a lease watch may stay open (default 30 s). */
+  watchGraceMs?: number;
   log?: Logger;
   /**
    * Called on becoming the leader. `signal` aborts the moment leadership ends (its reason
@@ -131,15 +135,6 @@ export class LeadershipLost extends Error {
     super(message);
     this.name = "LeadershipLost";
   }
-}
-
-/**
- * How long a candidate's watch lasts before the server ends it, in seconds: between 5 and
- * 10 minutes, as client-go's reflector, so that watches opened together (after an API
- * server restart) do not all end together.
- */
-function watchTimeoutSeconds(): number {
-  return Math.round(300 * (1 + Math.random()));
 }
 
 /** The outcome of one attempt to acquire or renew ("absent": an update found no lease). */
@@ -518,26 +513,41 @@ export class LeaderElector {
         if (from === undefined) throw new Error(`lease ${name} read without a resourceVersion`);
         const t0 = performance.now();
         this.#setWatching(true, signal);
-        const events = client.watchLeases(namespace, {
-          name,
-          resourceVersion: from,
-          timeoutSeconds: watchTimeoutSeconds(),
-          signal,
-        });
+        // As the informer's (kube/informer.ts): one the server has not ended by its timeout
+        // is on a connection gone silent, and is ended here.
+        const timeoutSeconds = this.#opts.watchTimeoutSeconds ?? defaultWatchTimeoutSeconds();
+        const graceMs = this.#opts.watchGraceMs ?? WATCH_GRACE_MS;
+        const cut = new AbortController();
+        const deadline = setTimeout(() => cut.abort(), timeoutSeconds * 1000 + graceMs);
         let count = 0;
-        for await (const ev of events) {
-          if (signal.aborted) return;
-          count++;
-          this.#watched(ev);
-          if (failing) {
-            failing = false;
-            this.#log.info("watching the lease again");
+        try {
+          const events = client.watchLeases(namespace, {
+            name,
+            resourceVersion: from,
+            timeoutSeconds,
+            signal: AbortSignal.any([signal, cut.signal]),
+          });
+          for await (const ev of events) {
+            if (signal.aborted) return;
+            count++;
+            this.#watched(ev);
+            if (failing) {
+              failing = false;
+              this.#log.info("watching the lease again");
+            }
           }
+        } catch (e) {
+          if (!cut.signal.aborted) throw e;
+        } finally {
+          clearTimeout(deadline);
         }
         if (signal.aborted) return;
         const ms = Math.round(performance.now() - t0);
-        if (count > 0 || ms >= SHORT_WATCH_MS) continue;
-        cause = `the watch ended after ${ms} ms without an event`;
+        if (cut.signal.aborted) {
+          cause = `the watch outlived its timeout (${timeoutSeconds} s) without an end ` +
+            "from the server";
+        } else if (count > 0 || ms >= SHORT_WATCH_MS) continue;
+        else cause = `the watch ended after ${ms} ms without an event`;
       } catch (e) {
         if (signal.aborted) return;
         const err = e instanceof ApiError ? e : new ApiError(0, "Error", (e as Error).message);
