@@ -59,6 +59,52 @@ Deno.test("a foreign route to the same destination is a conflict, never overwrit
   assert.equal(d.conflicts[0].foreign.protocol, 4);
 });
 
+Deno.test("a foreign route beside ours: ours is deleted by an exact match, never replaced over it", () => {
+  // `ip route prepend ... proto static` puts the foreign route before ours at the same
+  // metric: a replace would take the foreign route, not ours.
+  const foreign = k("10.98.0.0/24", "192.168.5.3", 4);
+  const ours = k("10.98.0.0/24", "192.168.5.2", 202);
+  let d = diff([r("10.98.0.0/24", "192.168.5.4")], [foreign, ours], 202);
+  assert.deepEqual(d.ops, [{ op: "delete", route: ours }], "the route read: its metric too");
+  assert.deepEqual(d.conflicts.map((c) => c.foreign), [foreign]);
+  // Once ours is gone, as when only the foreign route was there: reported, nothing sent.
+  d = diff([r("10.98.0.0/24", "192.168.5.4")], [foreign], 202);
+  assert.deepEqual([d.ops, d.conflicts.length], [[], 1]);
+  // Ours as planned is left where it is; the conflict is reported all the same.
+  d = diff([r("10.98.0.0/24", "192.168.5.2")], [foreign, ours], 202);
+  assert.deepEqual([d.ops, d.conflicts.length], [[], 1]);
+  // Duplicates of ours, IPv6, a foreign route at another metric: each of ours deleted.
+  const at = (via: string, protocol: number, metric: number) => ({
+    ...k("fd98::/64", via, protocol, 6),
+    metric,
+  });
+  const mine = [at("fd00:1::2", 202, 1024), at("fd00:1::2", 202, 2000)];
+  d = diff([r("fd98::/64", "fd00:1::2", 6)], [at("fd00:1::3", 4, 100), ...mine], 202);
+  assert.deepEqual(d.ops, mine.map((route) => ({ op: "delete", route })));
+  assert.equal(d.conflicts.length, 1);
+});
+
+Deno.test("an IPv6 route of ours read as multipath may hold others' hops: its first hop is deleted, nothing replaced", () => {
+  // `ip -6 route append ... proto static` makes a sibling of ours; the dump shows one
+  // multipath route of our protocol (the first sibling's), and a replace takes every hop.
+  const mp: KernelRoute = {
+    ...k("fd98::/64", "fd00:1::2", 202, 6),
+    metric: 1024,
+    multipath: true,
+  };
+  for (const via of ["fd00:1::4", "fd00:1::2"]) {
+    const d = diff([r("fd98::/64", via, 6)], [mp], 202);
+    assert.deepEqual(d.ops, [{ op: "delete", route: mp }], via);
+    assert.deepEqual(d.conflicts, []);
+  }
+  const single = k("fd98::/64", "fd00:1::2", 202, 6);
+  assert.deepEqual(diff([r("fd98::/64", "fd00:1::4", 6)], [single, mp], 202).ops, [
+    { op: "delete", route: single },
+    { op: "delete", route: mp },
+  ]);
+  assert.deepEqual(diff([], [mp], 202).ops, [{ op: "delete", route: mp }]);
+});
+
 Deno.test("families are separate", () => {
   const d = diff([r("fd00::/64", "fd01::2", 6)], [k("fd00::/64", "fd01::2", 202, 4)], 202);
   assert.deepEqual(d.ops.map((o) => `${o.op} ${o.route.family}`), ["replace 6", "delete 4"]);
@@ -327,5 +373,34 @@ Deno.test("reconciler: changed node by node and diffed against the view alone, t
   await reconciler.idle();
   assert.deepEqual(new Map(fake.routes.map((r) => [r.dst, r.via])), wanted());
   assert.equal(reconciler.last?.installed, fake.routes.length);
+  await reconciler.stop();
+});
+
+Deno.test("reconciler: after deleting a hop of an IPv6 multipath route of ours, the kernel is read again, and another owner's hop left there is reported, not replaced", async () => {
+  const dst = "fd00:98::/64";
+  const fake = fakeTable({
+    // The kernel deletes the sibling named: the other one, another owner's, shows alone.
+    echo: (gone) => {
+      if (gone.multipath) fake.routes.push({ family: 6, dst, via: "fd00:1::3", protocol: 4 });
+    },
+  });
+  fake.routes.push({ family: 6, dst, via: "fd00:1::2", protocol: 202, multipath: true });
+  const nodes = [info("a", "10.0.0.0/24", "192.168.1.1"), info("b", dst, "fd00:1::4")];
+  const reconciler = reconcilerOn(fake.table, () => nodes);
+  reconciler.trigger("start");
+  await reconciler.idle();
+  assert.deepEqual(fake.routes, [{ family: 6, dst, via: "fd00:1::3", protocol: 4 }]);
+  assert.equal(fake.lists(), 2, "read again after the hop went");
+  assert.deepEqual(
+    reconciler.last?.problems.filter((p) => p.kind === "foreign-route").map((p) => p.value),
+    [dst],
+  );
+  assert.equal(reconciler.last?.installed, 0);
+  // A change there later is diffed against the view: still no replace over that route.
+  nodes[1] = info("b", dst, "fd00:1::5");
+  reconciler.nodesChanged([{ name: "b" }]);
+  await reconciler.idle();
+  assert.deepEqual(fake.routes, [{ family: 6, dst, via: "fd00:1::3", protocol: 4 }]);
+  assert.equal(fake.lists(), 2);
   await reconciler.stop();
 });

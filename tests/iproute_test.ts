@@ -1,6 +1,6 @@
 /** The iproute2 adapter and the route monitor on a real kernel. Needs root. */
 import assert from "node:assert/strict";
-import { createIprouteTable, parseBatchErrors } from "../src/routing/iproute.ts";
+import { batchLine, createIprouteTable, parseBatchErrors } from "../src/routing/iproute.ts";
 import { classifyMonitorLine, type KernelEvent, watchRoutes } from "../src/routing/monitor.ts";
 import { diff, indexKernel } from "../src/routing/diff.ts";
 import type { Route, RouteOp } from "../src/routing/types.ts";
@@ -27,6 +27,19 @@ Deno.test("batch errors map back to their lines", () => {
       "RTNETLINK answers: No such process\nCommand failed -:4\n",
   );
   assert.deepEqual([...errors], [[2, "Nexthop has invalid gateway."], [4, "No such process"]]);
+});
+
+Deno.test("batch lines name our protocol, and a delete the metric it was read with", () => {
+  const route = { family: 6, dst: "fd03::/64", via: "fd00:9::3", protocol: 202 } as const;
+  assert.deepEqual([
+    batchLine({ op: "replace", route: { ...route, node: "n" } }, 202),
+    batchLine({ op: "delete", route }, 202),
+    batchLine({ op: "delete", route: { ...route, metric: 1024 } }, 202),
+  ], [
+    "route replace fd03::/64 via fd00:9::3 proto 202",
+    "route del fd03::/64 via fd00:9::3 proto 202",
+    "route del fd03::/64 via fd00:9::3 proto 202 metric 1024",
+  ]);
 });
 
 Deno.test("monitor lines: main-table routes of every protocol, links and addresses", () => {

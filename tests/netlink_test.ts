@@ -7,7 +7,9 @@ import assert from "node:assert/strict";
 import { createIprouteTable } from "../src/routing/iproute.ts";
 import { type KernelEvent, watchRoutes } from "../src/routing/monitor.ts";
 import type { KernelRoute, OpFailure, RouteOp, RouteTable } from "../src/routing/types.ts";
-import { createLogger, type Logger } from "../src/log.ts";
+import { createLogger, type Logger, silentLogger } from "../src/log.ts";
+import type { NodeInfo } from "../src/kube/node.ts";
+import { Reconciler } from "../src/routing/reconciler.ts";
 import { MessageWriter, splitMessages } from "../src/netlink/codec.ts";
 import { ESRCH, NLM_F_MULTI, RTN_UNICAST } from "../src/netlink/constants.ts";
 import {
@@ -186,7 +188,9 @@ Deno.test("messages: a route change encoded here decodes to what it says", () =>
   const w = new MessageWriter();
   encodeRouteOp(w, replace("fd05::/64", "::ffff:192.168.9.5"), PROTO, 41);
   encodeRouteOp(w, del("10.3.3.3/32", "192.168.9.3"), PROTO, 42);
-  const [a, b] = decodeMessages(w.bytes()) as RouteMessage[];
+  const read = { family: 6, dst: "fd03::/64", via: "fd00:9::3", protocol: PROTO } as const;
+  encodeRouteOp(w, { op: "delete", route: { ...read, metric: 1024 } }, PROTO, 43);
+  const [a, b, c] = decodeMessages(w.bytes()) as RouteMessage[];
   assert.deepEqual(
     [a.kind, a.seq, a.deleted, a.family, a.dst, a.gateway, a.protocol, a.type, a.table, a.scope],
     [
@@ -206,6 +210,8 @@ Deno.test("messages: a route change encoded here decodes to what it says", () =>
     [b.seq, b.deleted, b.family, b.dst.text, b.gateway, b.protocol, b.type, b.scope],
     [42, true, 4, "10.3.3.3/32", "192.168.9.3", PROTO, 0, 255],
   );
+  // A delete names the metric it was read with (none: any), as `ip route del ... metric`.
+  assert.deepEqual([b.metric, c.seq, c.deleted, c.metric], [undefined, 43, true, 1024]);
 });
 
 // ---------------------------------------------------------------------------------------
@@ -496,6 +502,167 @@ Deno.test({
     assert.equal(byDst.has("10.17.0.0/24"), false, "IPv4: the whole multipath route goes");
     // IPv6 keeps next hops as sibling routes: a delete naming one hop removes that one.
     assert.equal(byDst.get("fd17::/64")?.via, "fd00:9::8");
+    // The replace of fd07::/64 took every sibling: the adapters do as they are told, but the
+    // differ no longer asks for it over an IPv6 multipath route, whose other siblings may
+    // be another owner's (see the cases below).
+  },
+});
+
+Deno.test({
+  name: "contract: a delete takes our route at the metric read, and in IPv6 the sibling named",
+  ignore: !!notRoot,
+  async fn() {
+    const setup = async (ns: Netns) => {
+      const ip = (line: string) => ns.ip(...line.split(" "));
+      await ip("route add 10.20.0.0/24 via 192.168.9.2 proto 202");
+      await ip("route add 10.20.0.0/24 via 192.168.9.2 proto 202 metric 100");
+      await ip("-6 route add fd20::/64 via fd00:9::2 proto 202");
+      await ip("-6 route add fd20::/64 via fd00:9::2 proto 202 metric 100");
+      await ip("-6 route add fd21::/64 via fd00:9::2 proto 202");
+      await ip("-6 route append fd21::/64 via fd00:9::3 proto static");
+    };
+    const at = (dst: string, via: string, metric?: number, multipath?: true): RouteOp => ({
+      op: "delete",
+      route: { family: dst.includes(":") ? 6 : 4, dst, via, protocol: PROTO, metric, multipath },
+    });
+    const ops = [
+      at("10.20.0.0/24", "192.168.9.2", 100),
+      at("fd20::/64", "fd00:9::2", 1024),
+      at("fd21::/64", "fd00:9::2", 1024, true),
+    ];
+    const r = await contract(setup, async (t, ns) => {
+      const { failures, state } = await applyCase(t, ns, ops);
+      const left =
+        (state as { dst: string; gateway?: string; protocol?: string; metric?: number }[])
+          .filter((k) => /^(10\.20\.|fd2)/.test(k.dst))
+          .map((k) => `${k.dst} ${k.gateway ?? "-"} ${k.protocol} ${k.metric ?? 0}`);
+      return { failures, left };
+    });
+    assert.deepEqual(r.netlink.failures, []);
+    assert.deepEqual(r.netlink.left, [
+      "10.20.0.0/24 192.168.9.2 202 0",
+      "fd20::/64 fd00:9::2 202 100",
+      "fd21::/64 fd00:9::3 static 1024",
+    ]);
+  },
+});
+
+/** A node of the cluster the reconciler cases route to. */
+function nodeInfo(name: string, podCIDRs: string[], internalIPs: string[]): NodeInfo {
+  return {
+    name,
+    creationTimestamp: "2026-01-01T00:00:00Z",
+    podCIDRs,
+    internalIPs,
+    machineID: "",
+    annotations: {},
+  };
+}
+
+/**
+ * Reconciles, through `table`, our node "a" and node "b" (its CIDRs via its addresses)
+ * until nothing more is asked for; returns what the reconciles said and how many full
+ * reads they made.
+ */
+async function reconcileB(table: RouteTable, cidrs: string[], ips: string[]) {
+  let reads = 0;
+  const counted: RouteTable = {
+    ...table,
+    list: () => {
+      reads++;
+      return table.list();
+    },
+  };
+  const nodes = [nodeInfo("a", ["10.0.0.0/24"], ["192.168.9.1"]), nodeInfo("b", cidrs, ips)];
+  const reconciler = new Reconciler({
+    table: counted,
+    nodes: () => nodes,
+    node: (name) => nodes.find((n) => n.name === name),
+    source: { cidrAnnotation: "", addressAnnotation: "" },
+    rules: () => ({ selfName: "a", allowedCidrs: [], minPrefixV4: 8, minPrefixV6: 32 }),
+    protocol: PROTO,
+    log: silentLogger,
+  });
+  try {
+    reconciler.trigger("start");
+    await reconciler.idle();
+    const last = reconciler.last!;
+    return {
+      reads,
+      failures: last.failures.map((f) => `${f.op.op} ${f.op.route.dst} ${f.error}`),
+      problems: last.problems.map((p) => `${p.kind} ${p.value}: ${p.reason}`),
+      installed: last.installed,
+    };
+  } finally {
+    await reconciler.stop();
+  }
+}
+
+Deno.test({
+  name: "contract: IPv4, a foreign route prepended before ours survives our change of next hop",
+  ignore: !!notRoot,
+  async fn() {
+    // `ip route prepend` (NLM_F_CREATE alone) puts the static route first at metric 0; an
+    // IPv4 replace would take it (the first at destination and metric), leaving ours too.
+    const setup = async (ns: Netns) => {
+      await ns.ip(..."route add 10.98.0.0/24 via 192.168.9.2 proto 202".split(" "));
+      await ns.ip(..."route prepend 10.98.0.0/24 via 192.168.9.3 proto static".split(" "));
+    };
+    const r = await contract(setup, async (t, ns) => ({
+      said: await reconcileB(t, ["10.98.0.0/24"], ["192.168.9.4"]),
+      at: JSON.parse(await ns.ip("-json", "route", "show", "10.98.0.0/24")),
+      state: await kernelState(ns),
+    }));
+    assert.deepEqual(r.netlink.at, [
+      { dst: "10.98.0.0/24", gateway: "192.168.9.3", dev: "lan0", protocol: "static", flags: [] },
+    ], "the static route untouched; ours deleted, not left beside it");
+    assert.deepEqual(r.netlink.said, {
+      reads: 1,
+      failures: [],
+      problems: [
+        "foreign-route 10.98.0.0/24: a route of protocol 4 via 192.168.9.3 already has this " +
+        "destination; left alone",
+      ],
+      installed: 0,
+    });
+  },
+});
+
+Deno.test({
+  name: "contract: IPv6, a foreign route appended beside ours (one multipath route read as ours) " +
+    "survives our change of next hop",
+  ignore: !!notRoot,
+  async fn() {
+    // `ip -6 route append` makes the static route a sibling of ours: the dump shows one
+    // route of protocol 202 with both hops, and an IPv6 replace takes every sibling.
+    const setup = async (ns: Netns) => {
+      await ns.ip(..."-6 route add fd98::/64 via fd00:9::2 proto 202".split(" "));
+      await ns.ip(..."-6 route append fd98::/64 via fd00:9::3 proto static".split(" "));
+    };
+    const r = await contract(setup, async (t, ns) => ({
+      said: await reconcileB(t, ["fd98::/64"], ["fd00:9::4"]),
+      at: JSON.parse(await ns.ip("-6", "-json", "route", "show", "fd98::/64")),
+      state: await kernelState(ns),
+    }));
+    assert.deepEqual(r.netlink.at, [{
+      dst: "fd98::/64",
+      gateway: "fd00:9::3",
+      dev: "lan0",
+      protocol: "static",
+      metric: 1024,
+      flags: [],
+      pref: "medium",
+    }], "the static hop untouched; ours deleted, not left beside it");
+    assert.deepEqual(r.netlink.said, {
+      // Our hop deleted alone, then the kernel read again: the static route shows.
+      reads: 2,
+      failures: [],
+      problems: [
+        "foreign-route fd98::/64: a route of protocol 4 via fd00:9::3 already has this " +
+        "destination; left alone",
+      ],
+      installed: 0,
+    });
   },
 });
 

@@ -5,9 +5,10 @@
  * adapter reads from `ip -json`.
  *
  * Requests are what `ip route replace DST via GW proto P` and `ip route del DST via GW
- * proto P` send: table main in rtm_table, a unicast route of scope universe for a replace;
- * scope "nowhere" and type unspecified for a delete, which then matches any route at DST
- * (with that first next hop, when given) of protocol P only.
+ * proto P [metric M]` send: table main in rtm_table, a unicast route of scope universe for a
+ * replace; scope "nowhere" and type unspecified for a delete, which then matches any route
+ * at DST (with that first next hop, and that metric, when given) of protocol P only. An
+ * IPv6 delete naming a next hop removes that sibling of a multipath route alone.
  *
  * @module
  */
@@ -219,6 +220,10 @@ export function encodeRouteOp(w: MessageWriter, op: RouteOp, protocol: number, s
   }
   w.attrAddress(RTA_DST, c.dst.length, c.dst.value);
   if (c.gateway) w.attrAddress(RTA_GATEWAY, c.gateway.length, c.gateway.value);
+  // The metric read: the delete takes that route of ours, not one at another metric.
+  if (op.op === "delete" && op.route.metric !== undefined) {
+    w.attrU32(RTA_PRIORITY, op.route.metric);
+  }
   w.end();
 }
 

@@ -17,9 +17,11 @@
  * only when it holds more messages than that buffer, or more bytes than the send buffer.
  *
  * Ownership as `ip` has it: a replace creates or replaces the route at its destination
- * (metric 0 for IPv4, 1024 for IPv6), whoever owned it; the differ never asks for one over
- * another owner's route. A delete carries our protocol, so the kernel deletes only a route
- * of ours; a delete naming another protocol throws before anything is sent.
+ * (metric 0 for IPv4, 1024 for IPv6), whoever owned it (in IPv6 with every sibling of a
+ * multipath route); the differ never asks for one where another owner's route may be
+ * (diff.ts). A delete carries our protocol, and the metric read, so the kernel deletes only
+ * that route of ours (in IPv6, only the sibling it names); a delete naming another protocol
+ * throws before anything is sent.
  *
  * @module
  */

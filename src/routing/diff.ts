@@ -4,6 +4,23 @@
  * to a destination we want is a conflict to report, never something to overwrite (a
  * `route replace` would take it over).
  *
+ * Rule: a replace goes only where every route at the destination is known to be ours. A
+ * replace takes the first route at (destination, metric) whoever owns it: in IPv4 a route
+ * another owner put before ours (`ip route prepend`), in IPv6 every sibling of a multipath
+ * route, another owner's appended hop included. So where a route of ours is not as planned:
+ *
+ * - a route of another owner at the destination: ours is deleted, each by an exact match
+ *   (our protocol, its next hop, the metric read), which the kernel never applies to a route
+ *   of another protocol; the conflict is reported, and from then on it is a destination
+ *   another owner holds (nothing of ours is added there until that route goes). A route of
+ *   ours already as planned is left where it is, the conflict reported: nothing to send.
+ * - an IPv6 route of ours read as multipath ({@link mayHoldOthers}): the dump merges
+ *   siblings into one route under the first sibling's protocol, and a hop carries no
+ *   protocol, so the other hops may be anyone's. Only the first hop is surely ours: it is
+ *   deleted alone (an IPv6 delete naming a next hop removes that sibling alone), nothing is
+ *   replaced, and the kernel must be read again before that destination is diffed (see
+ *   kernel_view.ts): what is left there shows then under its own protocol.
+ *
  * @module
  */
 import type { KernelRoute, Route, RouteOp } from "./types.ts";
@@ -64,6 +81,16 @@ export function indexKernel(kernel: readonly KernelRoute[], protocol: number): K
 /** A route of ours as a deletion names it: with our protocol, as every deletion must. */
 export function asKernelRoute(r: OurRoute, protocol: number): KernelRoute {
   return "protocol" in r ? r : { family: r.family, dst: r.dst, via: r.via, protocol };
+}
+
+/**
+ * Whether a route of ours, as read, may hold next hops of other owners: an IPv6 multipath
+ * route, whose siblings each have their own protocol, of which the dump shows the first.
+ * (An IPv4 multipath route is one route, of one protocol.) Deleting it by its first hop
+ * leaves the other siblings, of owners unknown until the kernel is read again.
+ */
+export function mayHoldOthers(r: OurRoute): boolean {
+  return r.family === 6 && "protocol" in r && r.multipath === true;
 }
 
 /** Whether our kernel route is exactly `route`: one next hop, the same, a plain unicast. */
@@ -136,14 +163,14 @@ function diffAt(
     if (!other) out.ops.push({ op: "replace", route });
     return false;
   }
-  if (Array.isArray(mine)) {
-    // Duplicates of ours (another metric): keep one clean route.
-    for (const extra of mine) {
-      out.ops.push({ op: "delete", route: asKernelRoute(extra, protocol) });
-    }
-    out.ops.push({ op: "replace", route });
-  } else if (!inPlace(mine, route)) {
-    out.ops.push({ op: "replace", route });
+  if (!Array.isArray(mine) && inPlace(mine, route)) return true;
+  const all = Array.isArray(mine) ? mine : [mine];
+  // Not as planned: a replace would take the first route there, which may not be ours.
+  const shared = other !== undefined || all.some(mayHoldOthers);
+  // Duplicates of ours (another metric) go too: one clean route is kept.
+  if (shared || all.length > 1) {
+    for (const r of all) out.ops.push({ op: "delete", route: asKernelRoute(r, protocol) });
   }
+  if (!shared) out.ops.push({ op: "replace", route });
   return true;
 }

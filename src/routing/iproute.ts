@@ -177,7 +177,10 @@ export function parseRoutes(
   return out;
 }
 
-/** One batch line for an operation; every line names our protocol. */
+/**
+ * One batch line for an operation; every line names our protocol, and a delete the metric
+ * it was read with, if any (so that it takes that route of ours and no other).
+ */
 export function batchLine(op: RouteOp, protocol: number): string {
   const r = op.route;
   const via = r.via ? ` via ${r.via}` : "";
@@ -187,7 +190,8 @@ export function batchLine(op: RouteOp, protocol: number): string {
       `refusing to delete ${r.dst}: protocol ${op.route.protocol} is not ours (${protocol})`,
     );
   }
-  return `route del ${r.dst}${via} proto ${protocol}`;
+  const metric = op.route.metric === undefined ? "" : ` metric ${op.route.metric}`;
+  return `route del ${r.dst}${via} proto ${protocol}${metric}`;
 }
 
 /**

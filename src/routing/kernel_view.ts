@@ -9,6 +9,11 @@
  * therefore kept together with the plan: a reconcile takes the destinations whose plan
  * changed ({@link around}) and hands them back once applied ({@link keep}).
  *
+ * A deletion of one hop of an IPv6 multipath route of ours (diff.ts: {@link mayHoldOthers})
+ * leaves siblings whose owners no read has shown: the view then stops standing for the
+ * kernel ({@link known} is false) until the next full read, which the reconciler asks for
+ * at once, and nothing is diffed against it meanwhile.
+ *
  * @module
  */
 import {
@@ -16,6 +21,7 @@ import {
   indexKernel,
   inPlace,
   type KernelIndex,
+  mayHoldOthers,
   type OurRoute,
   routeKey,
 } from "./diff.ts";
@@ -76,7 +82,11 @@ export class KernelView {
 
   constructor(readonly protocol: number) {}
 
-  /** Whether the kernel was read: until then every reconcile must read it. */
+  /**
+   * Whether the view stands for the kernel: false until the first full read, and again
+   * after a deletion left routes of owners unknown (see the module doc); then the next
+   * reconcile must read the kernel in full.
+   */
   get known(): boolean {
     return this.#foreign !== undefined;
   }
@@ -135,6 +145,8 @@ export class KernelView {
       const at = ours.get(key);
       if (op.op === "delete") {
         onChange?.("route deleted", op);
+        // The other hops of that route stay, under protocols only a read will show.
+        if (mayHoldOthers(op.route)) this.#foreign = undefined;
         // A deletion names the route as the index holds it, or a copy of a planned one.
         const gone = (r: OurRoute) =>
           r === op.route || !("protocol" in r) && r.via === op.route.via;

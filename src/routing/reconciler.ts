@@ -304,7 +304,9 @@ export class Reconciler {
         applyMs: Math.round(t3 - t2),
       });
     }
-    if (readAfter) this.#request("monitor");
+    // A deletion left routes the view cannot name (kernel_view.ts): read them before any
+    // other change is diffed there.
+    if (readAfter || !this.#view.known) this.#request("monitor");
     return result;
   }
 
