@@ -404,3 +404,25 @@ Deno.test("reconciler: after deleting a hop of an IPv6 multipath route of ours, 
   assert.equal(fake.lists(), 2);
   await reconciler.stop();
 });
+
+Deno.test("a route of ours at another metric than our writes give is deleted, then ours put back", () => {
+  // Written under our protocol by something else: a replace would add a route beside it
+  // (at 0 in IPv4, 1024 in IPv6), and in IPv6 the old one, at 100, would still be taken.
+  const old6: KernelRoute = { ...k("fd97::/64", "fd00:1::2", 202, 6), metric: 100 };
+  const want6 = r("fd97::/64", "fd00:1::4", 6);
+  assert.deepEqual(diff([want6], [old6], 202).ops, [
+    { op: "delete", route: old6 },
+    { op: "replace", route: want6 },
+  ]);
+  // The same next hop at another metric is not in place either.
+  const same4: KernelRoute = { ...k("10.97.0.0/24", "192.168.5.2", 202), metric: 5 };
+  const want4 = r("10.97.0.0/24", "192.168.5.2");
+  assert.deepEqual(diff([want4], [same4], 202).ops, [
+    { op: "delete", route: same4 },
+    { op: "replace", route: want4 },
+  ]);
+  // At the metrics our writes give, nothing is sent.
+  const ok6: KernelRoute = { ...k("fd97::/64", "fd00:1::4", 202, 6), metric: 1024 };
+  const ok4: KernelRoute = { ...k("10.97.0.0/24", "192.168.5.2", 202), metric: 0 };
+  assert.deepEqual(diff([want6, want4], [ok6, ok4], 202).ops, []);
+});

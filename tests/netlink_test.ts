@@ -667,6 +667,30 @@ Deno.test({
 });
 
 Deno.test({
+  name: "contract: a route of ours at another metric is taken out, not left preferred beside ours",
+  ignore: !!notRoot,
+  async fn() {
+    // Ours by protocol, at metric 100 (written by hand): a replace alone would add ours at
+    // 1024 beside it, and the kernel would go on taking the old next hop, at 100.
+    const setup = async (ns: Netns) => {
+      await ns.ip(..."-6 route add fd97::/64 via fd00:9::2 proto 202 metric 100".split(" "));
+    };
+    const r = await contract(setup, async (t, ns) => ({
+      said: await reconcileB(t, ["fd97::/64"], ["fd00:9::4"]),
+      at: JSON.parse(await ns.ip("-6", "-json", "route", "show", "fd97::/64")),
+      state: await kernelState(ns),
+    }));
+    assert.deepEqual(
+      r.netlink.at.map((x: { gateway: string; metric: number }) => [x.gateway, x.metric]),
+      [
+        ["fd00:9::4", 1024],
+      ],
+    );
+    assert.deepEqual(r.netlink.said, { reads: 1, failures: [], problems: [], installed: 1 });
+  },
+});
+
+Deno.test({
   name: "contract: IPv4-mapped next hops of IPv6 routes, installed and deleted",
   ignore: !!notRoot,
   async fn() {

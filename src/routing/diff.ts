@@ -93,11 +93,27 @@ export function mayHoldOthers(r: OurRoute): boolean {
   return r.family === 6 && "protocol" in r && r.multipath === true;
 }
 
-/** Whether our kernel route is exactly `route`: one next hop, the same, a plain unicast. */
+/** The metric a route gets from our writes, which name none: the kernel's default. */
+const WRITTEN_METRIC = { 4: 0, 6: 1024 } as const;
+
+/**
+ * Whether a route of ours, as read, stands at another metric than our writes give: a
+ * replace would then add a route beside it, not take its place (written by something
+ * else under our protocol, e.g. by hand).
+ */
+function offMetric(r: OurRoute): boolean {
+  return "protocol" in r && (r.metric ?? WRITTEN_METRIC[r.family]) !== WRITTEN_METRIC[r.family];
+}
+
+/**
+ * Whether our kernel route is exactly `route`: one next hop, the same, a plain unicast, at
+ * the metric our writes give.
+ */
 export function inPlace(mine: OurRoute, route: Route): boolean {
   if (mine === route) return true;
   if (mine.via !== route.via) return false;
-  return !("protocol" in mine) || (mine.type === undefined && mine.multipath === undefined);
+  return !("protocol" in mine) ||
+    (mine.type === undefined && mine.multipath === undefined && !offMetric(mine));
 }
 
 /**
@@ -167,8 +183,8 @@ function diffAt(
   const all = Array.isArray(mine) ? mine : [mine];
   // Not as planned: a replace would take the first route there, which may not be ours.
   const shared = other !== undefined || all.some(mayHoldOthers);
-  // Duplicates of ours (another metric) go too: one clean route is kept.
-  if (shared || all.length > 1) {
+  // Duplicates of ours, and ours at another metric, go too: one clean route is kept.
+  if (shared || all.length > 1 || offMetric(all[0])) {
     for (const r of all) out.ops.push({ op: "delete", route: asKernelRoute(r, protocol) });
   }
   if (!shared) out.ops.push({ op: "replace", route });
