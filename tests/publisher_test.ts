@@ -333,6 +333,12 @@ Deno.test("monitor lines that cannot change the selection are skipped", () => {
   assert.equal(addressEventMatters("3: net3    inet6 fe80::1/64 scope 253 ", net3), false);
   assert.equal(addressEventMatters("       valid_lft forever preferred_lft forever", net3), false);
   assert.equal(addressEventMatters("something new", net3), true);
+  // Links: ours by its name now (a rename to it), no other, none with subnets.
+  const up = "5: net3: <BROADCAST,NOARP,UP,LOWER_UP> mtu 1500 qdisc noqueue state UNKNOWN ";
+  assert.equal(addressEventMatters(up, net3), true);
+  assert.equal(addressEventMatters(`Deleted ${up}`, net3), true);
+  assert.equal(addressEventMatters(up, s), false);
+  assert.equal(addressEventMatters("7: veth1@if2: <BROADCAST,UP> mtu 1500 state UP ", net3), false);
 });
 
 /** Log lines captured as records. */

@@ -302,14 +302,19 @@ export function describeCandidates(
 }
 
 /**
- * Whether a line of `ip -N monitor address` can change the selection: a line about an
- * address that is loopback or link-local, or out of the selector's scope, cannot; a line
- * not understood counts, to be safe. Continuation lines (lifetimes) do not.
+ * Whether a line of `ip -N monitor link address` can change the selection: a line about an
+ * address that is loopback or link-local, or out of the selector's scope, cannot; nor can a
+ * link other than ADDRESS_INTERFACE (by its name now: a link renamed to it counts), nor any
+ * link with ADDRESS_SUBNETS; a line not understood counts, to be safe. Continuation lines
+ * (lifetimes) do not.
  *
- * A node with many pods sees a link-local address come and go with every pod's veth.
+ * A node with many pods sees a link and a link-local address come and go with every pod's
+ * veth.
  */
 export function addressEventMatters(line: string, selector: AddressSelector): boolean {
   if (line.trim() === "" || /^\s/.test(line)) return false;
+  const link = /^(?:Deleted )?\d+: ([^\s:@]+)(?:@[^\s:]+)?: </.exec(line);
+  if (link) return "interface" in selector && link[1] === selector.interface;
   const m = /^(?:Deleted )?\d+: (\S+)\s+inet6? ([^\s/]+)/.exec(line);
   if (!m) return true;
   const ip = parseIp(m[2]);

@@ -119,7 +119,9 @@ export function iprouteAddressSource(
       };
       const runOnce = async (): Promise<string> => {
         child = new Deno.Command(ip, {
-          args: [...ns, "-N", "monitor", "address"],
+          // Links too: a rename announces no IPv6 address, and ip prints the old name on
+          // the IPv4 ones (its name cache follows link messages only).
+          args: [...ns, "-N", "monitor", "link", "address"],
           stdin: "null",
           stdout: "piped",
           stderr: "piped",
