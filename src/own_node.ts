@@ -20,16 +20,26 @@ export function readMachineId(path = "/etc/machine-id"): string {
   }
 }
 
-/** Finds our node: by name, else by machine ID. */
+/**
+ * Finds our node: by name, else by machine ID. Two nodes with one machine ID (hosts cloned
+ * from one image) give none: taking either would route and hand out another node's CIDRs.
+ */
 export function findSelf(
   nodes: Iterable<NodeInfo>,
   nodeName: string,
   machineId: string,
 ): string | undefined {
   if (nodeName !== "") return nodeName;
-  if (machineId === "") return undefined;
-  for (const n of nodes) if (n.machineID === machineId) return n.name;
-  return undefined;
+  const [only, more] = withMachineId(nodes, machineId);
+  return more === undefined ? only : undefined;
+}
+
+/** The names of the nodes whose machine ID is `machineId` (none for an empty one). */
+function withMachineId(nodes: Iterable<NodeInfo>, machineId: string): string[] {
+  if (machineId === "") return [];
+  const names: string[] = [];
+  for (const n of nodes) if (n.machineID === machineId) names.push(n.name);
+  return names;
 }
 
 /** What {@link OwnNode} works with. */
@@ -81,13 +91,18 @@ export class OwnNode {
     const { log } = this.#opts;
     if (this.#name === "" && !this.#warned) {
       this.#warned = true;
+      const matching = withMachineId(this.#opts.nodes().values(), this.#machineId);
       log.error(
-        "own node not found: set NODE_NAME, or make /etc/machine-id match a node's " +
-          "status.nodeInfo.machineID",
-        { machineId: this.#machineId },
+        "own node not found: set NODE_NAME, or make /etc/machine-id match exactly one " +
+          "node's status.nodeInfo.machineID",
+        { machineId: this.#machineId, ...(matching.length > 1 ? { matching } : {}) },
       );
     }
-    if (plan.selfCidrs === undefined) return;
+    if (plan.selfCidrs === undefined) {
+      // Our node is not planned: a file a previous run left must not serve its CIDRs.
+      if (await this.#stateFile.remove()) log.info("node state removed: own node not planned");
+      return;
+    }
     if (this.#conflistPending) {
       this.#conflistPending = false;
       await this.#writeConflist(plan.self?.addresses[0]);

@@ -156,15 +156,22 @@ export function readNodeState(
  * change, not on every reconcile.
  */
 export class NodeStateFile {
-  // Empty at first: a node with no CIDRs yet has no file written for it.
-  #last = "";
+  /**
+   * The CIDRs the file holds as this process wrote it; null when there is no file; undefined
+   * until then, for a file a previous run left may be there.
+   */
+  #last: string | null | undefined;
 
   constructor(readonly dir: string, readonly annotation: string) {}
 
-  /** Writes our node's CIDRs unless the file already holds them; returns whether it wrote. */
+  /**
+   * Writes our node's CIDRs unless the file already holds them; returns whether it changed
+   * the file. A node with no CIDRs yet has no file: one a previous run left is removed.
+   */
   async update(node: string, cidrs: readonly string[], machineID?: string): Promise<boolean> {
     const text = cidrs.join(",");
-    if (text === this.#last) return false;
+    if (text === this.#last || text === "" && this.#last === null) return false;
+    if (text === "" && this.#last === undefined) return await this.remove();
     await writeNodeState(this.dir, {
       version: 1,
       node,
@@ -175,5 +182,19 @@ export class NodeStateFile {
     });
     this.#last = text;
     return true;
+  }
+
+  /** Removes the file unless this process knows there is none; returns whether it did. */
+  async remove(): Promise<boolean> {
+    if (this.#last === null) return false;
+    let removed = true;
+    try {
+      await Deno.remove(stateFilePath(this.dir, this.annotation));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      removed = false;
+    }
+    this.#last = null;
+    return removed;
   }
 }

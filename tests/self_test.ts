@@ -3,7 +3,7 @@ import { findSelf, OwnNode, readMachineId } from "../src/own_node.ts";
 import type { NodeInfo } from "../src/kube/node.ts";
 import type { Plan } from "../src/routing/plan.ts";
 import { createLogger } from "../src/log.ts";
-import { readNodeState } from "../src/state.ts";
+import { NodeStateFile, readNodeState } from "../src/state.ts";
 import { CONFLIST_NAME } from "../src/install.ts";
 import type { CheckedNode } from "../src/routing/check.ts";
 import { runPlugin } from "../cni/skel.ts";
@@ -25,6 +25,34 @@ Deno.test("own node: NODE_NAME first, else the node with this machine ID", () =>
   assert.equal(findSelf(nodes, "", "m-x"), undefined);
   assert.equal(findSelf(nodes, "", ""), undefined, "an empty machine ID matches nothing");
   assert.equal(findSelf([node("c", "")], "", ""), undefined);
+  // Hosts cloned from one image: which node is ours cannot be told.
+  assert.equal(findSelf([...nodes, node("c", "m-b")], "", "m-b"), undefined);
+});
+
+Deno.test("own node: two nodes with this host's machine ID are named, and neither is taken", async () => {
+  const dir = await Deno.makeTempDir();
+  const lines: { msg: string; matching?: string[] }[] = [];
+  const log = createLogger("info", { write: (l) => lines.push(JSON.parse(l)), text: false });
+  const ann = "example.com/net1";
+  // A state file a previous run left, naming a node and its CIDRs then.
+  await new NodeStateFile(dir, ann).update("b", ["10.0.9.0/24"], "m-b");
+  const own = new OwnNode({
+    cfg: { nodeName: "", stateDir: dir, cidrAnnotation: ann, cniConfDir: `${dir}/conf` },
+    nodes: () => new Map([["b", node("b", "m-b")], ["c", node("c", "m-b")]]),
+    table: { localAddresses: () => Promise.resolve([]) },
+    conflist: false,
+    machineId: "m-b",
+    log,
+  });
+  try {
+    assert.equal(own.name, "");
+    await own.planned(planOf(undefined));
+    const said = lines.find((l) => l.msg.startsWith("own node not found"));
+    assert.deepEqual(said?.matching, ["b", "c"]);
+    assert.equal(readNodeState(dir, ann), undefined, "the old file serves no CIDRs");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("machine ID is read trimmed; absent file gives empty", async () => {
@@ -70,7 +98,7 @@ Deno.test("own node: found by machine ID once it is listed; the state file follo
     await own.planned(planOf(undefined));
     assert.equal(
       said(
-        "own node not found: set NODE_NAME, or make /etc/machine-id match a node's status.nodeInfo.machineID",
+        "own node not found: set NODE_NAME, or make /etc/machine-id match exactly one node's status.nodeInfo.machineID",
       ),
       1,
       "said once",

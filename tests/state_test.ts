@@ -35,6 +35,28 @@ Deno.test("NodeStateFile: writes when our CIDRs change, not on every reconcile",
   }
 });
 
+Deno.test("NodeStateFile: a file a previous run left goes when our node has no CIDRs now", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "state-test-" });
+  try {
+    await new NodeStateFile(dir, ANNOTATION).update("node-1", ["10.9.1.0/24"]);
+    // A new process (the daemon restarted), our node registered again with no CIDRs.
+    const file = new NodeStateFile(dir, ANNOTATION);
+    assert.equal(await file.update("node-1", []), true);
+    assert.equal(readNodeState(dir, ANNOTATION), undefined);
+    assert.equal(await file.update("node-1", []), false);
+    // CIDRs come, then go again: an empty list is written, as within one run.
+    assert.equal(await file.update("node-1", ["10.9.2.0/24"]), true);
+    assert.equal(await file.update("node-1", []), true);
+    assert.deepEqual(readNodeState(dir, ANNOTATION)?.cidrs, []);
+    // Our node no longer planned at all: the file goes.
+    assert.equal(await file.remove(), true);
+    assert.equal(readNodeState(dir, ANNOTATION), undefined);
+    assert.equal(await file.remove(), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("stateFilePath: distinct annotations give distinct files; common names stay readable", () => {
   const annotations = [
     "",
