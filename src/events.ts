@@ -2,10 +2,16 @@
  * Kubernetes Events on Nodes whose CIDRs or addresses are refused, so that `kubectl
  * describe node` shows what this instance will not route. Needs only `events: create`.
  *
+ * Every instance of a network sees a node's annotation alike, so each would report the same
+ * problem: an Event's name is made from the problem and the network, so that the first
+ * instance's post makes it and the others' get 409 AlreadyExists, and one object stands for
+ * them all. A foreign route is a fact of the host that has it: its Event is on that host's
+ * Node, naming the node whose route it blocks.
+ *
  * @module
  */
 import type { Problem, ProblemKind } from "./routing/problem.ts";
-import { describeProblem } from "./routing/problem.ts";
+import { describeProblem, problemKey } from "./routing/problem.ts";
 import type { Logger } from "./log.ts";
 
 /** Event reasons by problem kind; kinds without one post no Event. */
@@ -30,24 +36,34 @@ export function nodeEvent(
   const reason = REASONS[p.kind];
   if (!reason) return undefined;
   const now = (opts.now ?? new Date()).toISOString();
-  const suffix = `${Date.now().toString(16)}${Math.floor(Math.random() * 0xffff).toString(16)}`;
+  const host = opts.host ?? "";
+  const on = p.kind === "foreign-route" && host !== "" ? host : p.node;
+  const said = `${opts.protocol}\u0000${on === p.node ? "" : host}\u0000${problemKey(p)}`;
   return {
     apiVersion: "v1",
     kind: "Event",
-    metadata: { name: `${p.node}.${suffix}`, namespace: EVENT_NAMESPACE },
+    metadata: { name: `${on}.xcluster-cni-${fnv1a(said)}`, namespace: EVENT_NAMESPACE },
     // kubectl describe finds a node's events by involvedObject.uid, which for Nodes the
     // kubelet sets to the node's name.
-    involvedObject: { apiVersion: "v1", kind: "Node", name: p.node, uid: p.node },
+    involvedObject: { apiVersion: "v1", kind: "Node", name: on, uid: on },
     reason,
-    message: `xcluster-cni (protocol ${opts.protocol}): ${describeProblem(p)}`.slice(0, 1024),
+    message: (`xcluster-cni (protocol ${opts.protocol}${on === p.node ? "" : `, on ${on}`}): ` +
+      describeProblem(p)).slice(0, 1024),
     type: "Warning",
-    source: { component: "xcluster-cni", host: opts.host ?? "" },
+    source: { component: "xcluster-cni", host },
     firstTimestamp: now,
     lastTimestamp: now,
     count: 1,
     reportingComponent: "xcluster-cni",
-    reportingInstance: opts.host ?? "",
+    reportingInstance: host,
   };
+}
+
+/** FNV-1a, 32 bits, as 8 hex digits: a short name part that the same text always gives. */
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (const byte of new TextEncoder().encode(text)) h = Math.imul(h ^ byte, 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, "0");
 }
 
 /**
@@ -66,8 +82,10 @@ export function postNodeEvents(
     const event = nodeEvent(p, opts);
     if (!event) continue;
     posted++;
-    client.createEvent(EVENT_NAMESPACE, event).catch((error) =>
-      opts.log.warn("posting a Node Event failed", { node: p.node, error })
-    );
+    client.createEvent(EVENT_NAMESPACE, event).catch((error) => {
+      // Another instance of the network posted it first.
+      if ((error as { status?: number }).status === 409) return;
+      opts.log.warn("posting a Node Event failed", { node: p.node, error });
+    });
   }
 }

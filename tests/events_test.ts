@@ -57,3 +57,41 @@ Deno.test("postNodeEvents: a flood of problems posts a bounded number of Events,
     await api.close();
   }
 });
+
+Deno.test("postNodeEvents: every instance reporting a node's problem makes one Event; a foreign route is on its host", async () => {
+  const api = await startApiServer({});
+  const lines: string[] = [];
+  const log = createLogger("warn", { write: (l) => lines.push(l), text: false });
+  const client = kubeClient(api);
+  const foreign: Problem = {
+    node: "vm-5",
+    kind: "foreign-route",
+    field: "route",
+    value: "10.5.0.0/24",
+    reason: "a route of protocol 4 via 192.168.1.9 already has this destination; left alone",
+  };
+  try {
+    // Three instances of the network, and one of another network, see vm-5's bad CIDR.
+    for (const host of ["vm-1", "vm-2", "vm-3"]) {
+      postNodeEvents(client, [refused(5)], { protocol: 202, host, log });
+    }
+    postNodeEvents(client, [refused(5)], { protocol: 203, host: "vm-1", log });
+    // Two hosts find a foreign route in the way of their route to vm-5.
+    for (const host of ["vm-1", "vm-2"]) {
+      postNodeEvents(client, [foreign], { protocol: 202, host, log });
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const events = api.events as { involvedObject: { name: string }; message: string }[];
+    const on = (node: string) => events.filter((e) => e.involvedObject.name === node);
+    assert.equal(on("vm-5").length, 2, "one per network");
+    assert.deepEqual(on("vm-1").map((e) => e.message), [
+      'xcluster-cni (protocol 202, on vm-1): node vm-5: route="10.5.0.0/24": ' + foreign.reason,
+    ]);
+    assert.equal(on("vm-2").length, 1);
+    assert.equal(events.length, 4);
+    assert.deepEqual(lines, [], "the instances that came second say nothing");
+  } finally {
+    client.close();
+    await api.close();
+  }
+});
