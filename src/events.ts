@@ -59,10 +59,12 @@ export function nodeEvent(
   };
 }
 
+const UTF8 = new TextEncoder();
+
 /** FNV-1a, 32 bits, as 8 hex digits: a short name part that the same text always gives. */
 function fnv1a(text: string): string {
   let h = 0x811c9dc5;
-  for (const byte of new TextEncoder().encode(text)) h = Math.imul(h ^ byte, 0x01000193) >>> 0;
+  for (const byte of UTF8.encode(text)) h = Math.imul(h ^ byte, 0x01000193) >>> 0;
   return h.toString(16).padStart(8, "0");
 }
 

@@ -10,7 +10,7 @@ import { Allocator, type AllocatorStats } from "./alloc/allocator.ts";
 import type { AllocProblem } from "./alloc/allocate.ts";
 import { type DaemonConfig, leaseName } from "./config.ts";
 import { annotatedNodes, annotateNode, nodeAnnotation } from "./kube/annotate.ts";
-import { Backoff } from "./kube/backoff.ts";
+import { Backoff, sleep } from "./kube/backoff.ts";
 import type { KubeClient } from "./kube/client.ts";
 import type { NodeInformer } from "./kube/informer.ts";
 import { LEADER_ELECTION_DEFAULTS, LeaderElector } from "./kube/leader.ts";
@@ -144,13 +144,7 @@ async function allAnnotated(
       if (signal.aborted) return new Map();
       const inMs = Math.round(backoff.next());
       log.warn("listing the nodes off the network failed; retrying", { error, inMs });
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, inMs);
-        signal.addEventListener("abort", () => {
-          clearTimeout(timer);
-          resolve();
-        }, { once: true });
-      });
+      await sleep(inMs, signal);
     }
   }
 }

@@ -143,32 +143,44 @@ Deno.test("informer: metadata only lists and watches annotations without spec or
   }
 });
 
-Deno.test("informer: stop() during a watch is no failure and waits for no backoff", async () => {
+/**
+ * An informer watching the embedded API server, its backoff step `backoffMs` (each wait half
+ * to all of it), and the warnings it logs; `fn` runs once the watch is open.
+ */
+async function whileWatching(
+  backoffMs: number,
+  fn: (informer: NodeInformer<NodeInfo>, warnings: string[]) => Promise<void>,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "xcluster-informer-" });
   const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
   const client = new KubeClient(await loadKubeconfig(`${dir}/kubeconfig`));
   const warnings: string[] = [];
   const log = createLogger("warn", { write: (line) => warnings.push(line), text: false });
-  // A backoff step longer than the test's own timeout: a stop that waited for one would fail.
   const informer = new NodeInformer<NodeInfo>(client, {
     project: (raw) => toNodeInfo(raw, []),
-    backoff: { initialMs: 60_000, maxMs: 60_000 },
+    backoff: { initialMs: backoffMs, maxMs: backoffMs },
     log,
   });
   try {
     informer.start();
     await informer.synced;
     await pollUntil(() => api.nodes.watcherCount() === 1, { message: "watching" });
-    await informer.stop();
-    assert.deepEqual(warnings, [], "a stop is not a failed watch");
-    assert.equal(informer.stats().shortWatches, 0);
+    await fn(informer, warnings);
   } finally {
     await informer.stop();
     client.close();
     await api.close();
     await Deno.remove(dir, { recursive: true });
   }
-});
+}
+
+Deno.test("informer: stop() during a watch is no failure and waits for no backoff", () =>
+  // A backoff step longer than the test's own timeout: a stop that waited for one would fail.
+  whileWatching(60_000, async (informer, warnings) => {
+    await informer.stop();
+    assert.deepEqual(warnings, [], "a stop is not a failed watch");
+    assert.equal(informer.stats().shortWatches, 0);
+  }));
 
 Deno.test("informer: dropped watches resume from the last version without loss", () =>
   rig(async (r) => {
@@ -501,23 +513,10 @@ Deno.test("informer: a watch the server never ends is cut past its timeout and w
   }
 });
 
-Deno.test("informer: relist() right after a watch opens is no failure and waits for no backoff", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "xcluster-informer-" });
-  // No bookmark within the watch's first second: it ends having delivered no event.
-  const api = await startApiServer({ kubeconfigPath: `${dir}/kubeconfig` });
-  const client = new KubeClient(await loadKubeconfig(`${dir}/kubeconfig`));
-  const warnings: string[] = [];
-  const log = createLogger("warn", { write: (line) => warnings.push(line), text: false });
-  // A wait of one backoff step is 2.5-5 s, far above what a relist takes.
-  const informer = new NodeInformer<NodeInfo>(client, {
-    project: (raw) => toNodeInfo(raw, []),
-    backoff: { initialMs: 5000, maxMs: 5000 },
-    log,
-  });
-  try {
-    informer.start();
-    await informer.synced;
-    await pollUntil(() => api.nodes.watcherCount() === 1, { message: "watching" });
+Deno.test("informer: relist() right after a watch opens is no failure and waits for no backoff", () =>
+  // No bookmark within the watch's first second: it ends having delivered no event. A wait of
+  // one backoff step is 2.5-5 s, far above what a relist takes.
+  whileWatching(5000, async (informer, warnings) => {
     const t0 = performance.now();
     await informer.relist();
     const ms = performance.now() - t0;
@@ -525,13 +524,7 @@ Deno.test("informer: relist() right after a watch opens is no failure and waits 
     assert.deepEqual(warnings, [], "a relist is not a failed watch");
     assert.equal(informer.stats().shortWatches, 0);
     assert.equal(informer.stats().lists, 2);
-  } finally {
-    await informer.stop();
-    client.close();
-    await api.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
 Deno.test("defaultWatchTimeoutSeconds: 5 to 10 minutes, drawn for each watch", () => {
   assert.equal(defaultWatchTimeoutSeconds(() => 0), 300);

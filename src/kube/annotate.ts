@@ -16,6 +16,7 @@
  */
 import { z } from "zod";
 import { ApiError, type KubeClient } from "./client.ts";
+import { NODE_FIELDS, type NodeInfo, toNodeInfo } from "./node.ts";
 
 /** What became of a guarded write. */
 export type AnnotateOutcome =
@@ -66,32 +67,30 @@ export async function nodeAnnotation(
   return meta === "gone" ? meta : meta.annotations?.[annotation];
 }
 
-const NamedMetaSchema = z.object({
-  metadata: z.object({
-    name: z.string().min(1),
-    annotations: z.record(z.string(), z.string()).nullish(),
-  }),
-});
-
 /**
  * Every node's value of `annotation`, by node name (nodes without it are left out), from a
- * paged list of the nodes' metadata with no selector.
+ * paged list of the nodes' metadata with no selector, read item by item.
  */
 export async function annotatedNodes(
-  client: Pick<KubeClient, "listNodes">,
+  client: Pick<KubeClient, "listNodesEach">,
   annotation: string,
   signal?: AbortSignal,
 ): Promise<Map<string, string>> {
   const out = new Map<string, string>();
+  const onItem = (item: unknown) => {
+    let node: NodeInfo;
+    try {
+      node = toNodeInfo(item, [annotation]);
+    } catch {
+      return; // not a Node: skipped, as the informer skips it
+    }
+    const value = node.annotations[annotation];
+    if (value !== undefined) out.set(node.name, value);
+  };
   let cont: string | undefined;
   do {
-    const page = await client.listNodes({ metadataOnly: true, limit: 500, continue: cont, signal });
-    for (const item of page.items) {
-      const meta = NamedMetaSchema.safeParse(item).data?.metadata;
-      const value = meta?.annotations?.[annotation];
-      if (meta && value !== undefined) out.set(meta.name, value);
-    }
-    cont = page.continue;
+    const list = { metadataOnly: true, limit: 500, continue: cont, signal };
+    cont = (await client.listNodesEach(list, onItem, NODE_FIELDS)).continue;
   } while (cont);
   return out;
 }

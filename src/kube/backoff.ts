@@ -65,3 +65,17 @@ export class Backoff {
     return Math.max(wait, retryAfterMs ?? 0);
   }
 }
+
+/** Resolves after `ms`, or as soon as `signal` aborts: the wait between two tries. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, Math.max(0, ms));
+    signal.addEventListener("abort", done);
+  });
+}

@@ -52,7 +52,7 @@
  * @module
  */
 import { type Logger, silentLogger } from "../log.ts";
-import { Backoff } from "./backoff.ts";
+import { Backoff, sleep } from "./backoff.ts";
 import { ApiError, statusError } from "./client.ts";
 import { defaultWatchTimeoutSeconds, SHORT_WATCH_MS, WATCH_GRACE_MS } from "./informer.ts";
 import {
@@ -149,20 +149,6 @@ function recordKey(spec: LeaseSpec | null | undefined): string {
     spec?.renewTime ?? "",
     spec?.leaseTransitions ?? 0,
   ]);
-}
-
-/** Resolves after `ms`, or as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, Math.max(0, ms));
-    signal.addEventListener("abort", done);
-  });
 }
 
 function positive(name: string, value: number): number {

@@ -203,8 +203,8 @@ export class Reconciler {
 
   /** Stops taking triggers; waits for a running reconcile (or head start) to end. */
   async stop(): Promise<void> {
-    clearTimeout(this.#retry.timer);
     await this.#runs.stop();
+    // After the run under way: its failure may have set one (a request once stopped is moot).
     clearTimeout(this.#retry.timer);
     this.#succeeded.resolve(false);
     // Routes already sent stay, as every route does when the daemon stops.
